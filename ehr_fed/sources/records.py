@@ -40,6 +40,7 @@ TABLES: dict[str, dict[str, str]] = {
         "onset_time": "TIMESTAMP",
         "system": "VARCHAR",
         "code": "VARCHAR",
+        "concept_id": "BIGINT",
     },
     "measurement": {
         "person_id": "VARCHAR",
@@ -47,6 +48,7 @@ TABLES: dict[str, dict[str, str]] = {
         "time": "TIMESTAMP",
         "system": "VARCHAR",
         "code": "VARCHAR",
+        "concept_id": "BIGINT",
         "value": "DOUBLE",
         "unit": "VARCHAR",
     },
@@ -57,6 +59,7 @@ TABLES: dict[str, dict[str, str]] = {
         "end_time": "TIMESTAMP",
         "system": "VARCHAR",
         "code": "VARCHAR",
+        "concept_id": "BIGINT",
         "status": "VARCHAR",
     },
     "procedure": {
@@ -65,6 +68,7 @@ TABLES: dict[str, dict[str, str]] = {
         "time": "TIMESTAMP",
         "system": "VARCHAR",
         "code": "VARCHAR",
+        "concept_id": "BIGINT",
     },
 }
 
