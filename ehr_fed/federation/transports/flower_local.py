@@ -1,0 +1,227 @@
+"""A Flower federation on this machine: one SuperLink and one SuperNode per site.
+
+This is what the tests, the demo and a single-machine pilot use. Every
+process is a real Flower process (``flower-superlink``, ``flower-supernode``,
+``flwr run``) talking TLS over loopback, exactly as in a deployment where each
+hospital runs its SuperNode and connects outbound to the SuperLink. Each
+process is started in its own process group, so :meth:`LoopbackDeployment.close`
+also stops the ``flower-superexec``, ``flwr-serverapp`` and ``flwr-clientapp``
+processes Flower starts underneath.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ehr_fed.federation.transports.flower_tls import TlsFiles, make_loopback_certificates
+
+log = logging.getLogger(__name__)
+
+#: name of the SuperLink connection written to the Flower config of a deployment
+CONNECTION = "ehrfed"
+
+
+class FlowerDeploymentError(RuntimeError):
+    """A Flower process did not start, or a run failed."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _bin(name: str) -> str:
+    """Path of a Flower executable installed beside this Python interpreter."""
+    candidate = Path(sys.executable).with_name(name)
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise FlowerDeploymentError(f"{name} not found: install flwr in this environment (pip install flwr)")
+    return found
+
+
+@dataclass
+class _Proc:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+
+@dataclass
+class LoopbackDeployment:
+    """Start a SuperLink and one SuperNode per site on loopback, with TLS.
+
+    Parameters
+    ----------
+    site_configs : dict of str to path
+        Site id -> the site's own config file (passed to its SuperNode as
+        ``--node-config site-id=... site-config=...``: only that SuperNode reads it).
+    workdir : path, optional
+        Where certificates, logs and the Flower home go (a temporary folder by default).
+    """
+
+    site_configs: dict[str, str | Path]
+    workdir: Path | None = None
+    port: int = 0
+    tls: TlsFiles | None = None
+    _procs: list[_Proc] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir or tempfile.mkdtemp(prefix="ehrfed-flower-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.flwr_home = self.workdir / "flwr-home"
+
+    # -- processes ---------------------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str]) -> _Proc:
+        log_path = self.workdir / f"{name}.log"
+        env = dict(os.environ, FLWR_HOME=str(self.flwr_home), PYTHONUNBUFFERED="1")
+        fh = log_path.open("w")
+        popen = subprocess.Popen(
+            args, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=self.workdir, start_new_session=True
+        )
+        proc = _Proc(name, popen, log_path)
+        self._procs.append(proc)
+        return proc
+
+    def start(self, timeout: float = 60.0) -> "LoopbackDeployment":
+        """Start every process and wait until all SuperNodes are registered."""
+        self.tls = make_loopback_certificates(self.workdir / "tls")
+        self.port = self.port or free_port()
+        self._spawn(
+            "superlink",
+            [
+                _bin("flower-superlink"),
+                "--ssl-ca-certfile", str(self.tls.ca_cert),
+                "--ssl-certfile", str(self.tls.server_cert),
+                "--ssl-keyfile", str(self.tls.server_key),
+                "--host", "127.0.0.1",
+                "--port", str(self.port),
+                "--database", str(self.workdir / "superlink.db"),
+                "--disable-runtime-dependency-installation",
+            ],
+        )
+        self._wait_for_port(self.port, timeout)
+        for site_id, config in self.site_configs.items():
+            node_config = f'site-id="{site_id}" site-config="{Path(config).resolve()}"'
+            self._spawn(
+                f"supernode-{site_id}",
+                [
+                    _bin("flower-supernode"),
+                    "--root-certificates", str(self.tls.ca_cert),
+                    "--superlink", f"127.0.0.1:{self.port}",
+                    "--host", "127.0.0.1",
+                    "--port", str(free_port()),
+                    "--node-config", node_config,
+                ],
+            )
+        self._write_flwr_config()
+        self._wait_for_nodes(len(self.site_configs), timeout)
+        return self
+
+    def _write_flwr_config(self) -> None:
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        (self.flwr_home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+            f"[superlink.{CONNECTION}]\n"
+            f'address = "127.0.0.1:{self.port}"\n'
+            f'root-certificates = "{self.tls.ca_cert}"\n'
+        )
+
+    def _check_alive(self) -> None:
+        for proc in self._procs:
+            if proc.popen.poll() is not None:
+                tail = proc.log_path.read_text(errors="replace")[-2000:]
+                raise FlowerDeploymentError(f"{proc.name} exited with code {proc.popen.returncode}:\n{tail}")
+
+    def _wait_for_port(self, port: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise FlowerDeploymentError(f"the SuperLink did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+
+    def _wait_for_nodes(self, n: int, timeout: float) -> None:
+        superlink_log = self._procs[0].log_path
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            activated = len(re.findall(r"Activated node_id", superlink_log.read_text(errors="replace")))
+            if activated >= n:
+                return
+            time.sleep(0.3)
+        raise FlowerDeploymentError(f"only some of the {n} SuperNodes registered within {timeout:.0f} s")
+
+    # -- runs ---------------------------------------------------------------------------------
+    def run(self, app_dir: str | Path, run_config: dict[str, object], timeout: float = 600.0) -> str:
+        """``flwr run APP_DIR`` against this SuperLink; returns the streamed log.
+
+        ``run_config`` values must be str, int, float or bool (TOML scalars).
+        """
+        overrides = " ".join(f"{k}={_toml_value(v)}" for k, v in run_config.items())
+        args = [_bin("flwr"), "run", str(app_dir), CONNECTION, "--stream"]
+        if overrides:
+            args += ["--run-config", overrides]
+        env = dict(os.environ, FLWR_HOME=str(self.flwr_home))
+        done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout, cwd=self.workdir)
+        output = done.stdout + done.stderr
+        (self.workdir / "flwr-run.log").write_text(output)
+        if done.returncode != 0:
+            raise FlowerDeploymentError(f"flwr run failed (exit {done.returncode}):\n{output[-3000:]}")
+        return output
+
+    def close(self, grace: float = 10.0) -> None:
+        """Stop every process group that was started, politely then firmly."""
+        for proc in reversed(self._procs):
+            _signal_group(proc.popen, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self._procs:
+            try:
+                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self._procs:
+            _signal_group(proc.popen, signal.SIGKILL)
+            try:
+                proc.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # pragma: no cover - kernel-level hang
+                log.warning("%s (pid %s) did not exit", proc.name, proc.popen.pid)
+        self._procs.clear()
+
+    def __enter__(self) -> "LoopbackDeployment":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _signal_group(popen: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(popen.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
