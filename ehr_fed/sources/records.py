@@ -109,6 +109,8 @@ class SourceRecords:
         self.quarantine = quarantine if quarantine is not None else Quarantine()
         self.source_records = dict(source_records or {})
         self.database_path = database_path
+        #: a ``tempfile.TemporaryDirectory`` holding the database, removed on close()
+        self._tempdir = None
 
     def table(self, name: str):
         """The table ``name`` as a pandas DataFrame (for small sources and tests)."""
@@ -121,6 +123,9 @@ class SourceRecords:
 
     def close(self) -> None:
         self.con.close()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
 
     def __enter__(self) -> "SourceRecords":
         return self
