@@ -1,0 +1,366 @@
+"""Federated logistic regression: Newton-Raphson on Paillier-encrypted sums, equal to the pooled fit.
+
+Protocol (every arrow is one ``Federation.secure_sum``; the coordinator never sees one site's numbers)::
+
+    1. models.preprocess_sums   n, n_pos, per feature: n observed, sum, sum of squares, binary cell counts
+                                -> pooled imputation means, missing indicators, standardization
+    2. logreg.newton (x rounds) X'(y - p), upper triangle of X'WX, log-likelihood at the current beta
+                                -> pooled Newton step, until the step is below ``tol``
+
+The design, the penalty and the secure-sum bounds are documented in :mod:`ehr_fed.models.base` and
+:mod:`ehr_fed.models.logreg_newton`. Standard errors come from the pooled information matrix, so
+:meth:`FederatedLogisticRegression.summary` equals statsmodels' ``Logit`` on the concatenated tables.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+
+from ehr_fed.models.base import (
+    DEFAULT_MISSING,
+    MISSING_STRATEGIES,
+    FeaturePreprocessor,
+    check_is_fitted,
+    column_diff,
+    design_matrix,
+    validate_feature_table,
+)
+from ehr_fed.models.logreg_newton import (
+    PerfectSeparationError,
+    diverging_terms,
+    loglik_bound,
+    newton_step,
+    original_scale,
+    penalized_objective,
+    penalty_diagonal,
+    separated_binary_terms,
+)
+
+#: public per-site bound on a row count, used to size the encoding of the first (preprocessing) sum
+ROW_BOUND = 1.0e9
+#: largest number of step halvings in one Newton round before giving up
+_MAX_HALVINGS = 30
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
+    """Logistic regression trained across sites by Newton-Raphson on (encrypted) pooled sums.
+
+    Parameters
+    ----------
+    penalty : {"none", "l2"}
+        ``"l2"`` minimizes ``0.5 ||w||^2 + C sum(logloss)`` over the original-scale coefficients ``w``
+        (scikit-learn's ``LogisticRegression(C=C)``; the intercept is not penalized).
+    C : float
+        Inverse regularization strength (``penalty="l2"`` only).
+    fit_intercept : bool
+    max_iter : int
+        Maximum number of Newton rounds.
+    tol : float
+        Convergence when the largest Newton step (standardized coefficients) is below ``tol``.
+    encrypted : bool
+        Require Paillier-encrypted secure sums; ``False`` runs the same protocol in plaintext (the
+        federation must then allow it).
+    missing_values : {"mean_impute_with_indicator", "mean_impute", "native"} or None
+        ``None`` (default) takes the study spec's ``missing_values`` (``mean_impute_with_indicator`` if the
+        federation has no study).
+
+    Attributes
+    ----------
+    feature_names_in_ : ndarray of str          the features of the training tables, in study order
+    n_features_in_ : int
+    terms_ : ndarray of str                      the model's terms (kept features, then missing indicators)
+    coef_ : ndarray, shape (1, n_terms)          on the original scale of the (imputed) features
+    intercept_ : ndarray, shape (1,)
+    classes_ : ndarray [0, 1]
+    n_iter_ : int                                Newton rounds used
+    converged_ : bool
+    loglik_ : float                              pooled log-likelihood at the solution
+    n_samples_, n_positives_, n_sites_ : int
+    covariance_ : ndarray                        covariance of ``[intercept, coef]`` on the original scale
+    preprocessor_ : FeaturePreprocessor          imputation, indicators and standardization (pooled)
+    dropped_terms_ : list of str                 constant columns left out of the model
+    history_ : list of dict                      one entry per round: round, loglik, objective, step
+    study_id_ : str or None
+    """
+
+    def __init__(
+        self,
+        penalty: str = "none",
+        C: float = 1.0,
+        fit_intercept: bool = True,
+        max_iter: int = 25,
+        tol: float = 1e-8,
+        encrypted: bool = True,
+        missing_values: str | None = None,
+    ):
+        self.penalty = penalty
+        self.C = C
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.encrypted = encrypted
+        self.missing_values = missing_values
+
+    # ------------------------------------------------------------------------------------------ fit
+    def _validate_params(self) -> None:  # noqa: D401 - scikit-learn's name
+        problems = []
+        if self.penalty not in ("none", "l2"):
+            problems.append(f"penalty must be 'none' or 'l2', got {self.penalty!r}")
+        if not (isinstance(self.C, int | float) and np.isfinite(self.C) and self.C > 0):
+            problems.append(f"C must be a positive finite number, got {self.C!r}")
+        if not (isinstance(self.max_iter, int | np.integer) and self.max_iter >= 1):
+            problems.append(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
+        if not (isinstance(self.tol, int | float) and self.tol > 0):
+            problems.append(f"tol must be a positive number, got {self.tol!r}")
+        if self.missing_values is not None and self.missing_values not in MISSING_STRATEGIES:
+            problems.append(f"missing_values must be None or one of {list(MISSING_STRATEGIES)}, got "
+                            f"{self.missing_values!r}")
+        if problems:
+            raise ValueError("Invalid parameters for FederatedLogisticRegression: " + "; ".join(problems))
+
+    def fit(self, federation: Any, y: None = None, *, callback: ProgressCallback | None = None):
+        """Train on every site of ``federation``.
+
+        Parameters
+        ----------
+        federation : ehr_fed.federation.Federation
+        y : None
+            Ignored (the labels stay at the sites); present for the scikit-learn signature.
+        callback : callable, optional
+            Called after every round with a dict (``round``, ``loglik``, ``objective``, ``step``,
+            ``converged``): progress reporting for notebooks and the CLI.
+        """
+        import ehr_fed.models.logreg_tasks  # noqa: F401  (registers the site tasks)
+
+        self._validate_params()
+        self._check_encryption(federation)
+        study = getattr(federation, "study", None)
+        names = self._feature_names(federation, study)
+        strategy = self.missing_values or getattr(study, "missing_values", None) or DEFAULT_MISSING
+        n_sites = len(federation.site_ids)
+        sums = federation.secure_sum(
+            "models.preprocess_sums", {"features": names, "label": "label"},
+            _preprocess_layout(len(names), n_sites),
+        )
+        prep = FeaturePreprocessor.from_sums(sums, names, missing_values=str(strategy),
+                                             center=bool(self.fit_intercept))
+        if prep.dropped_terms_:
+            warnings.warn(
+                f"terms left out because they are constant in the pooled data: {prep.dropped_terms_}",
+                UserWarning, stacklevel=2,
+            )
+        n_total, n_pos = float(sums["n"][0]), float(sums["n_pos"][0])
+        if n_pos == 0 or n_pos == n_total:
+            raise ValueError(
+                f"the pooled label has only one class ({int(n_total)} rows, {int(n_pos)} positive); "
+                "logistic regression needs both 0 and 1"
+            )
+        terms = (["intercept"] if self.fit_intercept else []) + list(prep.terms_)
+        if self.penalty == "none":
+            sep = separated_binary_terms(sums, names, list(prep.terms_))
+            if sep:
+                raise PerfectSeparationError(_separation_message(sep, "an empty cell in its table with "
+                                                                       "the label"), sep)
+        self._newton(federation, prep, terms, n_total, n_pos, n_sites, callback)
+        self.preprocessor_ = prep
+        self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.n_features_in_ = len(names)
+        self.terms_ = prep.terms_.copy()
+        self.dropped_terms_ = list(prep.dropped_terms_)
+        self.classes_ = np.array([0, 1])
+        self.n_samples_, self.n_positives_, self.n_sites_ = int(n_total), int(n_pos), n_sites
+        self.study_id_ = getattr(study, "study_id", None)
+        self._set_coefficients()
+        return self
+
+    def _check_encryption(self, federation: Any) -> None:
+        fed_encrypted = getattr(federation, "encrypted", None)
+        if self.encrypted and fed_encrypted is False:
+            raise ValueError(
+                "FederatedLogisticRegression(encrypted=True) needs an encrypting federation, but this one was "
+                "created with encrypted=False; create it with encrypted=True or pass encrypted=False"
+            )
+
+    def _feature_names(self, federation: Any, study: Any) -> list[str]:
+        replies = federation.query("models.schema", {})
+        per_site = {s: list(r["features"]) for s, r in replies.items()}
+        expected = _study_features(study)
+        if expected is None:
+            expected = next(iter(per_site.values()))
+        bad = {s: cols for s, cols in per_site.items() if cols != expected}
+        if bad:
+            diffs = "\n".join(f"site {s}:\n{column_diff(expected, cols)}" for s, cols in bad.items())
+            raise ValueError(
+                f"{len(bad)} site(s) have feature columns that differ from the expected schema "
+                f"({len(expected)} features):\n{diffs}\nHarmonize every site with the same study spec."
+            )
+        return expected
+
+    def _newton(self, fed: Any, prep: FeaturePreprocessor, terms: list[str], n_total: float,
+                n_pos: float, n_sites: int, callback: ProgressCallback | None) -> None:
+        d = len(terms)
+        lam = penalty_diagonal(prep.scale_, self.C if self.penalty == "l2" else None, self.fit_intercept)
+        beta = np.zeros(d)
+        if self.fit_intercept:
+            beta[0] = np.log(n_pos / (n_total - n_pos))
+        state = prep.get_state()
+        history: list[dict[str, Any]] = []
+        prev_beta, prev_obj, step, halvings, converged = None, -np.inf, None, 0, False
+        info = None
+        for rnd in range(1, int(self.max_iter) + 1):
+            stats = fed.secure_sum(
+                "logreg.newton",
+                {"preprocess": state, "beta": beta.tolist(), "fit_intercept": bool(self.fit_intercept),
+                 "label": "label"},
+                _newton_layout(n_total, n_sites, beta, self.fit_intercept),
+            )
+            loglik = float(np.asarray(stats["loglik"]).ravel()[0])
+            obj = penalized_objective(loglik, beta, lam)
+            entry = {"round": rnd, "loglik": loglik, "objective": obj}
+            if prev_beta is not None and obj < prev_obj - 1e-12 * abs(prev_obj) and halvings < _MAX_HALVINGS:
+                halvings += 1  # the full step overshot: go back half way (damped Newton)
+                step = step / 2.0
+                beta = prev_beta + step
+                entry.update(step=float(np.abs(step).max()), halving=halvings, converged=False)
+                history.append(entry)
+                if callback:
+                    callback(entry)
+                continue
+            halvings = 0
+            step, info = newton_step(stats["gradient"], stats["hessian"], beta, lam, terms)
+            prev_beta, prev_obj, self.loglik_ = beta, obj, loglik
+            beta = beta + step
+            size = float(np.abs(step).max())
+            converged = size < self.tol
+            entry.update(step=size, converged=converged)
+            history.append(entry)
+            if callback:
+                callback(entry)
+            if converged:
+                break
+            self._check_separation(beta, terms, loglik, n_total)
+        if info is None:
+            raise RuntimeError("no Newton round completed")
+        if not converged:
+            warnings.warn(
+                f"FederatedLogisticRegression did not converge in {self.max_iter} rounds (last step "
+                f"{history[-1]['step']:.3g} > tol={self.tol:g}); increase max_iter", ConvergenceWarning,
+                stacklevel=3,
+            )
+        self.beta_, self.information_ = beta, info
+        self.n_iter_, self.converged_, self.history_ = len(history), converged, history
+
+    def _check_separation(self, beta: np.ndarray, terms: list[str], loglik: float, n_total: float) -> None:
+        if self.penalty != "none":
+            return
+        big = diverging_terms(beta, terms, self.fit_intercept)
+        if big:
+            raise PerfectSeparationError(_separation_message(big, "a coefficient growing without bound"), big)
+        if loglik > -1e-6 * n_total:
+            off = 1 if self.fit_intercept else 0
+            top = [terms[off + i] for i in np.argsort(-np.abs(beta[off:]))[:3]]
+            raise PerfectSeparationError(
+                _separation_message(top, "the pooled log-likelihood reaching 0 (every label predicted "
+                                         "perfectly); the largest coefficients are on these terms"), top)
+
+    def _set_coefficients(self) -> None:
+        prep = self.preprocessor_
+        coef, intercept, T = original_scale(self.beta_, prep.center_, prep.scale_, self.fit_intercept)
+        self.coef_ = coef[None, :]
+        self.intercept_ = np.array([intercept])
+        info = self.information_
+        cov_std = np.linalg.inv(info)
+        self.covariance_ = T @ cov_std @ T.T
+
+    # ------------------------------------------------------------------------------------- predict
+    def _design(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "coef_")
+        arr = validate_feature_table(X, list(self.feature_names_in_), type(self).__name__)
+        return design_matrix(arr, self.preprocessor_.get_state())
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Log-odds of label 1 for each row of the feature table ``X``, shape (n_rows,)."""
+        Z = self._design(X)
+        if self.fit_intercept:
+            return self.beta_[0] + Z @ self.beta_[1:]
+        return Z @ self.beta_
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probabilities of label 0 and 1, shape (n_rows, 2)."""
+        p = expit(self.decision_function(X))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted label (probability > 0.5), shape (n_rows,)."""
+        return (self.decision_function(X) > 0).astype(int)
+
+    # ----------------------------------------------------------------------------- inference / export
+    def summary(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Coefficient table: coef, std err, z, p-value, confidence interval, odds ratio and its interval.
+
+        See :func:`ehr_fed.models.logreg_inference.summary_table`.
+        """
+        from ehr_fed.models.logreg_inference import summary_table
+
+        check_is_fitted(self, "coef_")
+        return summary_table(self, alpha)
+
+    def to_sklearn(self):
+        """A fitted scikit-learn ``Pipeline`` (preprocessing + ``LogisticRegression``) with the same output."""
+        from ehr_fed.models.logreg_export import to_sklearn_pipeline
+
+        check_is_fitted(self, "coef_")
+        return to_sklearn_pipeline(self)
+
+    def save(self, path: Any) -> None:
+        """Write the model as versioned JSON (see :mod:`ehr_fed.models.persistence`)."""
+        from ehr_fed.models.logreg_export import save_logreg
+
+        check_is_fitted(self, "coef_")
+        save_logreg(self, path)
+
+
+def _study_features(study: Any) -> list[str] | None:
+    feats = getattr(study, "features", None)
+    if not feats:
+        return None
+    return [f if isinstance(f, str) else getattr(f, "name", None) or f["name"] for f in feats]
+
+
+def _separation_message(terms: list[str], evidence: str) -> str:
+    return (
+        f"Perfect separation: the term(s) {terms} predict the label (quasi-)perfectly ({evidence}); the "
+        "maximum-likelihood estimate does not exist. Remove or merge these terms, or fit with penalty='l2'."
+    )
+
+
+def _preprocess_layout(n_features: int, n_sites: int) -> dict[str, tuple[float, int]]:
+    """Bounds for ``models.preprocess_sums``: counts <= ROW_BOUND, |x| <= VALUE_BOUND per row."""
+    from ehr_fed.models.logreg_tasks import VALUE_BOUND
+
+    counts = (ROW_BOUND, n_sites)
+    layout = {name: counts for name in ("n", "n_pos", "n_obs", "n_nonbinary", "n_one", "n_one_pos",
+                                        "n_obs_pos", "n_miss_pos")}
+    layout["sum"] = (ROW_BOUND * VALUE_BOUND, n_sites)
+    layout["sumsq"] = (ROW_BOUND * VALUE_BOUND**2, n_sites)
+    return layout
+
+
+def _newton_layout(n_total: float, n_sites: int, beta: np.ndarray,
+                   fit_intercept: bool) -> dict[str, tuple[float, int]]:
+    """Bounds for ``logreg.newton`` from public quantities (see :mod:`ehr_fed.models.logreg_newton`)."""
+    return {
+        "gradient": (float(n_total), n_sites),
+        "hessian": (float(n_total), n_sites),
+        "loglik": (loglik_bound(n_total, beta, fit_intercept), n_sites),
+    }

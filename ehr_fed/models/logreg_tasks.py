@@ -1,0 +1,78 @@
+"""Site tasks of federated logistic regression (they run at each site, on the site's own feature table).
+
+``models.schema`` (plaintext query)
+    The feature columns of the site's table (names only), so the coordinator can check that the sites agree.
+``models.preprocess_sums`` (secure sum, kind ``moments``)
+    :func:`ehr_fed.models.base.site_preprocessing_sums` of the site's features and labels.
+``logreg.newton`` (secure sum, kind ``gradient``)
+    :func:`ehr_fed.models.logreg_newton.site_newton_statistics` at the coordinator's coefficients: the
+    gradient, the upper triangle of ``Z'WZ`` and the log-likelihood, after the site checked its policy's
+    ``max_params_fraction`` against the number of coefficients.
+
+Parameters travel as plain data (lists, str, float), so every transport can carry them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ehr_fed.federation.tasks import SiteContext, site_task
+from ehr_fed.models.base import (
+    design_matrix,
+    feature_columns,
+    site_preprocessing_sums,
+    validate_feature_table,
+)
+from ehr_fed.models.logreg_newton import site_newton_statistics, with_intercept
+
+#: largest absolute feature value a site accepts in ``models.preprocess_sums``; the public bound from which the
+#: secure-sum encoding of raw sums is sized (clinical quantities in canonical units are far below it)
+VALUE_BOUND = 1.0e6
+
+
+def _labels(table: pd.DataFrame, label: str) -> np.ndarray:
+    if label not in table.columns:
+        raise ValueError(f"the feature table has no label column {label!r}; columns: {list(table.columns)}")
+    y = pd.to_numeric(table[label], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    bad = ~np.isin(y, (0.0, 1.0))
+    if bad.any():
+        raise ValueError(
+            f"label column {label!r} must hold 0/1 for every row; {int(bad.sum())} row(s) hold something else"
+        )
+    return y
+
+
+@site_task("models.schema", kind="other")
+def schema_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, Any]:
+    """The site's feature column names (no values)."""
+    return {"features": feature_columns(table)}
+
+
+@site_task("models.preprocess_sums", kind="moments")
+def preprocess_sums_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
+    """Counts, sums and label cross-counts of every feature (see ``site_preprocessing_sums``)."""
+    names = list(params["features"])
+    X = validate_feature_table(table, names, f"site {ctx.site_id}")
+    big = np.nanmax(np.abs(X), axis=0, initial=0.0) > VALUE_BOUND if X.size else np.zeros(len(names), bool)
+    if np.any(big):
+        raise ValueError(
+            f"site {ctx.site_id}: features {[n for n, b in zip(names, big, strict=True) if b]} hold values "
+            f"beyond +/-{VALUE_BOUND:g}, the bound federated preprocessing encodes; check their units"
+        )
+    return site_preprocessing_sums(X, _labels(table, params.get("label", "label")))
+
+
+@site_task("logreg.newton", kind="gradient")
+def newton_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
+    """Gradient, Hessian upper triangle and log-likelihood of the site's rows at ``params['beta']``."""
+    beta = np.asarray(params["beta"], dtype=float)
+    ctx.policy.check_params(int(beta.size), int(len(table)), "logreg.newton", ctx.site_id)
+    state = params["preprocess"]
+    X = validate_feature_table(table, state["feature_names"], f"site {ctx.site_id}")
+    Z = with_intercept(design_matrix(X, state), bool(params["fit_intercept"]))
+    if Z.shape[1] != beta.size:
+        raise ValueError(f"site {ctx.site_id}: design has {Z.shape[1]} columns but beta has {beta.size}")
+    return site_newton_statistics(Z, _labels(table, params.get("label", "label")), beta)

@@ -1,0 +1,172 @@
+"""Model files: versioned JSON documents with the model kind, the study and the feature schema.
+
+A model file is one JSON object::
+
+    {
+      "format": "ehr-fed-model",        # always this string
+      "format_version": 1,              # of this envelope; a newer file fails with a clear message
+      "kind": "logreg",                 # selects the loader (registry below)
+      "ehr_fed_version": "0.1.0",       # the toolkit that wrote it
+      "study_id": "readmission_30d",    # or null
+      "feature_schema": [{"name": "age", "dtype": "float64"}, ...],   # the input table the model expects
+      "created": "2025-01-01T00:00:00Z",
+      "params": {...},                  # the estimator's constructor parameters
+      "state": {...}                    # the fitted state, kind specific
+    }
+
+Each model kind registers its loader (a function from the document to a fitted estimator) with
+:func:`register_loader`; the kinds shipped with ehr-fed are imported on demand by :func:`load_model`, so
+``ehr_fed.load_model(path)`` works without importing the model modules first::
+
+    from ehr_fed.models.persistence import register_loader, write_model_document
+
+    @register_loader("gbdt")
+    def _load(doc: dict) -> FederatedGradientBoostingClassifier: ...
+
+    write_model_document(path, kind="gbdt", params=..., state=..., feature_names=..., study_id=...)
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+FORMAT = "ehr-fed-model"
+FORMAT_VERSION = 1
+#: model kinds shipped with ehr-fed and the module that registers each one's loader
+BUILTIN_KINDS = {"logreg": "ehr_fed.models.logreg_export", "gbdt": "ehr_fed.models.gbdt"}
+
+Loader = Callable[[dict[str, Any]], Any]
+_LOADERS: dict[str, Loader] = {}
+
+
+class ModelFormatError(ValueError):
+    """A model file is not a valid ehr-fed model document."""
+
+
+def register_loader(kind: str) -> Callable[[Loader], Loader]:
+    """Register ``fn(document) -> model`` as the loader of model files of ``kind`` (decorator)."""
+
+    def deco(fn: Loader) -> Loader:
+        _LOADERS[kind] = fn
+        return fn
+
+    return deco
+
+
+def model_kinds() -> list[str]:
+    """The kinds :func:`load_model` can read."""
+    return sorted(set(_LOADERS) | set(BUILTIN_KINDS))
+
+
+def _json_default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write a value of type {type(value).__name__} to a model file")
+
+
+def build_model_document(
+    *, kind: str, params: dict[str, Any], state: dict[str, Any], feature_names: Sequence[str],
+    study_id: str | None = None, feature_dtypes: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The JSON document of a model (see the module docstring)."""
+    from ehr_fed import __version__
+
+    dtypes = list(feature_dtypes) if feature_dtypes is not None else ["float64"] * len(feature_names)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "ehr_fed_version": __version__,
+        "study_id": study_id,
+        "feature_schema": [{"name": str(n), "dtype": str(t)} for n, t in zip(feature_names, dtypes, strict=True)],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "params": params,
+        "state": state,
+    }
+
+
+def write_model_document(path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Build (:func:`build_model_document`) and write a model file atomically; returns the path."""
+    doc = _strict(json.loads(json.dumps(build_model_document(**kwargs), default=_json_default)))
+    text = json.dumps(doc, indent=1, allow_nan=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_model_document(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check the envelope of a model file (not the kind-specific state)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelFormatError(f"model file {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ModelFormatError(f"{path} is not JSON ({exc}); is it an ehr-fed model file?") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ModelFormatError(f"{path} is not an ehr-fed model file (no \"format\": \"{FORMAT}\")")
+    version = doc.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{path} has model format version {version!r}, this ehr-fed reads versions <= {FORMAT_VERSION}; "
+            "upgrade ehr-fed"
+        )
+    missing = [k for k in ("kind", "feature_schema", "params", "state") if k not in doc]
+    if missing:
+        raise ModelFormatError(f"{path} lacks the keys {missing}")
+    return doc
+
+
+def load_model(path: str | os.PathLike) -> Any:
+    """Load a fitted model from a file written by a model's ``save``.
+
+    Raises
+    ------
+    ModelFormatError
+        When the file is not a model file, is too new, or names an unknown kind (the message lists the
+        valid kinds).
+    """
+    doc = read_model_document(path)
+    kind = doc["kind"]
+    if kind not in _LOADERS and kind in BUILTIN_KINDS:
+        try:
+            importlib.import_module(BUILTIN_KINDS[kind])
+        except ImportError as exc:
+            raise ModelFormatError(f"{path}: model kind {kind!r} needs {BUILTIN_KINDS[kind]}, which "
+                                   f"cannot be imported ({exc})") from exc
+    if kind not in _LOADERS:
+        raise ModelFormatError(f"{path}: unknown model kind {kind!r}; valid kinds: {model_kinds()}")
+    return _LOADERS[kind](doc)
+
+
+def _strict(value: Any) -> Any:
+    """Replace non-finite floats by ``None``: model files are strict JSON (readers decode None as NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    return value
