@@ -127,7 +127,7 @@ class SourceRecords:
             self._tempdir.cleanup()
             self._tempdir = None
 
-    def __enter__(self) -> "SourceRecords":
+    def __enter__(self) -> SourceRecords:
         return self
 
     def __exit__(self, *exc) -> None:

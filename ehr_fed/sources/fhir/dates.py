@@ -7,7 +7,7 @@ is; a date-only value (``2011-10-14``) becomes midnight, a partial date (``2011`
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
 
@@ -40,5 +40,5 @@ def parse_fhir_datetime(value: str) -> datetime:
             f"{value!r} is not a FHIR date (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss[.fff](Z|+hh:mm))"
         ) from None
     if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
     return dt

@@ -16,9 +16,9 @@ from __future__ import annotations
 import fnmatch
 import gzip
 import io
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import orjson
 

@@ -81,7 +81,7 @@ def _fill_person(con) -> None:
 
 def _reject_missing_patient(con, table: str, rtype: str) -> list[tuple[int, int, str, str]]:
     stg = staging_name(table)
-    missing = f"""NOT EXISTS (SELECT 1 FROM person AS p WHERE p.person_id = s.person_id)"""
+    missing = """NOT EXISTS (SELECT 1 FROM person AS p WHERE p.person_id = s.person_id)"""
     rows = con.execute(
         f'SELECT DISTINCT s._src, s._pos, s.person_id FROM "{stg}" AS s WHERE {missing}'
     ).fetchall()

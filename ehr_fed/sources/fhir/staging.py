@@ -84,9 +84,9 @@ class StagingWriter:
             if not buf:
                 continue
             schema = self._schemas[t]
-            columns = list(zip(*buf))
+            columns = list(zip(*buf, strict=True))
             batch = pa.Table.from_arrays(
-                [pa.array(col, type=f.type) for col, f in zip(columns, schema)], schema=schema
+                [pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)], schema=schema
             )
             self.rows[t] = []
             self.con.register("_fhir_batch", batch)
