@@ -1,1 +1,1 @@
-"""ehr_fed.stats."""
+"""Federated descriptive statistics."""

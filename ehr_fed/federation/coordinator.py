@@ -1,0 +1,288 @@
+"""The coordinator: sends named tasks to the sites, checks their replies, adds ciphertexts.
+
+It holds the Paillier public key and the sites' public bundles only (:class:`CoordinatorKeys`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ehr_fed.federation import he
+from ehr_fed.federation.checkpoint import Journal, params_hash
+from ehr_fed.federation.keys import CoordinatorKeys, SiteKeys, run_ceremony
+from ehr_fed.federation.messages import ProtocolError, Reply, TaskMessage, new_nonce
+from ehr_fed.federation.payload import PayloadTypeError, validate
+from ehr_fed.federation.results import QueryResult, SecureSumResult
+from ehr_fed.federation.signing import contribution_digest
+from ehr_fed.federation.site import SiteNode
+from ehr_fed.federation.transports.base import SiteFailure, Transport
+from ehr_fed.privacy import PrivacyPolicy
+
+log = logging.getLogger(__name__)
+
+
+class FederationError(RuntimeError):
+    """A federated round could not complete (too few sites, every decryptor failed, bad layout...)."""
+
+
+class Federation:
+    """A coordinator bound to a transport.
+
+    Parameters
+    ----------
+    transport : Transport
+    keys : CoordinatorKeys, optional
+        Public material from the key ceremony (required for ``encrypted=True``).
+    policy : PrivacyPolicy, optional
+        The federation's policy; its ``min_sites`` is the coordinator's quorum per round.
+    encrypted : bool
+    study : str
+        Study id sent with every message.
+    checkpoint_dir : path, optional
+        Journal of completed rounds; a restarted coordinator resumes from it.
+    timeout : float, optional
+        Seconds to wait for the sites in each round.
+    """
+
+    def __init__(self, transport: Transport, *, keys: CoordinatorKeys | None = None,
+                 policy: PrivacyPolicy | None = None, encrypted: bool = True, study: str = "",
+                 checkpoint_dir: str | Path | None = None, timeout: float | None = 600.0):
+        self.transport = transport
+        self.keys = keys
+        self.policy = policy or PrivacyPolicy()
+        self.encrypted = encrypted
+        self.study = study
+        self.timeout = timeout
+        self.journal = Journal(checkpoint_dir)
+        self._round = -1
+        self.history: list[dict[str, Any]] = []
+        if encrypted and (keys is None or not keys.paillier_public):
+            raise FederationError("encrypted=True needs the Paillier public key from the key ceremony "
+                                  "(keys=CoordinatorKeys); or pass encrypted=False for plaintext tests")
+        self._pk = he.load_public(keys.paillier_public) if encrypted and keys else None
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def in_process(cls, tables: Mapping[str, pd.DataFrame], policy: PrivacyPolicy | dict | None = None,
+                   encrypted: bool = True, key_bits: int = 2048, allow_insecure: bool = False,
+                   checkpoint_dir: str | Path | None = None, *, study: str = "",
+                   site_policies: Mapping[str, PrivacyPolicy] | None = None, workers: str = "threads",
+                   timeout: float | None = 600.0, audit_dir: str | Path | None = None,
+                   site_keys: Mapping[str, SiteKeys] | None = None) -> Federation:
+        """A federation of local tables (notebooks, tests): runs the key ceremony among the sites.
+
+        ``site_keys`` reuses existing key material (e.g. one keypair per test session) instead of a
+        new ceremony.
+        """
+        if not tables:
+            raise FederationError("Federation.in_process needs at least one site table")
+        if isinstance(policy, dict):
+            policy = PrivacyPolicy.from_mapping(policy)
+        policy = policy or PrivacyPolicy()
+        if site_keys is not None:
+            keys_by_site = {sid: site_keys[sid] for sid in tables}
+            first = keys_by_site[next(iter(tables))]
+            ckeys = CoordinatorKeys(paillier_public=first.paillier_public or b"",
+                                    sites={s: k.public_bundle() for s, k in keys_by_site.items()})
+        else:
+            keys_by_site = {sid: SiteKeys.generate(sid) for sid in tables}
+            ckeys = run_ceremony(keys_by_site, n_length=key_bits, allow_insecure=allow_insecure,
+                                 encrypted=encrypted)
+        nodes = {}
+        for sid, table in tables.items():
+            sp = (site_policies or {}).get(sid, policy)
+            audit = Path(audit_dir) / f"{sid}.audit.jsonl" if audit_dir else None
+            nodes[sid] = SiteNode(sid, table, sp, keys_by_site[sid], study=study, audit_log=audit)
+        from ehr_fed.federation.transports.in_process import InProcessTransport
+
+        transport = InProcessTransport(nodes, workers=workers)
+        return cls(transport, keys=ckeys, policy=policy, encrypted=encrypted, study=study,
+                   checkpoint_dir=checkpoint_dir, timeout=timeout)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, study: str | Path | None = None, encrypted: bool = True,
+                  key_bits: int | None = None, allow_insecure: bool = False,
+                  checkpoint_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                  **kwargs: Any) -> Federation:
+        """A federation from the YAML ``ehr-fed synth`` writes (see :mod:`ehr_fed.federation.config`)."""
+        from ehr_fed.federation.config import federation_from_yaml
+
+        return federation_from_yaml(path, study=study, encrypted=encrypted, key_bits=key_bits,
+                                    allow_insecure=allow_insecure, checkpoint_dir=checkpoint_dir,
+                                    cache_dir=cache_dir, **kwargs)
+
+    # -- API ---------------------------------------------------------------------------------------
+    @property
+    def site_ids(self) -> list[str]:
+        return list(self.transport.site_ids())
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> Federation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def query(self, task: str, params: dict | None = None) -> QueryResult:
+        """Run ``task`` at every site; returns ``{site_id: reply dict}`` (disclosure-checked plaintext)."""
+        params = validate(dict(params or {}), f"[params of {task!r}]")
+        r, key, hit = self._begin("query", task, params)
+        if hit is not None:
+            return QueryResult(hit["data"], round=r, replayed=True, **hit["meta"])
+        replies, missing = self._broadcast("query", task, r, {"params": params})
+        data = {sid: rep.payload["result"] for sid, rep in replies.items()}
+        supp = {sid: rep.payload.get("suppressed", {}) for sid, rep in replies.items() if rep.payload.get("suppressed")}
+        result = QueryResult(data, round=r, contributors=sorted(replies), missing=missing, suppressed=supp)
+        return self._finish(r, key, f"query {task}", result)
+
+    def secure_sum(self, task: str, params: dict | None = None,
+                   layout: Mapping[str, tuple[float, int]] | None = None) -> SecureSumResult:
+        """Sum of every site's ``task`` outputs, encrypted at the sites and decrypted only as a sum.
+
+        Parameters
+        ----------
+        task : str
+            Registered site task returning ``dict[name, array]``.
+        params : dict
+            Task parameters (typed payload).
+        layout : dict of name to (bound, max_terms)
+            Per output: the largest absolute value one site may return and the most terms that will be
+            added (for the encoding's headroom); the names must be exactly the task's outputs.
+        """
+        params = validate(dict(params or {}), f"[params of {task!r}]")
+        if not layout:
+            raise FederationError(f"secure_sum({task!r}) needs a layout {{name: (bound, max_terms)}}")
+        lay = {}
+        for name, spec in layout.items():
+            try:
+                bound, max_terms = spec
+                lay[name] = [float(bound), int(max_terms)]
+            except (TypeError, ValueError):
+                raise FederationError(
+                    f"layout[{name!r}] = {spec!r}: expected a (bound, max_terms) pair, e.g. (1e6, 3)"
+                ) from None
+            if not lay[name][0] > 0 or lay[name][1] < 1:
+                raise FederationError(f"layout[{name!r}]: bound must be > 0 and max_terms >= 1, got {spec!r}")
+        r, key, hit = self._begin("secure_sum", task, params, lay)
+        if hit is not None:
+            return SecureSumResult(hit["data"], round=r, replayed=True, **hit["meta"])
+        payload = {"params": params, "layout": lay, "encrypted": self.encrypted}
+        nonce = new_nonce()
+        replies, missing = self._broadcast("secure_sum", task, r, payload, nonce=nonce)
+        contributions = self._check_contributions(task, r, nonce, replies, lay)
+        total = {name: he.add(self._pk, [c["arrays"][name] for c in contributions]) for name in lay}
+        arrays, supp, contributors = self._decrypt(task, r, nonce, contributions, total, missing)
+        result = SecureSumResult(arrays, round=r, contributors=contributors, missing=missing, suppressed=supp)
+        return self._finish(r, key, f"secure_sum {task}", result)
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _begin(self, action: str, task: str, *parts: Any):
+        self._round += 1
+        key = params_hash(action, task, *parts)
+        found, stored = self.journal.lookup(self._round, key)
+        return self._round, key, (stored if found else None)
+
+    def _finish(self, r: int, key: str, label: str, result):
+        meta = {k: v for k, v in result.meta().items() if k != "round"}
+        self.journal.record(r, key, label, {"data": dict(result), "meta": meta})
+        self.history.append({"round": r, "label": label, **result.meta()})
+        if result.missing:
+            log.warning("round %d (%s): missing sites %s", r, label, result.missing)
+        return result
+
+    def _messages(self, action: str, task: str, r: int, payload: dict, sites, nonce: str | None = None):
+        nonce = nonce or new_nonce()
+        return {sid: TaskMessage(action, task, self.study, self.journal.session, r, nonce, payload)
+                for sid in sites}
+
+    def _broadcast(self, action: str, task: str, r: int, payload: dict, *, nonce: str | None = None):
+        msgs = self._messages(action, task, r, payload, self.site_ids, nonce)
+        raw = self.transport.send(msgs, self.timeout)
+        replies: dict[str, Reply] = {}
+        missing: dict[str, str] = {}
+        for sid, msg in msgs.items():
+            rep = raw.get(sid, SiteFailure(sid, "unreachable", "the transport returned nothing"))
+            if isinstance(rep, SiteFailure):
+                missing[sid] = f"{rep.kind}: {rep.detail}"
+                continue
+            rep.check_answers(msg, sid)
+            if not rep.ok:
+                missing[sid] = f"{rep.error_kind}: {rep.error}"
+                continue
+            replies[sid] = rep
+        self._check_quorum(action, task, r, replies, missing)
+        return replies, missing
+
+    def _check_quorum(self, action, task, r, replies, missing) -> None:
+        need = min(self.policy.min_sites, len(self.site_ids))
+        if len(replies) >= need and replies:
+            return
+        lines = "\n  ".join(f"{s}: {why}" for s, why in missing.items())
+        raise FederationError(
+            f"round {r} ({action} {task!r}): only {len(replies)} of {len(self.site_ids)} sites answered, "
+            f"at least min_sites={self.policy.min_sites} are needed. Missing:\n  {lines}\n"
+            "Fix the failing sites (see their errors) or retry; a restarted coordinator with the same "
+            "checkpoint_dir resumes from the last completed round."
+        )
+
+    def _check_contributions(self, task, r, nonce, replies: dict[str, Reply], lay) -> list[dict]:
+        out = []
+        shapes = None
+        for sid, rep in replies.items():
+            p = rep.payload
+            try:
+                arrays, sh, sig = p["arrays"], p["shapes"], p["signature"]
+            except KeyError as exc:
+                raise ProtocolError(f"secure_sum reply from {sid!r} lacks {exc.args[0]!r}") from None
+            if sorted(arrays) != sorted(lay) or sorted(sh) != sorted(lay):
+                raise ProtocolError(f"secure_sum reply from {sid!r} has outputs {sorted(arrays)}, "
+                                    f"layout declares {sorted(lay)}")
+            for name, v in arrays.items():
+                if self.encrypted != isinstance(v, bytes):
+                    raise ProtocolError(f"site {sid!r} sent output {name!r} "
+                                        f"{'unencrypted' if self.encrypted else 'encrypted'}")
+            if shapes is None:
+                shapes = sh
+            elif any(list(sh[n]) != list(shapes[n]) for n in lay):
+                raise ProtocolError(f"site {sid!r} returned shapes {sh}, other sites {shapes}: the task must "
+                                    "return the same shapes at every site")
+            bundle = self.keys.sites.get(sid) if self.keys else None
+            if bundle is not None:
+                digest = contribution_digest(study=self.study, session=self.journal.session, round=r,
+                                             nonce=nonce, task=task, site_id=sid, arrays=arrays, shapes=sh)
+                if not bundle.verify(sig, digest):
+                    raise ProtocolError(f"the signature on site {sid!r}'s contribution is invalid")
+            out.append({"site_id": sid, "arrays": arrays, "shapes": sh, "signature": sig})
+        return out
+
+    def _decryptors(self, candidates: list[str]) -> list[str]:
+        return candidates
+
+    def _decrypt(self, task, r, nonce, contributions, total, missing):
+        payload = {"contributions": contributions, "contribution_nonce": nonce, "sum": total,
+                   "encrypted": self.encrypted}
+        errors = []
+        for sid in self._decryptors([c["site_id"] for c in contributions]):
+            msg = TaskMessage("decrypt", task, self.study, self.journal.session, r, new_nonce(), payload)
+            rep = self.transport.send({sid: msg}, self.timeout).get(sid)
+            if isinstance(rep, SiteFailure) or rep is None:
+                errors.append(f"{sid}: {rep}")
+                continue
+            rep.check_answers(msg, sid)
+            if not rep.ok:
+                if rep.error_kind == "disclosure":
+                    raise FederationError(f"round {r} ({task!r}): the decrypting site refused: {rep.error}")
+                errors.append(f"{sid}: {rep.error_kind}: {rep.error}")
+                continue
+            arrays = {k: np.asarray(v, dtype=np.float64) for k, v in rep.payload["arrays"].items()}
+            return arrays, rep.payload.get("suppressed", {}), list(rep.payload.get("contributors", []))
+        raise FederationError(f"round {r} ({task!r}): no key-holding site could decrypt the sum:\n  "
+                              + "\n  ".join(errors))

@@ -1,0 +1,64 @@
+"""The bridge to :mod:`ehr_fed.crypto` used by sites and coordinator (federation never imports phe).
+
+Contributions are either ciphertext bytes (encrypted mode) or float64 arrays (plaintext mode, for tests
+and parity); these helpers treat both the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def load_public(pk_bytes: bytes | None):
+    if not pk_bytes:
+        return None
+    from ehr_fed import crypto
+
+    return crypto.public_key_from_bytes(pk_bytes)
+
+
+def load_private(sk_bytes: bytes | None, pk):
+    if not sk_bytes:
+        return None
+    from ehr_fed.federation.keys import _private_from_bytes
+
+    return _private_from_bytes(sk_bytes, pk)
+
+
+def encrypt(pk, values: np.ndarray, bound: float, max_terms: int) -> bytes | np.ndarray:
+    """Encrypt a flat float vector (or return it as float64 when ``pk`` is None)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if pk is None:
+        return values
+    from ehr_fed import crypto
+
+    return crypto.encrypt_vector(pk, values, bound=bound, max_terms=max_terms).to_bytes()
+
+
+def add(pk, parts: list[Any]) -> bytes | np.ndarray:
+    """Sum of contributions (ciphertexts added homomorphically, or arrays added)."""
+    if pk is None:
+        return np.sum(np.stack([np.asarray(p, dtype=np.float64) for p in parts]), axis=0)
+    from ehr_fed import crypto
+
+    evs = [crypto.EncryptedVector.from_bytes(pk, p) for p in parts]
+    return sum(evs[1:], evs[0]).to_bytes()
+
+
+def decrypt(sk, pk, total: Any) -> np.ndarray:
+    if pk is None:
+        return np.asarray(total, dtype=np.float64)
+    from ehr_fed import crypto
+
+    ev = crypto.EncryptedVector.from_bytes(pk, total)
+    return np.asarray(crypto.decrypt_vector(sk, ev), dtype=np.float64)
+
+
+def public_fingerprint(pk_bytes: bytes | None) -> str:
+    if not pk_bytes:
+        return ""
+    from ehr_fed.federation.keys import fingerprint
+
+    return fingerprint(pk_bytes)

@@ -1,0 +1,128 @@
+"""Typed payloads: the only values a federation message may carry, checked when a message is built.
+
+Allowed leaves: numpy arrays of a numeric or boolean dtype (no infinities; NaN marks a missing or
+suppressed cell), finite
+``int``/``float``/``bool`` scalars (numpy scalars are converted), ``str``, ``bytes`` and ``None``.
+Containers: ``list``/``tuple`` (kept as lists) and ``dict`` with ``str`` keys, nested.
+
+Flat form (for transports whose records are flat, e.g. Flower's ``RecordDict``): :func:`flatten` turns
+a payload into ``{path: leaf}`` with ``/``-separated paths (list items as ``#<i>``), :func:`unflatten`
+reverses it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+_EMPTY_LIST = "\x00[]"
+_EMPTY_DICT = "\x00{}"
+
+
+class PayloadTypeError(TypeError):
+    """A payload holds a value a federation message may not carry."""
+
+
+def _fail(where: str, what: str) -> None:
+    raise PayloadTypeError(
+        f"payload{where or ''}: {what}; a message may carry only numeric numpy arrays, finite scalars, "
+        "str, bytes, None and lists / str-keyed dicts of those"
+    )
+
+
+def validate(value: Any, where: str = "") -> Any:
+    """Return a normalised copy of ``value`` or raise :class:`PayloadTypeError` saying where and why."""
+    if value is None or isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        if not math.isfinite(v):
+            _fail(where, f"non-finite scalar {v}")
+        return v
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biuf":
+            _fail(where, f"array of dtype {value.dtype} (only bool, int, uint, float)")
+        if value.dtype.kind == "f" and np.isinf(value).any():
+            _fail(where, "array with infinite values (NaN marks missing or suppressed cells; inf is refused)")
+        return value if value.flags.c_contiguous else value.copy(order="C")
+    if isinstance(value, list | tuple):
+        return [validate(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                _fail(where, f"dict key {k!r} is not a str")
+            if "/" in k or k.startswith("#") or k.startswith("\x00"):
+                _fail(where, f"dict key {k!r} may not contain '/' or start with '#'")
+            out[k] = validate(v, f"{where}[{k!r}]")
+        return out
+    _fail(where, f"value of type {type(value).__name__}")
+    return None  # unreachable
+
+
+def flatten(payload: Any, prefix: str = "") -> dict[str, Any]:
+    """``{path: leaf}`` form of a validated payload (arrays, scalars, str, bytes, None leaves)."""
+    out: dict[str, Any] = {}
+    if isinstance(payload, dict):
+        if not payload:
+            out[prefix] = _EMPTY_DICT
+        for k, v in payload.items():
+            out.update(flatten(v, f"{prefix}/{k}" if prefix else k))
+    elif isinstance(payload, list):
+        if not payload:
+            out[prefix] = _EMPTY_LIST
+        for i, v in enumerate(payload):
+            out.update(flatten(v, f"{prefix}/#{i}" if prefix else f"#{i}"))
+    else:
+        out[prefix] = payload
+    return out
+
+
+def unflatten(flat: dict[str, Any]) -> Any:
+    """Inverse of :func:`flatten`."""
+    if set(flat) == {""}:
+        return _leaf(flat[""])
+    root: dict[str, Any] = {}
+    for path, leaf in flat.items():
+        parts = path.split("/")
+        node = root
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _leaf(leaf)
+    return _lists(root)
+
+
+def _leaf(v: Any) -> Any:
+    if isinstance(v, str) and v == _EMPTY_LIST:
+        return []
+    if isinstance(v, str) and v == _EMPTY_DICT:
+        return {}
+    return v
+
+
+def _lists(node: Any) -> Any:
+    if not isinstance(node, dict) or not node:
+        return node
+    if all(k.startswith("#") for k in node):
+        items = sorted(node.items(), key=lambda kv: int(kv[0][1:]))
+        return [_lists(v) for _, v in items]
+    return {k: _lists(v) for k, v in node.items()}
+
+
+def nbytes(payload: Any) -> int:
+    """Approximate size of a payload in bytes (array data, bytes, strings)."""
+    if isinstance(payload, dict):
+        return sum(nbytes(v) for v in payload.values()) + sum(len(k) for k in payload)
+    if isinstance(payload, list):
+        return sum(nbytes(v) for v in payload)
+    if isinstance(payload, np.ndarray):
+        return int(payload.nbytes)
+    if isinstance(payload, bytes | str):
+        return len(payload)
+    return 8

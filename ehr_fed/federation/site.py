@@ -1,0 +1,223 @@
+"""The site runtime: a hospital's feature table, policy, key material and audit log.
+
+:meth:`SiteNode.handle` takes one :class:`TaskMessage` (or its dict form) and always returns a
+:class:`Reply` (errors become ``status="error"`` replies naming the rule or problem). Everything in an
+``ok`` reply has passed the site's disclosure checks and is written to its audit log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ehr_fed.federation import he
+from ehr_fed.federation.keys import SiteKeys
+from ehr_fed.federation.messages import ProtocolError, Reply, TaskMessage
+from ehr_fed.federation.payload import PayloadTypeError, nbytes, validate
+from ehr_fed.federation.signing import contribution_digest
+from ehr_fed.federation.tasks import SiteContext, SiteTask, UnknownTaskError, get_task
+from ehr_fed.privacy import AuditLog, DisclosureError, PrivacyPolicy, suppress
+
+log = logging.getLogger(__name__)
+
+
+class SiteNode:
+    """One site.
+
+    Parameters
+    ----------
+    site_id : str
+    table : pandas.DataFrame
+        The site's feature table (internals section 3).
+    policy : PrivacyPolicy, optional
+    keys : SiteKeys, optional
+        Identity (signing) keys and, after the ceremony, the Paillier keys. Generated if absent
+        (plaintext only).
+    study : str
+        Study id; messages for another study are refused. ``""`` accepts any.
+    audit_log : AuditLog or path, optional
+        Defaults to ``policy.audit_log`` or an in-memory log.
+    """
+
+    def __init__(self, site_id: str, table: pd.DataFrame, policy: PrivacyPolicy | None = None,
+                 keys: SiteKeys | None = None, *, study: str = "", audit_log: AuditLog | str | Path | None = None):
+        self.site_id = site_id
+        self.table = table
+        self.policy = policy or PrivacyPolicy()
+        self.keys = keys or SiteKeys.generate(site_id)
+        self.study = study
+        if audit_log is None:
+            audit_log = self.policy.audit_log
+        self.audit = audit_log if isinstance(audit_log, AuditLog) else AuditLog(audit_log)
+        self._pk = he.load_public(self.keys.paillier_public)
+        self._sk = he.load_private(self.keys.paillier_private, self._pk)
+        self._last_round: dict[str, int] = {}
+        self._seen_nonces: set[str] = set()
+        self._opened: dict[str, tuple[str, ...]] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:  # for worker processes
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, path: str | Path, **overrides: Any) -> SiteNode:
+        """Build a site from its site YAML (see :mod:`ehr_fed.federation.config`)."""
+        from ehr_fed.federation.config import load_site_config
+
+        return load_site_config(path, **overrides)
+
+    @property
+    def holds_private_key(self) -> bool:
+        return self._sk is not None
+
+    # ------------------------------------------------------------------------------------------
+    def handle(self, message: TaskMessage | dict[str, Any]) -> Reply:
+        """Answer one message; never raises for a bad message or a failing task."""
+        try:
+            if isinstance(message, dict):
+                message = TaskMessage.from_dict(message)
+        except (ProtocolError, PayloadTypeError) as exc:
+            return Reply(site_id=self.site_id, action="ping", task="", study="", session="", round=0,
+                         nonce="-", status="error", error=f"site {self.site_id}: {exc}", error_kind="protocol")
+        try:
+            self._check_fresh(message)
+            handler = {"query": self._query, "secure_sum": self._secure_sum, "decrypt": self._decrypt,
+                       "ping": self._ping}[message.action]
+            return handler(message)
+        except DisclosureError as exc:
+            kind, err = "disclosure", str(exc)
+        except (ProtocolError, PayloadTypeError) as exc:
+            kind, err = "protocol", str(exc)
+        except UnknownTaskError as exc:
+            kind, err = "unknown_task", str(exc)
+        except Exception as exc:  # a failing task: report it, do not leak a traceback with values
+            log.debug("site %s task %s failed\n%s", self.site_id, message.task, traceback.format_exc())
+            kind, err = "task_error", f"{type(exc).__name__}: {exc}"
+        return message.reply(self.site_id, status="error", error=f"site {self.site_id}: {err}", error_kind=kind)
+
+    def _check_fresh(self, msg: TaskMessage) -> None:
+        if self.study and msg.study and msg.study != self.study:
+            raise ProtocolError(f"message is for study {msg.study!r}, this site runs study {self.study!r}")
+        with self._lock:
+            last = self._last_round.get(msg.session, -1)
+            if msg.round < last:
+                raise ProtocolError(
+                    f"stale message: round {msg.round} of session {msg.session} is older than round {last}"
+                )
+            if msg.nonce in self._seen_nonces:
+                raise ProtocolError(f"replayed message: nonce {msg.nonce} was already used")
+            self._seen_nonces.add(msg.nonce)
+            self._last_round[msg.session] = msg.round
+
+    def _context(self, msg: TaskMessage) -> SiteContext:
+        return SiteContext(site_id=self.site_id, policy=self.policy, study=msg.study, round=msg.round,
+                           n_rows=len(self.table))
+
+    def _run(self, task: SiteTask, msg: TaskMessage) -> dict[str, Any]:
+        self.policy.check_task(task.name, self.site_id)
+        params = msg.payload.get("params") or {}
+        result = task.fn(self.table, params, self._context(msg))
+        if not isinstance(result, dict):
+            raise ProtocolError(f"task {task.name!r} returned {type(result).__name__}, expected a dict")
+        return result
+
+    def _check_gradient(self, task: SiteTask, arrays: dict[str, np.ndarray]) -> None:
+        if task.kind != "gradient":
+            return
+        n_params = max((a.shape[0] for a in arrays.values() if a.ndim >= 1), default=0)
+        self.policy.check_params(n_params, len(self.table), task.name, self.site_id)
+
+    def _release(self, msg: TaskMessage, kind: str, payload: dict[str, Any], **extra: Any) -> Reply:
+        reply = msg.reply(self.site_id, payload)
+        self.audit.record(site_id=self.site_id, task=msg.task, action=msg.action, round=msg.round,
+                          kind=kind, payload=reply.payload, nbytes=nbytes(reply.payload), **extra)
+        return reply
+
+    # -- actions ---------------------------------------------------------------------------------
+    def _ping(self, msg: TaskMessage) -> Reply:
+        return self._release(msg, "meta", {
+            "site_id": self.site_id,
+            "public_key": he.public_fingerprint(self.keys.paillier_public),
+            "holds_private_key": self.holds_private_key,
+        })
+
+    def _query(self, msg: TaskMessage) -> Reply:
+        task = get_task(msg.task)
+        result = validate(self._run(task, msg), f"[{task.name!r} result]")
+        suppressed = self._suppress(task, result)
+        arrays = {k: v for k, v in result.items() if isinstance(v, np.ndarray)}
+        self._check_gradient(task, arrays)
+        return self._release(msg, task.kind, {"result": result, "suppressed": suppressed},
+                             suppressed=suppressed)
+
+    def _suppress(self, task: SiteTask, result: dict[str, Any]) -> dict[str, list[int]]:
+        """Suppress small cells of the task's declared count outputs (and their dependents) in place."""
+        done: dict[str, list[int]] = {}
+        for cname, deps in task.counts.items():
+            if cname not in result:
+                raise ProtocolError(f"task {task.name!r} declares count output {cname!r} but did not return it")
+            deps = [d for d in deps if d in result]
+            out = suppress(np.asarray(result[cname]), self.policy.min_cell_count,
+                           *[np.asarray(result[d]) for d in deps])
+            for name, arr in zip([cname, *deps], out[:-1]):
+                # a suppressed scalar becomes None (payloads carry no non-finite scalars)
+                result[name] = arr if np.ndim(result[name]) else (None if np.isnan(arr) else float(arr))
+            if out[-1]:
+                done[cname] = out[-1]
+        return done
+
+    def _secure_sum(self, msg: TaskMessage) -> Reply:
+        task = get_task(msg.task)
+        layout = msg.payload.get("layout") or {}
+        encrypted = bool(msg.payload.get("encrypted", False))
+        if encrypted and self._pk is None:
+            raise ProtocolError("encrypted secure_sum requested but this site holds no Paillier public key; "
+                                "run the key ceremony first")
+        result = self._run(task, msg)
+        if set(result) != set(layout):
+            raise ProtocolError(
+                f"task {task.name!r} returned outputs {sorted(result)} but the layout declares {sorted(layout)}"
+            )
+        arrays, shapes = {}, {}
+        plain = {k: np.asarray(v, dtype=np.float64) for k, v in result.items()}
+        self._check_gradient(task, plain)
+        for name, a in plain.items():
+            bound, max_terms = layout[name]
+            if not np.isfinite(a).all():
+                raise ProtocolError(f"task {task.name!r} output {name!r} has NaN or infinite values")
+            if a.size and np.abs(a).max() > bound:
+                raise ProtocolError(
+                    f"task {task.name!r} output {name!r}: |value| {np.abs(a).max():g} exceeds the layout "
+                    f"bound {bound:g}; raise the bound in the layout"
+                )
+            arrays[name] = he.encrypt(self._pk if encrypted else None, a, bound, int(max_terms))
+            shapes[name] = list(a.shape)
+        digest = contribution_digest(study=msg.study, session=msg.session, round=msg.round, nonce=msg.nonce,
+                                     task=msg.task, site_id=self.site_id, arrays=arrays, shapes=shapes)
+        payload = {"arrays": arrays, "shapes": shapes, "signature": self.keys.sign(digest),
+                   "encrypted": encrypted}
+        return self._release(msg, task.kind, payload, encrypted=encrypted)
+
+    def _decrypt(self, msg: TaskMessage) -> Reply:
+        from ehr_fed.federation.decrypt import open_sum
+
+        task = get_task(msg.task)
+        self.policy.check_task(task.name, self.site_id)
+        result, contributors = open_sum(self, msg)
+        suppressed = self._suppress(task, result)
+        return self._release(msg, f"{task.kind}:aggregate",
+                             {"arrays": result, "suppressed": suppressed, "contributors": contributors},
+                             suppressed=suppressed, contributors=contributors)

@@ -1,0 +1,122 @@
+"""The site privacy policy: the disclosure rules a hospital applies to everything that leaves it.
+
+A policy is plain data (YAML), validated when loaded::
+
+    min_cell_count: 10          # any count, histogram bin or category below this is suppressed or merged
+    min_sites: 3                # a decrypted aggregate must combine at least this many distinct sites
+    max_params_fraction: 0.1    # a model may not have more parameters than this fraction of the site's rows
+    allowed_tasks: null         # null = every registered task; else a list of task names or prefixes "stats.*"
+    audit_log: audit.jsonl      # where the site appends one JSON line per released payload (optional)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ehr_fed.privacy.errors import DisclosureError
+
+
+class PolicyError(ValueError):
+    """A privacy policy file or mapping is invalid; lists every problem."""
+
+
+class PrivacyPolicy(BaseModel):
+    """Disclosure rules enforced by a site on its own replies.
+
+    Parameters
+    ----------
+    min_cell_count : int
+        Smallest count (of persons / rows) any released cell may hold; cells with
+        ``0 < n < min_cell_count`` are suppressed (or merged into a neighbour for histograms).
+    min_sites : int
+        Smallest number of distinct, signed site contributions a decrypted sum may combine.
+    max_params_fraction : float
+        For model (``kind="gradient"``) tasks: number of parameters <= this fraction of the site's rows.
+    allowed_tasks : list of str or None
+        Task names (shell patterns such as ``"stats.*"`` allowed) this site will run; ``None`` = all.
+    audit_log : str or None
+        Path of the site's JSON-lines audit log (relative paths are relative to the policy/site file).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_cell_count: int = Field(10, ge=1)
+    min_sites: int = Field(3, ge=1)
+    max_params_fraction: float = Field(0.1, gt=0, le=1)
+    allowed_tasks: list[str] | None = None
+    audit_log: str | None = None
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any] | None, *, source: str = "<policy>") -> PrivacyPolicy:
+        """Build from a plain mapping (a YAML section); every problem is reported at once."""
+        try:
+            return cls.model_validate(dict(data or {}))
+        except ValidationError as exc:
+            problems = [
+                f"{source}: {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+                for err in exc.errors()
+            ]
+            raise PolicyError(
+                "invalid privacy policy:\n  " + "\n  ".join(problems)
+                + "\nfix the listed keys (valid keys: "
+                + ", ".join(cls.model_fields) + ")"
+            ) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> PrivacyPolicy:
+        """Load a policy YAML file (missing keys take the defaults)."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise PolicyError(f"privacy policy file {path} does not exist") from None
+        if not isinstance(data, dict):
+            raise PolicyError(f"{path}: a privacy policy must be a mapping, got {type(data).__name__}")
+        if "privacy" in data and isinstance(data["privacy"], dict):
+            data = data["privacy"]
+        return cls.from_mapping(data, source=str(path))
+
+    # -- checks -------------------------------------------------------------------------------
+    def allows_task(self, name: str) -> bool:
+        """Whether the task ``name`` may run at this site."""
+        if self.allowed_tasks is None:
+            return True
+        return any(fnmatch.fnmatchcase(name, pat) for pat in self.allowed_tasks)
+
+    def check_task(self, name: str, site_id: str | None = None) -> None:
+        """Raise :class:`DisclosureError` when ``name`` is not an allowed task."""
+        if not self.allows_task(name):
+            raise DisclosureError(
+                f"site {site_id or '?'} does not allow task {name!r} (allowed_tasks: "
+                f"{self.allowed_tasks}); ask the site to add it to its privacy policy",
+                rule="allowed_tasks",
+                site_id=site_id,
+            )
+
+    def check_params(self, n_params: int, n_rows: int, task: str, site_id: str | None = None) -> None:
+        """Raise :class:`DisclosureError` when a model has too many parameters for the site's rows."""
+        limit = self.max_params_fraction * n_rows
+        if n_params > limit:
+            raise DisclosureError(
+                f"site {site_id or '?'} refuses task {task!r}: {n_params} model parameters exceed "
+                f"max_params_fraction={self.max_params_fraction} x {n_rows} rows = {limit:g}; "
+                "use fewer features or a site with more rows",
+                rule="max_params_fraction",
+                site_id=site_id,
+            )
+
+    def check_min_sites(self, n_sites: int, what: str, site_id: str | None = None) -> None:
+        """Raise :class:`DisclosureError` when an aggregate combines fewer than ``min_sites`` sites."""
+        if n_sites < self.min_sites:
+            raise DisclosureError(
+                f"site {site_id or '?'} refuses to decrypt {what}: it combines {n_sites} distinct "
+                f"signed site contribution(s), the policy requires min_sites={self.min_sites}",
+                rule="min_sites",
+                site_id=site_id,
+            )

@@ -1,0 +1,64 @@
+"""Site tasks of the federated statistics (local plaintext statistics on the site's feature table).
+
+Every task returns only aggregates; counts are declared so the site (and the decrypting site, on sums)
+suppresses cells below ``min_cell_count``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ehr_fed.federation.tasks import SiteContext, site_task
+
+META_COLUMNS = ("site_id", "person_key", "index_time", "label")
+
+
+def feature_columns(table: pd.DataFrame, columns=None) -> list[str]:
+    """The feature columns of a feature table (all after the four key columns), or ``columns`` checked."""
+    feats = [c for c in table.columns if c not in META_COLUMNS]
+    if columns is None:
+        return feats
+    cols = list(columns)
+    bad = [c for c in cols if c not in table.columns or c in ("site_id", "person_key", "index_time")]
+    if bad:
+        raise KeyError(f"unknown or non-numeric feature column(s) {bad}; feature columns: {feats}")
+    return cols
+
+
+def _groups(table: pd.DataFrame, by: str | None) -> list[np.ndarray]:
+    """Row masks: overall, or per label value (0, 1)."""
+    if by is None:
+        return [np.ones(len(table), dtype=bool)]
+    if by == "label":
+        lab = table["label"].to_numpy()
+        return [lab == 0, lab == 1]
+    raise ValueError(f"by={by!r}: expected None or 'label'")
+
+
+@site_task("stats.count", kind="count", counts={"n": ("positives",)})
+def count(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
+    """Rows (index events) and positives at this site: ``{"n": float, "positives": float}``."""
+    n = float(len(table))
+    pos = float(table["label"].sum()) if "label" in table and n else 0.0
+    return {"n": n, "positives": pos}
+
+
+@site_task("stats.moments", kind="moments", counts={"n": ("sum", "sumsq"), "n_rows": ("n_missing",)})
+def moments(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
+    """Per group (``by``: None or "label") and column: non-missing count, sum, sum of squares,
+    number of rows and number missing. Arrays of shape (n_groups, n_columns)."""
+    cols = feature_columns(table, params.get("columns"))
+    by = params.get("by")
+    x = table[cols].to_numpy(dtype=np.float64)
+    out = {k: [] for k in ("n", "sum", "sumsq", "n_rows", "n_missing")}
+    for mask in _groups(table, by):
+        xs = x[mask]
+        ok = ~np.isnan(xs)
+        xz = np.where(ok, xs, 0.0)
+        out["n"].append(ok.sum(axis=0).astype(float))
+        out["sum"].append(xz.sum(axis=0))
+        out["sumsq"].append((xz * xz).sum(axis=0))
+        out["n_rows"].append(np.full(len(cols), float(mask.sum())))
+        out["n_missing"].append((~ok).sum(axis=0).astype(float))
+    return {k: np.array(v, dtype=np.float64).reshape(-1, len(cols)) for k, v in out.items()}

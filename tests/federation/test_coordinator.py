@@ -1,0 +1,55 @@
+"""Federation.in_process: query and secure_sum in plaintext mode against pooled computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ehr_fed.federation import Federation, FederationError, SiteContext, site_task
+from ehr_fed.federation.testing import FEATURES
+
+
+@site_task("test.colsum", kind="moments")
+def _colsum(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
+    cols = params["columns"]
+    x = table[cols].fillna(0).to_numpy(float)
+    return {"s": x.sum(axis=0), "xtx": x.T @ x, "n": np.array(float(len(table)))}
+
+
+LAYOUT = {"s": (1e7, 3), "xtx": (1e9, 3), "n": (1e6, 3)}
+
+
+def test_secure_sum_plaintext_equals_pooled(tables):
+    fed = Federation.in_process(tables, encrypted=False)
+    out = fed.secure_sum("test.colsum", {"columns": FEATURES}, LAYOUT)
+    pooled = pd.concat(tables.values())[FEATURES].fillna(0).to_numpy(float)
+    np.testing.assert_allclose(out["s"], pooled.sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(out["xtx"], pooled.T @ pooled, rtol=1e-12)
+    assert out["xtx"].shape == (5, 5) and out["n"].shape == ()
+    assert out.contributors == ["site_a", "site_b", "site_c"] and out.missing == {}
+    assert fed.site_ids == ["site_a", "site_b", "site_c"]
+
+
+def test_query_returns_per_site_counts(tables):
+    fed = Federation.in_process(tables, encrypted=False)
+    res = fed.query("stats.count", {})
+    assert {s: r["n"] for s, r in res.items()} == {"site_a": 80.0, "site_b": 120.0, "site_c": 100.0}
+
+
+def test_layout_must_match_outputs(tables):
+    fed = Federation.in_process(tables, encrypted=False)
+    with pytest.raises(FederationError, match=r"layout declares \['n', 's'\]"):
+        fed.secure_sum("test.colsum", {"columns": FEATURES}, {"s": (1e7, 3), "n": (1e6, 3)})
+
+
+def test_bound_exceeded_is_reported(tables):
+    fed = Federation.in_process(tables, encrypted=False)
+    with pytest.raises(FederationError, match="exceeds the layout bound"):
+        fed.secure_sum("test.colsum", {"columns": FEATURES}, {**LAYOUT, "xtx": (1.0, 3)})
+
+
+def test_bad_layout_spec():
+    fed = Federation.in_process({"a": pd.DataFrame({"label": [0]})}, encrypted=False)
+    with pytest.raises(FederationError, match=r"expected a \(bound, max_terms\) pair"):
+        fed.secure_sum("test.colsum", {}, {"s": 5})
