@@ -1,0 +1,368 @@
+"""``FederatedGradientBoostingClassifier``: XGBoost-style histogram boosting over a federation.
+
+Protocol (every arrow one ``Federation`` call; rows never leave a site)::
+
+    query       gbdt.schema      -> feature columns of each site (must agree)
+    secure_sum  gbdt.init        -> pooled rows and positives     -> base_score = mean(label), as XGBoost
+    stats       federated_bin_edges(fed, features, max_bin) -> cuts from federated quantiles
+    per tree, per level:
+    secure_sum  gbdt.histograms  -> summed (encrypted) g / h / count histograms of the level's new nodes
+                                    (smaller sibling only; the other is parent - sibling)
+
+Disclosure control (``min_count_rule``):
+
+``"count"`` (default)
+    sites add a row-count channel to each histogram; a split is taken only when both children hold at
+    least ``min_cell_count`` pooled rows (the policy's ``min_cell_count`` unless given), so no leaf is
+    smaller. Costs one more value per bin.
+``"hessian"``
+    no count channel (two thirds of the encrypted values); instead ``min_child_weight`` is raised to at
+    least ``min_cell_count / 4``: since every row's Hessian is at most 0.25, a child with Hessian sum
+    ``H`` holds at least ``4 H`` rows. Safe, but stricter when predictions are confident.
+
+Sites refuse requests whose ``min_count`` is below their own policy's ``min_cell_count``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from ehr_fed.models.base import (
+    check_is_fitted,
+    column_diff,
+    feature_columns,
+    validate_feature_table,
+)
+
+from .binning import BinMapper, local_bin_edges
+from .federated import FederatedHistogramSource
+from .grower import GrowParams, LocalHistogramSource, grow_tree
+from .histogram import sigmoid
+from .predictor import Tree, predict_margin
+from .splitting import SplitParams
+from .xgboost_json import HESSIAN_EXPORT, model_from_json, model_to_json
+
+__all__ = ["FederatedGradientBoostingClassifier"]
+
+MIN_COUNT_RULES = ("count", "hessian")
+DEFAULT_MIN_CELL_COUNT = 10
+ROW_BOUND = 1.0e9
+
+
+class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
+    """Gradient-boosted trees for a binary label, trained over a federation (or on one local table).
+
+    Parameters (XGBoost's meaning)
+    ----------
+    n_estimators : int, default 100
+    max_depth : int, default 6
+    learning_rate : float, default 0.3
+    max_bin : int, default 256
+        Maximum number of value bins per feature (missing values have their own bin).
+    reg_lambda : float, default 1.0
+    gamma : float, default 0.0
+        Minimum loss reduction (XGBoost's ``loss_chg``) to make a split.
+    min_child_weight : float, default 1.0
+        Minimum Hessian sum of a child.
+    encrypted : bool, default True
+        Require a federation that encrypts (Paillier) its secure sums.
+    min_count_rule : {"count", "hessian"}, default "count"
+        How leaves are kept above the minimum cell count (module docstring).
+    min_cell_count : int or None
+        Smallest number of pooled rows in a leaf; None = the federation policy's ``min_cell_count``
+        (10 when fitting a local table).
+    hessian_export : {"keep", "coarsen", "strip"}, default "keep"
+        Per-node Hessian sums written to exported models (see :mod:`.xgboost_json`).
+    precision : int, default 20
+        Fractional bits of the fixed-point gradients and Hessians (grid ``2**-precision``).
+    bin_edges : list of arrays or None
+        Cut values per feature; None = federated quantiles (local quantiles for a local table).
+
+    Attributes
+    ----------
+    trees_ : list of Tree
+    base_score_ : float
+    bin_edges_ : list of float32 arrays
+    feature_names_in_ : ndarray of str
+    n_features_in_ : int
+    feature_importances_ : ndarray, mean split gain per feature, normalised to sum 1 (XGBoost's "gain")
+    classes_ : ndarray [0, 1]
+    """
+
+    def __init__(self, n_estimators: int = 100, max_depth: int = 6, learning_rate: float = 0.3,
+                 max_bin: int = 256, reg_lambda: float = 1.0, gamma: float = 0.0,
+                 min_child_weight: float = 1.0, encrypted: bool = True, min_count_rule: str = "count",
+                 min_cell_count: int | None = None, hessian_export: str = "keep", precision: int = 20,
+                 bin_edges: list | None = None):
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.max_bin = max_bin
+        self.reg_lambda = reg_lambda
+        self.gamma = gamma
+        self.min_child_weight = min_child_weight
+        self.encrypted = encrypted
+        self.min_count_rule = min_count_rule
+        self.min_cell_count = min_cell_count
+        self.hessian_export = hessian_export
+        self.precision = precision
+        self.bin_edges = bin_edges
+
+    # -- parameters ---------------------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        problems = []
+        if not (isinstance(self.n_estimators, int | np.integer) and self.n_estimators >= 1):
+            problems.append(f"n_estimators must be an int >= 1, got {self.n_estimators!r}")
+        if not (isinstance(self.max_depth, int | np.integer) and self.max_depth >= 1):
+            problems.append(f"max_depth must be an int >= 1, got {self.max_depth!r}")
+        if not (isinstance(self.max_bin, int | np.integer) and 2 <= self.max_bin <= 65535):
+            problems.append(f"max_bin must be an int in [2, 65535], got {self.max_bin!r}")
+        if not (0 < float(self.learning_rate) <= 1):
+            problems.append(f"learning_rate must be in (0, 1], got {self.learning_rate!r}")
+        if float(self.reg_lambda) < 0 or float(self.gamma) < 0 or float(self.min_child_weight) < 0:
+            problems.append("reg_lambda, gamma and min_child_weight must be >= 0, got "
+                            f"{self.reg_lambda!r}, {self.gamma!r}, {self.min_child_weight!r}")
+        if self.min_count_rule not in MIN_COUNT_RULES:
+            problems.append(f"min_count_rule must be one of {list(MIN_COUNT_RULES)}, got {self.min_count_rule!r}")
+        if self.hessian_export not in HESSIAN_EXPORT:
+            problems.append(f"hessian_export must be one of {list(HESSIAN_EXPORT)}, got {self.hessian_export!r}")
+        if not (isinstance(self.precision, int | np.integer) and 4 <= self.precision <= 30):
+            problems.append(f"precision must be an int in [4, 30], got {self.precision!r}")
+        if self.min_cell_count is not None and int(self.min_cell_count) < 0:
+            problems.append(f"min_cell_count must be None or >= 0, got {self.min_cell_count!r}")
+        if problems:
+            raise ValueError(f"Invalid parameters for {type(self).__name__}: " + "; ".join(problems))
+
+    def _split_params(self, min_count: int) -> SplitParams:
+        mcw = float(self.min_child_weight)
+        if self.min_count_rule == "hessian":
+            mcw = max(mcw, min_count / 4.0)
+        return SplitParams(reg_lambda=float(self.reg_lambda), gamma=float(self.gamma), min_child_weight=mcw,
+                           min_count=int(min_count), precision=int(self.precision),
+                           use_count=self.min_count_rule == "count")
+
+    # -- training -----------------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None, *, progress: Callable[[dict], None] | bool | None = None):
+        """Train on a federation (``X`` has ``secure_sum``), or on one local table (the pooled learner).
+
+        Parameters
+        ----------
+        X : ehr_fed.federation.Federation, or a feature table (DataFrame with ``label``), or an array
+        y : None for a federation or a feature table; labels (0/1) for an array
+        progress : callable or bool, optional
+            Called after every tree with ``{"tree", "n_estimators", "n_nodes", "depth"}``; ``True`` shows
+            a tqdm bar.
+        """
+        self._validate_params()
+        if hasattr(X, "secure_sum"):
+            source, mapper, n_total, n_pos, names = self._setup_federated(X)
+        else:
+            source, mapper, n_total, n_pos, names = self._setup_local(X, y)
+        self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.n_features_in_ = len(names)
+        self.classes_ = np.array([0, 1])
+        self.n_samples_, self.n_positives_ = int(n_total), int(n_pos)
+        self.bin_edges_ = [c.copy() for c in mapper.cuts]
+        self.trees_ = self._boost(source, mapper, progress)
+        return self
+
+    def _min_count(self, federation: Any = None) -> int:
+        if self.min_cell_count is not None:
+            return int(self.min_cell_count)
+        policy = getattr(federation, "policy", None)
+        return int(getattr(policy, "min_cell_count", DEFAULT_MIN_CELL_COUNT))
+
+    def _setup_local(self, X: Any, y: Any):
+        if isinstance(X, pd.DataFrame) and y is None:
+            if "label" not in X.columns:
+                raise ValueError("A feature table needs a 'label' column (or pass y).")
+            names = feature_columns(X)
+            y = X["label"].to_numpy(dtype=np.float64)
+            Xa = validate_feature_table(X, names, type(self).__name__)
+        else:
+            if y is None:
+                raise ValueError("y is required when X is an array; pass the 0/1 labels.")
+            names = (list(map(str, X.columns)) if isinstance(X, pd.DataFrame)
+                     else [f"f{j}" for j in range(np.shape(X)[1])])
+            Xa = np.asarray(X, dtype=np.float64)
+            y = np.asarray(y, dtype=np.float64)
+        _check_labels(y)
+        self._min_count_ = self._min_count()
+        cuts = self.bin_edges if self.bin_edges is not None else local_bin_edges(Xa, self.max_bin)
+        mapper = BinMapper(cuts, self.max_bin)
+        self.base_score_ = float(np.float32(y.mean()))
+        source = LocalHistogramSource(Xa, y, mapper, self.base_score_, int(self.precision))
+        return source, mapper, y.size, y.sum(), names
+
+    def _setup_federated(self, fed: Any):
+        from . import site_tasks  # noqa: F401  (registers the site tasks)
+
+        fed_encrypted = getattr(fed, "encrypted", None)
+        if self.encrypted and fed_encrypted is False:
+            raise ValueError(
+                f"{type(self).__name__}(encrypted=True) needs an encrypting federation, but this one was "
+                "created with encrypted=False; create it with encrypted=True or pass encrypted=False"
+            )
+        names = self._federated_features(fed)
+        n_sites = len(fed.site_ids)
+        stats = np.asarray(fed.secure_sum("gbdt.init", {}, {"stats": (ROW_BOUND, n_sites)})["stats"])
+        n_total, n_pos = float(np.rint(stats[0])), float(np.rint(stats[1]))
+        _check_labels(None, n_total, n_pos)
+        self._min_count_ = self._min_count(fed)
+        if self.bin_edges is not None:
+            cuts = self.bin_edges
+        else:
+            from ehr_fed.stats import federated_bin_edges
+
+            edges = federated_bin_edges(fed, names, self.max_bin)
+            cuts = [edges[n] for n in names] if isinstance(edges, dict) else list(edges)
+        mapper = BinMapper(cuts, self.max_bin)
+        self.base_score_ = float(np.float32(n_pos / n_total))
+        common = {
+            "features": list(names),
+            "cuts": [np.asarray(c, dtype=np.float64) for c in mapper.cuts],
+            "max_bin": int(self.max_bin),
+            "precision": int(self.precision),
+            "base_score": self.base_score_,
+            "channels": 3 if self.min_count_rule == "count" else 2,
+            "min_count": int(self._min_count_),
+        }
+        source = FederatedHistogramSource(fed, common, n_total)
+        self.n_sites_ = n_sites
+        return source, mapper, n_total, n_pos, names
+
+    def _federated_features(self, fed: Any) -> list[str]:
+        replies = fed.query("gbdt.schema", {})
+        per_site = {s: [str(c) for c in r["features"]] for s, r in replies.items()}
+        expected = next(iter(per_site.values()))
+        bad = {s: cols for s, cols in per_site.items() if cols != expected}
+        if bad:
+            diffs = "\n".join(f"site {s}:\n{column_diff(expected, cols)}" for s, cols in bad.items())
+            raise ValueError(f"{len(bad)} site(s) have feature columns that differ from the first site's "
+                             f"({len(expected)} features):\n{diffs}\nHarmonize every site with the same study.")
+        return expected
+
+    def _boost(self, source, mapper: BinMapper, progress) -> list[Tree]:
+        params = GrowParams(max_depth=int(self.max_depth), learning_rate=float(self.learning_rate),
+                            split=self._split_params(self._min_count_))
+        bar = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=int(self.n_estimators), desc="trees", unit="tree")
+        trees: list[Tree] = []
+        try:
+            for i in range(int(self.n_estimators)):
+                source.begin_tree(trees)
+                tree = grow_tree(source, mapper, params)
+                trees.append(tree)
+                if bar is not None:
+                    bar.update(1)
+                elif callable(progress):
+                    progress({"tree": i + 1, "n_estimators": int(self.n_estimators),
+                              "n_nodes": tree.n_nodes, "depth": tree.depth()})
+        finally:
+            if bar is not None:
+                bar.close()
+        return trees
+
+    # -- prediction ---------------------------------------------------------------------------------
+    def _X(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "trees_")
+        return validate_feature_table(X, list(self.feature_names_in_), type(self).__name__)
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Raw margins (log-odds), float32 as XGBoost computes them; shape (n_rows,)."""
+        return predict_margin(self.trees_, self._X(X), self.base_score_)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, shape (n_rows, 2)."""
+        p = sigmoid(self.decision_function(X).astype(np.float64))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: Any) -> np.ndarray:
+        """0/1 predictions (probability > 0.5)."""
+        return (self.predict_proba(X)[:, 1] > 0.5).astype(np.int64)
+
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        """Mean split gain of each feature, normalised to sum 1 (XGBoost's ``importance_type="gain"``)."""
+        check_is_fitted(self, "trees_")
+        total = np.zeros(self.n_features_in_)
+        count = np.zeros(self.n_features_in_)
+        for t in self.trees_:
+            for nid in range(t.n_nodes):
+                if not t.is_leaf(nid):
+                    total[t.feature[nid]] += np.float32(t.loss_change[nid])
+                    count[t.feature[nid]] += 1
+        mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+        s = mean.sum()
+        return mean / s if s > 0 else mean
+
+    # -- export -------------------------------------------------------------------------------------
+    def to_xgboost_json(self, hessian_export: str | None = None) -> dict:
+        """The model as an XGBoost JSON document (dict)."""
+        check_is_fitted(self, "trees_")
+        return model_to_json(
+            self.trees_, base_score=self.base_score_, n_features=self.n_features_in_,
+            feature_names=[str(n) for n in self.feature_names_in_],
+            attributes={"ehr_fed_model": "gbdt"},
+            hessian_export=hessian_export or self.hessian_export,
+        )
+
+    def save_xgboost_json(self, path: str | Path, hessian_export: str | None = None) -> Path:
+        """Write the model in XGBoost's JSON format (``xgboost.Booster(model_file=path)`` loads it)."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_xgboost_json(hessian_export)))
+        return path
+
+    def to_xgboost(self, hessian_export: str | None = None):
+        """An ``xgboost.XGBClassifier`` holding this model (predicts identically)."""
+        import xgboost as xgb
+
+        doc = self.to_xgboost_json(hessian_export)
+        clf = xgb.XGBClassifier(n_estimators=len(self.trees_), max_depth=int(self.max_depth),
+                                learning_rate=float(self.learning_rate), max_bin=int(self.max_bin),
+                                reg_lambda=float(self.reg_lambda), gamma=float(self.gamma),
+                                min_child_weight=float(self.min_child_weight), tree_method="hist",
+                                objective="binary:logistic")
+        clf.load_model(bytearray(json.dumps(doc).encode()))
+        clf.n_classes_ = 2
+        return clf
+
+    def save(self, path: str | Path) -> Path:
+        """Write an ehr-fed model file (kind ``gbdt``; see :mod:`ehr_fed.models.persistence`)."""
+        from .persistence import save_gbdt
+
+        return save_gbdt(self, path)
+
+    @classmethod
+    def from_xgboost_json(cls, doc: dict | str | Path, **params: Any) -> FederatedGradientBoostingClassifier:
+        """A fitted estimator from an XGBoost JSON model (numeric splits, ``binary:logistic``)."""
+        trees, meta = model_from_json(doc)
+        model = cls(**params)
+        model.trees_ = trees
+        model.base_score_ = meta["base_score"]
+        names = meta["feature_names"] or [f"f{j}" for j in range(meta["n_features"])]
+        model.feature_names_in_ = np.asarray(names, dtype=object)
+        model.n_features_in_ = meta["n_features"]
+        model.classes_ = np.array([0, 1])
+        return model
+
+
+def _check_labels(y: np.ndarray | None, n: float | None = None, n_pos: float | None = None) -> None:
+    if y is not None:
+        if not np.isin(y, (0.0, 1.0)).all():
+            raise ValueError("labels must be 0 or 1.")
+        n, n_pos = float(y.size), float(y.sum())
+    if n == 0 or n_pos == 0 or n_pos == n:
+        raise ValueError(f"the pooled label has only one class ({int(n)} rows, {int(n_pos)} positive); "
+                         "boosting a binary classifier needs both 0 and 1")
+

@@ -1,0 +1,145 @@
+"""Site tasks of federated boosting: what a hospital computes on its own rows.
+
+Statelessness. Every request carries everything the site needs: the feature names, the bin cuts, the base
+score, all finished trees and the tree being grown (routing arrays only: children, feature, threshold,
+default direction, leaf values). A site can therefore answer any request from scratch (a restarted site,
+a Flower node that lost its process). For speed a site keeps, per training id, its binned rows and the
+margins after the finished trees it has already applied; each cached tree is identified by a digest of its
+routing arrays, and the cache is used only when the request's trees start with exactly the cached ones,
+otherwise the margins are recomputed from the trees in the request. Within a tree, each row's node is
+recomputed from the partial tree (``max_depth`` vectorised steps).
+
+Replies:
+
+``gbdt.schema``      ``{"features": [...]}`` (query): the feature columns of the site's table.
+``gbdt.init``        ``{"stats": [n_rows, n_positive]}`` (for the base score and the layout bounds).
+``gbdt.histograms``  ``{"hist": (n_nodes, n_features, n_bins, n_channels)}``: per node the gradient, Hessian
+                     (and, with the count rule, row-count) histograms, gradients and Hessians quantised to
+                     ``2**-precision`` (see :mod:`.histogram`), all in one array so they are packed together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import pandas as pd
+
+from ehr_fed.federation.tasks import SiteContext, site_task
+from ehr_fed.privacy import DisclosureError
+
+from .binning import BinMapper
+from .histogram import build_histograms, logistic_grad_hess, quantize
+from .predictor import apply_tree, base_margin
+
+__all__ = ["site_schema", "site_init", "site_histograms", "clear_cache"]
+
+_CACHE: OrderedDict[tuple, dict] = OrderedDict()
+_CACHE_SIZE = 8
+_LOCK = threading.Lock()
+
+
+def clear_cache() -> None:
+    """Forget every cached training state (the next request recomputes from its trees)."""
+    with _LOCK:
+        _CACHE.clear()
+
+
+def _features(table: pd.DataFrame, names: list[str]) -> np.ndarray:
+    missing = [c for c in names if c not in table.columns]
+    if missing:
+        raise ValueError(f"the feature table has no columns {missing}; expected the model's features {names}")
+    return table[list(names)].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _digest(tree: dict) -> str:
+    h = hashlib.sha256()
+    for k in ("left", "right", "feature", "threshold", "default_left", "leaf_value"):
+        h.update(np.ascontiguousarray(np.asarray(tree[k], dtype=np.float64)).tobytes())
+    return h.hexdigest()
+
+
+def _state(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
+    key = (ctx.site_id, str(params["training_id"]), id(table), len(table))
+    with _LOCK:
+        st = _CACHE.get(key)
+        if st is not None:
+            _CACHE.move_to_end(key)
+    if st is None:
+        X32 = _features(table, params["features"]).astype(np.float32)
+        mapper = BinMapper([np.asarray(c) for c in params["cuts"]], int(params["max_bin"]))
+        st = {
+            "X32": X32,
+            "y": table["label"].to_numpy(dtype=np.float64),
+            "bins": mapper.transform(X32),
+            "n_bins": mapper.n_bins,
+            "applied": [],
+            "margin": None,
+            "base_score": None,
+        }
+        with _LOCK:
+            _CACHE[key] = st
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return st
+
+
+def _margins(st: dict, trees: list[dict], base_score: float) -> np.ndarray:
+    digests = [_digest(t) for t in trees]
+    n_done = len(st["applied"])
+    if st["base_score"] != base_score or st["applied"] != digests[:n_done]:
+        st["margin"], st["applied"], n_done = None, [], 0
+    if st["margin"] is None:
+        st["margin"] = np.full(st["X32"].shape[0], base_margin(base_score), dtype=np.float32)
+        st["base_score"] = base_score
+    for t in trees[n_done:]:
+        st["margin"] += np.asarray(t["leaf_value"], dtype=np.float32)[apply_tree(t, st["X32"])]
+    st["applied"] = digests
+    return st["margin"]
+
+
+def _check_min_count(params: dict, ctx: SiteContext) -> None:
+    want = int(params.get("min_count", 0))
+    if want < ctx.policy.min_cell_count:
+        raise DisclosureError(
+            f"gradient boosting requested leaves of at least {want} rows, below this site's minimum cell "
+            f"count {ctx.policy.min_cell_count}; train with min_count >= {ctx.policy.min_cell_count}",
+            rule="min_cell_count", site_id=ctx.site_id,
+        )
+
+
+def site_schema(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
+    """The site's feature columns (every column that is not a meta column), in table order."""
+    from ehr_fed.models.base import feature_columns
+
+    return {"features": feature_columns(table)}
+
+
+def site_init(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
+    """Row and positive counts of the site."""
+    y = table["label"].to_numpy(dtype=np.float64)
+    return {"stats": np.array([float(y.size), float(y.sum())])}
+
+
+def site_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
+    """Quantised gradient / Hessian (/ count) histograms of the requested nodes of the current tree."""
+    _check_min_count(params, ctx)
+    st = _state(table, params, ctx)
+    margin = _margins(st, list(params.get("trees") or []), float(params["base_score"]))
+    precision = int(params["precision"])
+    g, h = logistic_grad_hess(margin, st["y"])
+    gq, hq = quantize(g, precision), quantize(h, precision)
+    row_node = apply_tree(params["tree"], st["X32"])
+    hist = build_histograms(st["bins"], gq, hq, row_node, np.asarray(params["nodes"], dtype=np.int64),
+                            st["n_bins"])
+    n_channels = int(params.get("channels", 3))
+    out = hist[..., :n_channels].astype(np.float64)
+    out[..., :2] *= 2.0**-precision
+    return {"hist": out}
+
+
+site_task("gbdt.schema", kind="other")(site_schema)
+site_task("gbdt.init", kind="count")(site_init)
+site_task("gbdt.histograms", kind="histogram")(site_histograms)
