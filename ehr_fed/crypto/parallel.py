@@ -1,0 +1,98 @@
+"""Raw encryption of packed plaintexts, in-process or spread over worker processes.
+
+Each worker process keeps its own :class:`ObfuscatorPool` per key (its own private DJN base and tables,
+built once per process), so only plaintexts and ciphertexts cross process boundaries. Workers are started
+with the ``forkserver`` method (safe in multi-threaded programs such as a Flower client), kept for reuse and
+shut down at interpreter exit or by :func:`shutdown_workers`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+
+import gmpy2
+from phe import paillier
+
+from .obfuscation import ObfuscatorPool, default_pool
+
+__all__ = ["raw_encrypt_plaintexts", "resolve_workers", "shutdown_workers", "PARALLEL_MIN_CIPHERTEXTS"]
+
+#: with ``workers=None``, vectors of at least this many ciphertexts are encrypted in worker processes
+PARALLEL_MIN_CIPHERTEXTS = 1024
+#: with ``workers=None``, at most this many processes
+MAX_AUTO_WORKERS = 8
+
+_EXECUTORS: dict[int, ProcessPoolExecutor] = {}
+_EXECUTORS_LOCK = threading.Lock()
+
+
+def resolve_workers(workers: int | None, n_ciphertexts: int) -> int:
+    """Number of processes to use for ``n_ciphertexts`` ciphertexts (1 = in this process)."""
+    if workers is None:
+        cores = os.cpu_count() or 1
+        if n_ciphertexts < PARALLEL_MIN_CIPHERTEXTS or cores < 2:
+            return 1
+        return min(cores, MAX_AUTO_WORKERS)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be None or an int >= 1, got {workers!r}")
+    return max(1, min(workers, n_ciphertexts))
+
+
+def raw_encrypt_with(public_key, plaintexts: list[int], obfuscators: list) -> list:
+    """``c = (1 + n m) * rho mod n**2`` for plaintexts ``0 <= m < n`` (unchecked) and obfuscators ``rho``."""
+    n = gmpy2.mpz(public_key.n)
+    nsquare = n * n
+    return [(n * m + 1) * rho % nsquare for m, rho in zip(plaintexts, obfuscators)]
+
+
+def _worker_encrypt(n: int, plaintexts: list[int]) -> list[int]:
+    """Worker-process entry point: encrypt with this process's pool for the key ``n``."""
+    public_key = paillier.PaillierPublicKey(n)
+    obfuscators = default_pool(public_key).take(len(plaintexts))
+    return [int(c) for c in raw_encrypt_with(public_key, plaintexts, obfuscators)]
+
+
+def _executor(workers: int) -> ProcessPoolExecutor:
+    with _EXECUTORS_LOCK:
+        executor = _EXECUTORS.get(workers)
+        if executor is None:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+            executor = _EXECUTORS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        return executor
+
+
+def shutdown_workers() -> None:
+    """Stop the worker processes started for parallel encryption (they restart on demand)."""
+    with _EXECUTORS_LOCK:
+        executors = list(_EXECUTORS.values())
+        _EXECUTORS.clear()
+    for executor in executors:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(shutdown_workers)
+
+
+def raw_encrypt_plaintexts(public_key, plaintexts: list[int], *, pool: ObfuscatorPool,
+                           workers: int | None = None) -> list:
+    """Encrypt raw plaintexts ``0 <= m < n`` (unchecked), using the pool's stock first, then processes."""
+    count = len(plaintexts)
+    in_stock = min(len(pool), count)
+    n_workers = resolve_workers(workers, count - in_stock)
+    if n_workers == 1:
+        return raw_encrypt_with(public_key, plaintexts, pool.take(count))
+    head = raw_encrypt_with(public_key, plaintexts[:in_stock], pool.take(in_stock))
+    rest = plaintexts[in_stock:]
+    size = -(-len(rest) // n_workers)
+    chunks = [rest[i:i + size] for i in range(0, len(rest), size)]
+    executor = _executor(n_workers)
+    futures = [executor.submit(_worker_encrypt, int(public_key.n), [int(m) for m in chunk]) for chunk in chunks]
+    out = list(head)
+    for future in futures:
+        out.extend(future.result())
+    return out

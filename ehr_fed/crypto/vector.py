@@ -1,0 +1,255 @@
+"""Encrypted float vectors: encryption, homomorphic addition and decryption."""
+
+from __future__ import annotations
+
+import numpy as np
+from phe import paillier
+
+from .decryption import raw_decrypt_crt
+from .encoding import (
+    DEFAULT_FRAC_BITS,
+    Layout,
+    check_bound,
+    check_values,
+    make_layout,
+    raw_decode,
+    raw_encode,
+    raw_pack,
+    raw_unpack,
+)
+from .errors import EncodingOverflowError, KeyMismatchError, LayoutMismatchError
+from .keys import check_private_key, check_public_key, key_fingerprint
+from .obfuscation import ObfuscatorPool, default_pool
+from .parallel import raw_encrypt_plaintexts
+
+__all__ = ["EncryptedVector", "encrypt_vector", "decrypt_vector"]
+
+
+class EncryptedVector:
+    """A float vector encrypted under a Paillier public key.
+
+    Build it with :func:`encrypt_vector` or :meth:`from_bytes`; add vectors with ``+`` or ``sum``; open it
+    with :func:`decrypt_vector`.
+
+    Attributes
+    ----------
+    public_key : phe.PaillierPublicKey
+    layout : Layout
+    n_terms : int
+        Number of terms added into this vector (1 for a fresh vector encrypted with ``terms=1``).
+    """
+
+    __slots__ = ("public_key", "layout", "n_terms", "_ciphertexts", "_exponents")
+
+    def __init__(self, public_key, layout: Layout, ciphertexts, n_terms: int = 1, exponents=None):
+        check_public_key(public_key)
+        if not isinstance(layout, Layout):
+            raise TypeError(f"layout must be a Layout, got {type(layout).__name__}")
+        ciphertexts = tuple(int(c) for c in ciphertexts)
+        if len(ciphertexts) != layout.n_ciphertexts:
+            raise ValueError(f"layout needs {layout.n_ciphertexts} ciphertexts, got {len(ciphertexts)}")
+        if not 1 <= n_terms <= layout.max_terms:
+            raise EncodingOverflowError(f"n_terms must be in [1, max_terms={layout.max_terms}], got {n_terms}")
+        if (exponents is None) != layout.packed:
+            raise ValueError("exponents are given for, and only for, unpacked layouts")
+        self.public_key = public_key
+        self.layout = layout
+        self.n_terms = int(n_terms)
+        self._ciphertexts = ciphertexts
+        self._exponents = None if exponents is None else tuple(int(e) for e in exponents)
+
+    def __len__(self) -> int:
+        return self.layout.length
+
+    def __repr__(self) -> str:
+        kind = f"{self.layout.slots_per_ciphertext} slots/ciphertext" if self.layout.packed else "unpacked"
+        return (f"<EncryptedVector length={len(self)} n_terms={self.n_terms}/{self.layout.max_terms} "
+                f"{kind} key={key_fingerprint(self.public_key)[:12]}>")
+
+    @property
+    def ciphertexts(self) -> tuple[int, ...]:
+        """Raw Paillier ciphertexts (ints modulo ``n**2``), valid under ``public_key``."""
+        return self._ciphertexts
+
+    @property
+    def encrypted_numbers(self) -> list[paillier.EncryptedNumber]:
+        """The ciphertexts as ``phe.EncryptedNumber`` (for packed vectors they hold packed plaintexts)."""
+        exponents = self._exponents or (0,) * len(self._ciphertexts)
+        return [paillier.EncryptedNumber(self.public_key, c, e) for c, e in zip(self._ciphertexts, exponents)]
+
+    def check_compatible(self, other: "EncryptedVector") -> None:
+        """Raise unless ``other`` can be added to this vector (same key, same layout)."""
+        if not isinstance(other, EncryptedVector):
+            raise TypeError(f"can only add an EncryptedVector to an EncryptedVector, got {type(other).__name__}")
+        if other.public_key != self.public_key:
+            raise KeyMismatchError(
+                f"cannot add vectors encrypted under different keys (fingerprints "
+                f"{key_fingerprint(self.public_key)[:16]} and {key_fingerprint(other.public_key)[:16]}); "
+                "every site must encrypt with the federation's public key"
+            )
+        if other.layout != self.layout:
+            diff = [f"{name}: {getattr(self.layout, name)!r} != {getattr(other.layout, name)!r}"
+                    for name in Layout.__dataclass_fields__
+                    if getattr(self.layout, name) != getattr(other.layout, name)]
+            raise LayoutMismatchError(
+                "cannot add vectors with different layouts (" + "; ".join(diff) + "); every party must "
+                "encrypt with the same length, bound, max_terms, frac_bits and pack"
+            )
+
+    def __add__(self, other: "EncryptedVector") -> "EncryptedVector":
+        self.check_compatible(other)
+        n_terms = self.n_terms + other.n_terms
+        if n_terms > self.layout.max_terms:
+            raise EncodingOverflowError(
+                f"the sum would hold {n_terms} terms but the layout allows at most max_terms="
+                f"{self.layout.max_terms}; encrypt with a larger max_terms"
+            )
+        if self.layout.packed:
+            nsquare = self.public_key.nsquare
+            cts = [a * b % nsquare for a, b in zip(self._ciphertexts, other._ciphertexts)]
+            return EncryptedVector(self.public_key, self.layout, cts, n_terms)
+        summed = [a + b for a, b in zip(self.encrypted_numbers, other.encrypted_numbers)]
+        return EncryptedVector(self.public_key, self.layout, [s.ciphertext(be_secure=False) for s in summed],
+                               n_terms, exponents=[s.exponent for s in summed])
+
+    def __radd__(self, other) -> "EncryptedVector":
+        if isinstance(other, int) and not isinstance(other, bool) and other == 0:
+            return self  # the start value of builtin sum()
+        return self.__add__(other)
+
+    def to_bytes(self) -> bytes:
+        """Serialize (versioned; carries the key fingerprint, the layout and a checksum)."""
+        from .serialization import vector_to_bytes
+
+        return vector_to_bytes(self)
+
+    @classmethod
+    def from_bytes(cls, public_key, data: bytes) -> "EncryptedVector":
+        """Read bytes written by :meth:`to_bytes`; see :func:`ehr_fed.crypto.serialization.vector_from_bytes`."""
+        from .serialization import vector_from_bytes
+
+        return vector_from_bytes(public_key, data)
+
+
+def encrypt_vector(
+    public_key,
+    values,
+    *,
+    bound: float,
+    max_terms: int,
+    pack: bool = True,
+    frac_bits: int = DEFAULT_FRAC_BITS,
+    workers: int | None = None,
+    terms: int = 1,
+    pool: ObfuscatorPool | None = None,
+) -> EncryptedVector:
+    """Encrypt a float vector under ``public_key``.
+
+    Parameters
+    ----------
+    public_key : phe.PaillierPublicKey
+    values : array-like of float, shape (length,)
+        Finite entries with ``|x| <= bound * terms``.
+    bound : float
+        Largest absolute value of one entry of one term. Public: it sizes the slots.
+    max_terms : int
+        Largest number of terms that will ever be added together (e.g. the number of sites, or the pooled
+        number of rows when each entry sums rows, see ``terms``).
+    pack : bool, default True
+        Pack many fixed-point slots per ciphertext. ``False`` gives one ordinary ``phe.EncryptedNumber`` per
+        value (phe's own encoding at a fixed exponent), slower and larger.
+    frac_bits : int, default 53
+        Fractional bits below ``2**ceil(log2(bound))``. Decoded sums of ``T`` terms are within
+        ``T * bound * 2**-frac_bits`` of the exact sums (see :mod:`ehr_fed.crypto.encoding`).
+    workers : int, optional
+        Processes for encryption. ``None``: in-process for short vectors, all cores (at most 8) for vectors
+        of more than ~1,000 ciphertexts. ``1``: never spawn.
+    terms : int, default 1
+        Number of bound-limited terms each entry already aggregates (e.g. the site's rows in a local
+        histogram, each row contributing at most ``bound``). The vector starts with ``n_terms = terms``.
+    pool : ObfuscatorPool, optional
+        Source of obfuscators (e.g. pre-filled); default a process-wide pool for the key.
+
+    Returns
+    -------
+    EncryptedVector
+
+    Raises
+    ------
+    EncodingOverflowError
+        If an entry is not finite or exceeds ``bound * terms`` (the message names the index), if
+        ``terms > max_terms``, or if one slot does not fit in a plaintext of this key.
+    """
+    check_public_key(public_key)
+    if isinstance(terms, bool) or not isinstance(terms, (int, np.integer)) or terms < 1:
+        raise ValueError(f"terms must be an int >= 1, got {terms!r}")
+    terms = int(terms)
+    array = check_values(values, check_bound(bound) * terms)
+    layout = make_layout(public_key.n, len(array), bound=bound, max_terms=max_terms, frac_bits=frac_bits,
+                         pack=pack)
+    if terms > layout.max_terms:
+        raise EncodingOverflowError(f"terms={terms} exceeds max_terms={layout.max_terms}")
+    if pool is None:
+        pool = default_pool(public_key)
+    elif pool.public_key != public_key:
+        raise KeyMismatchError("the obfuscator pool was built for a different public key than the vector's")
+    if not layout.packed:
+        return _encrypt_unpacked(public_key, array, layout, pool, terms)
+    plaintexts = raw_pack(raw_encode(array, layout, terms), layout)
+    ciphertexts = raw_encrypt_plaintexts(public_key, plaintexts, pool=pool, workers=workers)
+    return EncryptedVector(public_key, layout, ciphertexts, terms)
+
+
+def _encrypt_unpacked(public_key, array, layout: Layout, pool: ObfuscatorPool, terms: int) -> EncryptedVector:
+    """One ``phe.EncryptedNumber`` per value, phe's encoding at the fixed exponent of the layout's quantum."""
+    from phe import EncodedNumber
+
+    precision = 2.0 ** (layout.bound_exponent - DEFAULT_FRAC_BITS)
+    n, nsquare = public_key.n, public_key.nsquare
+    encodings = [EncodedNumber.encode(public_key, float(x), precision=precision) for x in array]
+    obfuscators = pool.take(len(encodings))
+    cts = [(1 + n * e.encoding) * rho % nsquare for e, rho in zip(encodings, obfuscators)]
+    return EncryptedVector(public_key, layout, cts, terms, exponents=[e.exponent for e in encodings])
+
+
+def decrypt_vector(private_key, encrypted: EncryptedVector) -> np.ndarray:
+    """Decrypt an (aggregated) encrypted vector to float64.
+
+    Raises
+    ------
+    KeyMismatchError
+        If ``encrypted`` was encrypted under another key.
+    EncodingOverflowError
+        If a slot is out of its range (altered ciphertext or inconsistent layout / term count).
+    """
+    check_private_key(private_key)
+    if not isinstance(encrypted, EncryptedVector):
+        raise TypeError(f"encrypted must be an EncryptedVector, got {type(encrypted).__name__}")
+    if private_key.public_key != encrypted.public_key:
+        raise KeyMismatchError(
+            f"the vector was encrypted under key {key_fingerprint(encrypted.public_key)[:16]}, not under this "
+            f"private key's public key {key_fingerprint(private_key.public_key)[:16]}"
+        )
+    layout = encrypted.layout
+    plaintexts = raw_decrypt_crt(private_key, list(encrypted.ciphertexts))
+    if layout.packed:
+        return raw_decode(raw_unpack(plaintexts, layout), layout, encrypted.n_terms)
+    return _decode_unpacked(private_key, plaintexts, encrypted)
+
+
+def _decode_unpacked(private_key, plaintexts, encrypted: EncryptedVector) -> np.ndarray:
+    from phe import EncodedNumber
+
+    limit = encrypted.layout.bound * encrypted.n_terms
+    out = np.empty(len(plaintexts), dtype=np.float64)
+    for i, (m, e) in enumerate(zip(plaintexts, encrypted._exponents)):
+        try:
+            value = EncodedNumber(private_key.public_key, int(m), e).decode()
+        except OverflowError:
+            value = float("inf")
+        if not abs(value) <= limit * (1 + 1e-12):
+            raise EncodingOverflowError(
+                f"entry {i} decodes to {value!r}, beyond n_terms x bound = {limit!r}: the ciphertext was altered"
+            )
+        out[i] = value
+    return out
