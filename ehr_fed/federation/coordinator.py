@@ -42,8 +42,9 @@ class Federation:
     policy : PrivacyPolicy, optional
         The federation's policy; its ``min_sites`` is the coordinator's quorum per round.
     encrypted : bool
-    study : str
-        Study id sent with every message.
+    study : StudySpec or str, optional
+        The study (``fed.study``); its ``study_id`` (or the str itself) is sent with every message
+        (``fed.study_id``) and the sites refuse messages for another study.
     checkpoint_dir : path, optional
         Journal of completed rounds; a restarted coordinator resumes from it.
     timeout : float, optional
@@ -51,13 +52,14 @@ class Federation:
     """
 
     def __init__(self, transport: Transport, *, keys: CoordinatorKeys | None = None,
-                 policy: PrivacyPolicy | None = None, encrypted: bool = True, study: str = "",
+                 policy: PrivacyPolicy | None = None, encrypted: bool = True, study: Any = None,
                  checkpoint_dir: str | Path | None = None, timeout: float | None = 600.0):
         self.transport = transport
         self.keys = keys
         self.policy = policy or PrivacyPolicy()
         self.encrypted = encrypted
         self.study = study
+        self.study_id = _study_id(study)
         self.timeout = timeout
         self.journal = Journal(checkpoint_dir)
         self._round = -1
@@ -71,7 +73,7 @@ class Federation:
     @classmethod
     def in_process(cls, tables: Mapping[str, pd.DataFrame], policy: PrivacyPolicy | dict | None = None,
                    encrypted: bool = True, key_bits: int = 2048, allow_insecure: bool = False,
-                   checkpoint_dir: str | Path | None = None, *, study: str = "",
+                   checkpoint_dir: str | Path | None = None, *, study: Any = None,
                    site_policies: Mapping[str, PrivacyPolicy] | None = None, workers: str = "threads",
                    timeout: float | None = 600.0, audit_dir: str | Path | None = None,
                    site_keys: Mapping[str, SiteKeys] | None = None) -> Federation:
@@ -98,7 +100,7 @@ class Federation:
         for sid, table in tables.items():
             sp = (site_policies or {}).get(sid, policy)
             audit = Path(audit_dir) / f"{sid}.audit.jsonl" if audit_dir else None
-            nodes[sid] = SiteNode(sid, table, sp, keys_by_site[sid], study=study, audit_log=audit)
+            nodes[sid] = SiteNode(sid, table, sp, keys_by_site[sid], study=_study_id(study), audit_log=audit)
         from ehr_fed.federation.transports.in_process import InProcessTransport
 
         transport = InProcessTransport(nodes, workers=workers)
@@ -200,7 +202,7 @@ class Federation:
 
     def _messages(self, action: str, task: str, r: int, payload: dict, sites, nonce: str | None = None):
         nonce = nonce or new_nonce()
-        return {sid: TaskMessage(action, task, self.study, self.journal.session, r, nonce, payload)
+        return {sid: TaskMessage(action, task, self.study_id, self.journal.session, r, nonce, payload)
                 for sid in sites}
 
     def _broadcast(self, action: str, task: str, r: int, payload: dict, *, nonce: str | None = None):
@@ -256,7 +258,7 @@ class Federation:
                                     "return the same shapes at every site")
             bundle = self.keys.sites.get(sid) if self.keys else None
             if bundle is not None:
-                digest = contribution_digest(study=self.study, session=self.journal.session, round=r,
+                digest = contribution_digest(study=self.study_id, session=self.journal.session, round=r,
                                              nonce=nonce, task=task, site_id=sid, arrays=arrays, shapes=sh)
                 if not bundle.verify(sig, digest):
                     raise ProtocolError(f"the signature on site {sid!r}'s contribution is invalid")
@@ -271,7 +273,7 @@ class Federation:
                    "encrypted": self.encrypted}
         errors = []
         for sid in self._decryptors([c["site_id"] for c in contributions]):
-            msg = TaskMessage("decrypt", task, self.study, self.journal.session, r, new_nonce(), payload)
+            msg = TaskMessage("decrypt", task, self.study_id, self.journal.session, r, new_nonce(), payload)
             rep = self.transport.send({sid: msg}, self.timeout).get(sid)
             if isinstance(rep, SiteFailure) or rep is None:
                 errors.append(f"{sid}: {rep}")
@@ -286,3 +288,11 @@ class Federation:
             return arrays, rep.payload.get("suppressed", {}), list(rep.payload.get("contributors", []))
         raise FederationError(f"round {r} ({task!r}): no key-holding site could decrypt the sum:\n  "
                               + "\n  ".join(errors))
+
+
+def _study_id(study: Any) -> str:
+    if study is None:
+        return ""
+    if isinstance(study, str):
+        return study
+    return str(getattr(study, "study_id", "") or "")

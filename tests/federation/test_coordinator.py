@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ehr_fed.federation import Federation, FederationError, SiteContext, site_task
-from ehr_fed.federation.testing import FEATURES
+from ehr_fed.federation.testing import FEATURES, test_ceremony
 
 
 @site_task("test.colsum", kind="moments")
@@ -53,3 +53,15 @@ def test_bad_layout_spec():
     fed = Federation.in_process({"a": pd.DataFrame({"label": [0]})}, encrypted=False)
     with pytest.raises(FederationError, match=r"expected a \(bound, max_terms\) pair"):
         fed.secure_sum("test.colsum", {}, {"s": 5})
+
+
+def test_secure_sum_encrypted_equals_plaintext(tables):
+    keys, _ = test_ceremony()
+    enc = Federation.in_process(tables, encrypted=True, site_keys=keys)
+    plain = Federation.in_process(tables, encrypted=False)
+    a = enc.secure_sum("test.colsum", {"columns": FEATURES}, LAYOUT)
+    b = plain.secure_sum("test.colsum", {"columns": FEATURES}, LAYOUT)
+    for k in LAYOUT:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-9, atol=1e-9)
+        assert a[k].shape == b[k].shape
+    assert a.contributors == ["site_a", "site_b", "site_c"]
