@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ehr_fed.models import logreg_tasks  # noqa: F401  (registers the logreg site tasks)
 from ehr_fed.models.logreg import FederatedLogisticRegression
 from ehr_fed.models.logreg_newton import PerfectSeparationError, SingularInformationError
 from ehr_fed.models.persistence import ModelFormatError, load_model

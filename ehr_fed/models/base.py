@@ -20,6 +20,10 @@
   ``native``
       no imputation: the model must handle NaN itself (logistic regression refuses NaN).
 
+  A feature whose pooled count of observed values was suppressed by the decrypting site (fewer than its
+  ``min_cell_count``) is dropped like a feature that is never observed. Binary features take their sums
+  from the exact counts.
+
   Every design column is then standardized with the pooled mean and the pooled (ddof=0) standard deviation
   of the imputed column. Columns that are constant in the pooled data (a feature never observed, a feature
   with one value, an indicator that is always 0 or always 1) carry no information and are dropped; they are
@@ -46,8 +50,9 @@ DEFAULT_MISSING = "mean_impute_with_indicator"
 INDICATOR_PREFIX = "missing_"
 #: names of the per-feature sums returned by :func:`site_preprocessing_sums`
 PER_FEATURE_SUMS = ("n_obs", "sum", "sumsq", "n_nonbinary", "n_one", "n_one_pos", "n_obs_pos", "n_miss_pos")
-#: a column whose pooled variance is below this fraction of its mean square is constant
-_CONSTANT_RTOL = 1e-12
+#: a column whose pooled variance is below this fraction of its mean square is constant (the raw sums are
+#: fixed-point encoded with a quantum of about ``1e-16 * bound``, so exact zeros cannot be relied on)
+_CONSTANT_RTOL = 1e-9
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -236,10 +241,15 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
         s = {k: np.asarray(v, dtype=float).ravel() for k, v in sums.items()}
         names = [str(n) for n in feature_names]
         n = float(s["n"][0])
-        if n <= 0:
+        if not n > 0:
             raise ValueError("cannot fit preprocessing on an empty feature table (0 rows)")
-        n_obs, total, sumsq = s["n_obs"], s["sum"], s["sumsq"]
-        mean = np.divide(total, n_obs, out=np.zeros_like(total), where=n_obs > 0)
+        n_obs = s["n_obs"]
+        # binary features: the sums are counts, exact whatever the encoding precision of the raw sums
+        binary = s["n_nonbinary"] == 0
+        total = np.where(binary, s["n_one"], s["sum"])
+        sumsq = np.where(binary, s["n_one"], s["sumsq"])
+        usable = np.isfinite(n_obs) & np.isfinite(total) & np.isfinite(sumsq) & (n_obs > 0)
+        mean = np.divide(total, n_obs, out=np.zeros_like(total), where=usable)
         terms, source, indicator, center, scale, dropped = [], [], [], [], [], []
 
         def add(name: str, j: int, is_ind: bool, m: float, var: float, meansq: float) -> None:
@@ -261,7 +271,7 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
             scale.append(sc if self.standardize else 1.0)
 
         for j, name in enumerate(names):
-            if n_obs[j] == 0:
+            if not usable[j]:  # never observed, or suppressed (fewer observed values than a cell may hold)
                 dropped.append(name)
                 continue
             var = max(sumsq[j] - n_obs[j] * mean[j] ** 2, 0.0) / n
@@ -269,7 +279,7 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
         if self.missing_values == "mean_impute_with_indicator":
             for j, name in enumerate(names):
                 p = 1.0 - n_obs[j] / n
-                if p > 0.0:
+                if usable[j] and p > 0.0:
                     add(INDICATOR_PREFIX + name, j, True, p, p * (1.0 - p), p)
         self.feature_names_in_ = np.asarray(names, dtype=object)
         self.n_features_in_ = len(names)

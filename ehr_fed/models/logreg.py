@@ -144,23 +144,32 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
 
         self._validate_params()
         self._check_encryption(federation)
-        study = getattr(federation, "study", None)
+        study = _study_spec(federation)
         names = self._feature_names(federation, study)
         strategy = self.missing_values or getattr(study, "missing_values", None) or DEFAULT_MISSING
         n_sites = len(federation.site_ids)
+        n_total = float(np.asarray(federation.secure_sum(
+            "models.row_count", {}, {"n": (ROW_BOUND, n_sites)})["n"]).ravel()[0])
+        if not n_total > 0:  # NaN: suppressed by the decrypting site
+            raise ValueError("the federation holds too few rows to fit a model (the pooled row count was "
+                             "suppressed or is 0)")
         sums = federation.secure_sum(
             "models.preprocess_sums", {"features": names, "label": "label"},
-            _preprocess_layout(len(names), n_sites),
+            _preprocess_layout(n_total, n_sites),
         )
         prep = FeaturePreprocessor.from_sums(sums, names, missing_values=str(strategy),
                                              center=bool(self.fit_intercept))
         if prep.dropped_terms_:
             warnings.warn(
-                f"terms left out because they are constant in the pooled data: {prep.dropped_terms_}",
+                f"terms left out of the model: {prep.dropped_terms_} (constant or never observed in the pooled "
+                "data, or their counts were suppressed by the sites' min_cell_count)",
                 UserWarning, stacklevel=2,
             )
-        n_total, n_pos = float(sums["n"][0]), float(sums["n_pos"][0])
-        if n_pos == 0 or n_pos == n_total:
+        n_pos = float(np.asarray(sums["n_pos"]).ravel()[0])
+        if not np.isfinite(n_pos):
+            raise ValueError("the pooled number of positive labels was suppressed (fewer than the sites' "
+                             "min_cell_count): too few events to fit a model")
+        if not (0 < n_pos < n_total):
             raise ValueError(
                 f"the pooled label has only one class ({int(n_total)} rows, {int(n_pos)} positive); "
                 "logistic regression needs both 0 and 1"
@@ -179,7 +188,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         self.dropped_terms_ = list(prep.dropped_terms_)
         self.classes_ = np.array([0, 1])
         self.n_samples_, self.n_positives_, self.n_sites_ = int(n_total), int(n_pos), n_sites
-        self.study_id_ = getattr(study, "study_id", None)
+        self.study_id_ = _study_id(federation, study)
         self._set_coefficients()
         return self
 
@@ -213,7 +222,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         beta = np.zeros(d)
         if self.fit_intercept:
             beta[0] = np.log(n_pos / (n_total - n_pos))
-        state = prep.get_state()
+        state = {k: v for k, v in prep.get_state().items() if k not in ("sums", "dropped_terms")}
         history: list[dict[str, Any]] = []
         prev_beta, prev_obj, step, halvings, converged = None, -np.inf, None, 0, False
         info = None
@@ -330,6 +339,20 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         save_logreg(self, path)
 
 
+def _study_spec(federation: Any) -> Any:
+    """The federation's study spec (``study_spec``, or ``study`` when it is not just an id), or None."""
+    for attr in ("study_spec", "study"):
+        spec = getattr(federation, attr, None)
+        if spec is not None and not isinstance(spec, str):
+            return spec
+    return None
+
+
+def _study_id(federation: Any, study: Any) -> str | None:
+    sid = getattr(study, "study_id", None) or getattr(federation, "study", None)
+    return sid if isinstance(sid, str) and sid else None
+
+
 def _study_features(study: Any) -> list[str] | None:
     feats = getattr(study, "features", None)
     if not feats:
@@ -344,15 +367,19 @@ def _separation_message(terms: list[str], evidence: str) -> str:
     )
 
 
-def _preprocess_layout(n_features: int, n_sites: int) -> dict[str, tuple[float, int]]:
-    """Bounds for ``models.preprocess_sums``: counts <= ROW_BOUND, |x| <= VALUE_BOUND per row."""
+def _preprocess_layout(n_total: float, n_sites: int) -> dict[str, tuple[float, int]]:
+    """Bounds for ``models.preprocess_sums`` from the pooled row count ``N`` and ``|x| <= VALUE_BOUND``.
+
+    A site has at most ``N`` rows, so its counts are <= N, its sums <= N VALUE_BOUND and its sums of
+    squares <= N VALUE_BOUND^2.
+    """
     from ehr_fed.models.logreg_tasks import VALUE_BOUND
 
-    counts = (ROW_BOUND, n_sites)
+    counts = (n_total, n_sites)
     layout = {name: counts for name in ("n", "n_pos", "n_obs", "n_nonbinary", "n_one", "n_one_pos",
                                         "n_obs_pos", "n_miss_pos")}
-    layout["sum"] = (ROW_BOUND * VALUE_BOUND, n_sites)
-    layout["sumsq"] = (ROW_BOUND * VALUE_BOUND**2, n_sites)
+    layout["sum"] = (n_total * VALUE_BOUND, n_sites)
+    layout["sumsq"] = (n_total * VALUE_BOUND**2, n_sites)
     return layout
 
 
@@ -360,7 +387,7 @@ def _newton_layout(n_total: float, n_sites: int, beta: np.ndarray,
                    fit_intercept: bool) -> dict[str, tuple[float, int]]:
     """Bounds for ``logreg.newton`` from public quantities (see :mod:`ehr_fed.models.logreg_newton`)."""
     return {
-        "gradient": (float(n_total), n_sites),
-        "hessian": (float(n_total), n_sites),
+        "gradient": (2.0 * n_total, n_sites),  # 2x: headroom for rounding in the standardization
+        "hessian": (2.0 * n_total, n_sites),
         "loglik": (loglik_bound(n_total, beta, fit_intercept), n_sites),
     }

@@ -168,7 +168,7 @@ def separated_binary_terms(sums: dict[str, np.ndarray], feature_names: Sequence[
             ones, ones_pos = s["n_one"][j], s["n_one_pos"][j]
             zeros, zeros_pos = s["n_obs"][j] - ones, s["n_obs_pos"][j] - ones_pos
             cells = [ones_pos, ones - ones_pos, zeros_pos, zeros - zeros_pos]
-            if ones > 0 and zeros > 0 and min(cells) == 0:
+            if ones > 0 and zeros > 0 and any(c == 0 for c in cells):  # NaN (suppressed) cells are not 0
                 out.append(name)
         ind = "missing_" + name
         if ind in kept:
@@ -176,7 +176,7 @@ def separated_binary_terms(sums: dict[str, np.ndarray], feature_names: Sequence[
             miss_pos = s["n_miss_pos"][j]
             obs_pos = n_pos - miss_pos
             cells = [miss_pos, miss - miss_pos, obs_pos, s["n_obs"][j] - obs_pos]
-            if min(cells) == 0:
+            if any(c == 0 for c in cells):
                 out.append(ind)
     return out
 

@@ -2,8 +2,11 @@
 
 ``models.schema`` (plaintext query)
     The feature columns of the site's table (names only), so the coordinator can check that the sites agree.
+``models.row_count`` (secure sum, kind ``count``)
+    The number of rows (index events): the public size from which every later bound is derived.
 ``models.preprocess_sums`` (secure sum, kind ``moments``)
-    :func:`ehr_fed.models.base.site_preprocessing_sums` of the site's features and labels.
+    :func:`ehr_fed.models.base.site_preprocessing_sums` of the site's features and labels; the decrypting
+    site suppresses pooled counts below its ``min_cell_count`` (and the sums that depend on them).
 ``logreg.newton`` (secure sum, kind ``gradient``)
     :func:`ehr_fed.models.logreg_newton.site_newton_statistics` at the coordinator's coefficients: the
     gradient, the upper triangle of ``Z'WZ`` and the log-likelihood, after the site checked its policy's
@@ -30,7 +33,7 @@ from ehr_fed.models.logreg_newton import site_newton_statistics, with_intercept
 
 #: largest absolute feature value a site accepts in ``models.preprocess_sums``; the public bound from which the
 #: secure-sum encoding of raw sums is sized (clinical quantities in canonical units are far below it)
-VALUE_BOUND = 1.0e6
+VALUE_BOUND = 1.0e5
 
 
 def _labels(table: pd.DataFrame, label: str) -> np.ndarray:
@@ -51,7 +54,17 @@ def schema_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str
     return {"features": feature_columns(table)}
 
 
-@site_task("models.preprocess_sums", kind="moments")
+@site_task("models.row_count", kind="count", counts={"n": ()})
+def row_count_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
+    """The number of rows of the site's feature table."""
+    return {"n": np.array([float(len(table))])}
+
+
+@site_task(
+    "models.preprocess_sums", kind="moments",
+    counts={"n_obs": ("sum", "sumsq", "n_nonbinary"), "n_one": (), "n_one_pos": (), "n_obs_pos": (),
+            "n_miss_pos": (), "n_pos": ()},
+)
 def preprocess_sums_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
     """Counts, sums and label cross-counts of every feature (see ``site_preprocessing_sums``)."""
     names = list(params["features"])
