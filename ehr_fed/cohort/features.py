@@ -157,7 +157,7 @@ def _lace(f, study: StudySpec) -> str:
         {l_pts} + {acute}
         + (SELECT CASE WHEN c.value >= 4 THEN 5 ELSE c.value END FROM ({_charlson(f, study)}) c
            WHERE c.event_id = e.event_id)
-        + (SELECT least(d.value, 4) FROM ({ed}) d WHERE d.event_id = e.event_id) AS value
+        + (SELECT CASE WHEN d.value >= 4 THEN 4 ELSE d.value END FROM ({ed}) d WHERE d.event_id = e.event_id) AS value
         FROM cohort_event e"""
 
 

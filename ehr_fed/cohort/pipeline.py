@@ -87,7 +87,7 @@ def build_feature_table(records, mapping: SiteMapping, study: StudySpec) -> Feat
         "source_records": dict(records.source_records),
         "exclusions": exclusions,
     }
-    return FeatureTable(table=table, summary=summary)
+    return FeatureTable(table=table, summary=summary, quarantine=records.quarantine)
 
 
 def _as_mapping(mapping) -> SiteMapping:

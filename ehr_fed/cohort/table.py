@@ -34,10 +34,13 @@ class FeatureTable:
     summary : dict
         ``index_events, positives, persons, quarantined{reason: n}, source_records{type: n},
         exclusions{name: n}``, plus ``site_id`` and ``study_id``.
+    quarantine : Quarantine or None
+        The rejected records (write them with ``quarantine.write(path)``).
     """
 
     table: pd.DataFrame
     summary: dict = field(default_factory=dict)
+    quarantine: object = None
 
     def __len__(self) -> int:
         return len(self.table)

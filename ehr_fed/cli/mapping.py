@@ -1,0 +1,113 @@
+"""``ehr-fed mapping schema|validate|profile|preview``: the mapping-authoring loop."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("mapping", help="author site mapping configs and study specs",
+                                   description="Author mapping configs: profile -> edit -> validate -> preview.")
+    sub = parser.add_subparsers(dest="mapping_command", metavar="ACTION")
+
+    p = sub.add_parser("schema", help="write the JSON Schema of site mappings or study specs")
+    p.add_argument("--kind", choices=("mapping", "study"), default="mapping")
+    p.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    p.set_defaults(func=_schema)
+
+    p = sub.add_parser("validate", help="validate study specs and site mappings (kind detected)")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("profile", help="local codes, units and visit classes a source uses, and which are unmapped")
+    _source_args(p)
+    p.add_argument("--mapping", type=Path, help="site mapping to check coverage against")
+    p.add_argument("--json", action="store_true", help="JSON rows instead of a table")
+    p.add_argument("--limit", type=int, default=40, help="rows per section in the table (0: all)")
+    p.set_defaults(func=_profile)
+
+    p = sub.add_parser("preview", help="the first rows of the feature table a mapping and study give")
+    _source_args(p)
+    p.add_argument("--mapping", type=Path, required=True)
+    p.add_argument("--study", type=Path, required=True)
+    p.add_argument("--rows", type=int, default=10)
+    p.set_defaults(func=_preview)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", choices=("fhir", "omop"), required=True)
+    p.add_argument("--input", required=True, help="FHIR file/folder, OMOP folder, DuckDB file or postgresql:// URL")
+
+
+def _schema(args) -> int:
+    from ehr_fed.mapping.schema import json_schema_text
+
+    text = json_schema_text(args.kind)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _validate(args) -> int:
+    from ehr_fed.mapping import validate_file
+
+    bad = 0
+    for path in args.files:
+        kind, problems = validate_file(path)
+        for p in problems:
+            print(p)
+        if problems:
+            bad += 1
+        else:
+            print(f"{path}: ok ({'study spec' if kind == 'study' else 'site mapping'})")
+    return 1 if bad else 0
+
+
+def _print_problems(exc) -> int:
+    for p in exc.problems:
+        print(p, file=sys.stderr)
+    return 1
+
+
+def _profile(args) -> int:
+    from ehr_fed.mapping import ConfigError, load_mapping
+    from ehr_fed.mapping.profile import format_profile, profile_json, profile_records
+    from ehr_fed.sources import read_source
+
+    try:
+        mapping = load_mapping(args.mapping) if args.mapping else None
+    except ConfigError as exc:
+        return _print_problems(exc)
+    options = None if mapping is None else (mapping.fhir if args.source == "fhir" else mapping.omop)
+    known = list(mapping.code_systems) if mapping else None
+    with read_source(args.source, args.input, options=options, known_systems=known) as records:
+        rows = profile_records(records, mapping)
+    if args.json:
+        print(profile_json(rows))
+    else:
+        print(format_profile(rows, limit=args.limit or None))
+    return 0
+
+
+def _preview(args) -> int:
+    import pandas as pd
+
+    from ehr_fed.cohort import harmonize
+    from ehr_fed.mapping import ConfigError
+
+    try:
+        ft = harmonize(args.source, args.input, args.mapping, args.study)
+    except ConfigError as exc:
+        return _print_problems(exc)
+    with pd.option_context("display.max_columns", None, "display.width", 200):
+        print(ft.table.head(args.rows).to_string())
+    print(json.dumps(ft.summary, indent=2, default=str))
+    return 0
