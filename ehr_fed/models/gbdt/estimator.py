@@ -45,6 +45,7 @@ from .binning import BinMapper, local_bin_edges
 from .federated import FederatedHistogramSource
 from .grower import GrowParams, LocalHistogramSource, grow_tree
 from .histogram import sigmoid
+from .packing import choose_precision, field_widths, word_layout
 from .predictor import Tree, predict_margin
 from .splitting import SplitParams
 from .xgboost_json import HESSIAN_EXPORT, model_from_json, model_to_json
@@ -80,8 +81,10 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         (10 when fitting a local table).
     hessian_export : {"keep", "coarsen", "strip"}, default "keep"
         Per-node Hessian sums written to exported models (see :mod:`.xgboost_json`).
-    precision : int, default 20
-        Fractional bits of the fixed-point gradients and Hessians (grid ``2**-precision``).
+    precision : int or None, default None
+        Fractional bits of the fixed-point gradients and Hessians (grid ``2**-precision``). None: the
+        largest value in [8, 16] that packs a bin into the fewest words for the pooled number of rows
+        (:func:`.packing.choose_precision`); the pooled learner makes the same choice for the same rows.
     bin_edges : list of arrays or None
         Cut values per feature; None = federated quantiles (local quantiles for a local table).
 
@@ -90,6 +93,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
     trees_ : list of Tree
     base_score_ : float
     bin_edges_ : list of float32 arrays
+    precision_ : int, the fixed-point precision used
     feature_names_in_ : ndarray of str
     n_features_in_ : int
     feature_importances_ : ndarray, mean split gain per feature, normalised to sum 1 (XGBoost's "gain")
@@ -99,7 +103,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, n_estimators: int = 100, max_depth: int = 6, learning_rate: float = 0.3,
                  max_bin: int = 256, reg_lambda: float = 1.0, gamma: float = 0.0,
                  min_child_weight: float = 1.0, encrypted: bool = True, min_count_rule: str = "count",
-                 min_cell_count: int | None = None, hessian_export: str = "keep", precision: int = 20,
+                 min_cell_count: int | None = None, hessian_export: str = "keep", precision: int | None = None,
                  bin_edges: list | None = None):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
@@ -133,8 +137,9 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             problems.append(f"min_count_rule must be one of {list(MIN_COUNT_RULES)}, got {self.min_count_rule!r}")
         if self.hessian_export not in HESSIAN_EXPORT:
             problems.append(f"hessian_export must be one of {list(HESSIAN_EXPORT)}, got {self.hessian_export!r}")
-        if not (isinstance(self.precision, int | np.integer) and 4 <= self.precision <= 30):
-            problems.append(f"precision must be an int in [4, 30], got {self.precision!r}")
+        if self.precision is not None and not (isinstance(self.precision, int | np.integer)
+                                               and 4 <= self.precision <= 24):
+            problems.append(f"precision must be None or an int in [4, 24], got {self.precision!r}")
         if self.min_cell_count is not None and int(self.min_cell_count) < 0:
             problems.append(f"min_cell_count must be None or >= 0, got {self.min_cell_count!r}")
         if problems:
@@ -145,7 +150,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         if self.min_count_rule == "hessian":
             mcw = max(mcw, min_count / 4.0)
         return SplitParams(reg_lambda=float(self.reg_lambda), gamma=float(self.gamma), min_child_weight=mcw,
-                           min_count=int(min_count), precision=int(self.precision),
+                           min_count=int(min_count), precision=int(self.precision_),
                            use_count=self.min_count_rule == "count")
 
     # -- training -----------------------------------------------------------------------------------
@@ -179,6 +184,11 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         policy = getattr(federation, "policy", None)
         return int(getattr(policy, "min_cell_count", DEFAULT_MIN_CELL_COUNT))
 
+    def _precision(self, n_total: float) -> int:
+        if self.precision is not None:
+            return int(self.precision)
+        return choose_precision(int(n_total), 3 if self.min_count_rule == "count" else 2)
+
     def _setup_local(self, X: Any, y: Any):
         if isinstance(X, pd.DataFrame) and y is None:
             if "label" not in X.columns:
@@ -195,10 +205,11 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             y = np.asarray(y, dtype=np.float64)
         _check_labels(y)
         self._min_count_ = self._min_count()
+        self.precision_ = self._precision(y.size)
         cuts = self.bin_edges if self.bin_edges is not None else local_bin_edges(Xa, self.max_bin)
         mapper = BinMapper(cuts, self.max_bin)
         self.base_score_ = float(np.float32(y.mean()))
-        source = LocalHistogramSource(Xa, y, mapper, self.base_score_, int(self.precision))
+        source = LocalHistogramSource(Xa, y, mapper, self.base_score_, self.precision_)
         return source, mapper, y.size, y.sum(), names
 
     def _setup_federated(self, fed: Any):
@@ -216,6 +227,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         n_total, n_pos = float(np.rint(stats[0])), float(np.rint(stats[1]))
         _check_labels(None, n_total, n_pos)
         self._min_count_ = self._min_count(fed)
+        self.precision_ = self._precision(n_total)
         if self.bin_edges is not None:
             cuts = self.bin_edges
         else:
@@ -229,12 +241,13 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             "features": list(names),
             "cuts": [np.asarray(c, dtype=np.float64) for c in mapper.cuts],
             "max_bin": int(self.max_bin),
-            "precision": int(self.precision),
+            "precision": int(self.precision_),
             "base_score": self.base_score_,
             "channels": 3 if self.min_count_rule == "count" else 2,
             "min_count": int(self._min_count_),
         }
-        source = FederatedHistogramSource(fed, common, n_total)
+        words = word_layout(field_widths(int(n_total), self.precision_, common["channels"]))
+        source = FederatedHistogramSource(fed, common, words)
         self.n_sites_ = n_sites
         return source, mapper, n_total, n_pos, names
 

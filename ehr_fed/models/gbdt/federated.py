@@ -1,13 +1,10 @@
 """The coordinator's side: node histograms from a federation, one ``secure_sum`` per tree level.
 
-Bounds (layout). Every site returns one array ``hist`` of shape ``(n_nodes, n_features, n_bins, C)``:
-gradient sums (each row ``|g| <= 1``), Hessian sums (``h <= 0.25``) and, with the count rule, row counts.
-Any entry of a site's array is therefore at most its number of rows in magnitude, so the layout is
-``{"hist": (n_total_rows, n_sites)}`` (per-contribution bound, number of contributions), like the other
-federated models. Gradient and Hessian are quantised to ``2**-precision`` before summing; the coordinator
-rounds the decrypted sum back onto that grid (``rint(sum * 2**precision)``), which recovers the exact
-integer sums whenever the fixed-point error of the encryption, summed over the contributions, is below
-half a grid step, so encrypted and plaintext federations give identical trees.
+Bounds (layout). Every site returns one array ``hist`` of shape ``(n_nodes, n_features, n_bins, n_words)``:
+the integer gradient, Hessian (and count) sums of each bin packed into words ``K * 2**-53`` with
+``|K| < 2**52`` (see :mod:`.packing`), so the layout is ``{"hist": (1.0, n_sites)}``. Field widths come
+from the pooled number of rows, so the decoded sum is the exact integer histogram: encrypted and
+plaintext federations, and the pooled learner, see the same numbers and grow the same trees.
 """
 
 from __future__ import annotations
@@ -17,14 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from .packing import WordLayout, unpack
 from .predictor import Tree
 
 __all__ = ["FederatedHistogramSource", "histogram_layout"]
 
 
-def histogram_layout(n_total: float, n_sites: int) -> dict[str, tuple[float, int]]:
+def histogram_layout(n_sites: int) -> dict[str, tuple[float, int]]:
     """The ``secure_sum`` layout of ``gbdt.histograms``."""
-    return {"hist": (float(max(n_total, 1.0)), int(n_sites))}
+    return {"hist": (1.0, int(n_sites))}
 
 
 class FederatedHistogramSource:
@@ -36,20 +34,21 @@ class FederatedHistogramSource:
     common : dict
         Request parameters shared by every round (features, cuts, max_bin, precision, base_score,
         channels, min_count).
-    n_total : float
-        Pooled number of rows (bounds the layout).
+    words : WordLayout
+        How each bin's fields are packed.
     """
 
-    def __init__(self, federation: Any, common: dict, n_total: float, training_id: str | None = None):
+    def __init__(self, federation: Any, common: dict, words: WordLayout, training_id: str | None = None):
         self.fed = federation
         self.common = dict(common)
         self.common["training_id"] = training_id or uuid.uuid4().hex
-        self.layout = histogram_layout(n_total, len(federation.site_ids))
-        self.precision = int(common["precision"])
-        self.channels = int(common["channels"])
+        self.common.update(widths=list(words.widths), word=list(words.word), offset=list(words.offset),
+                           n_words=int(words.n_words))
+        self.words = words
+        self.layout = histogram_layout(len(federation.site_ids))
         self.trees: list[dict] = []
         self.n_requests = 0
-        self.n_values = 0  # histogram entries each site encrypted
+        self.n_values = 0  # packed values each site encrypted, in total
 
     def begin_tree(self, trees: list[Tree]) -> None:
         self.trees = [_routing_payload(t) for t in trees]
@@ -59,19 +58,13 @@ class FederatedHistogramSource:
         params["trees"] = self.trees
         params["tree"] = _routing_payload(tree)
         params["nodes"] = np.asarray(nodes, dtype=np.int64)
-        out = self.fed.secure_sum("gbdt.histograms", params, self.layout)["hist"]
+        out = np.asarray(self.fed.secure_sum("gbdt.histograms", params, self.layout)["hist"])
         self.n_requests += 1
-        self.n_values += int(np.asarray(out).size)
-        return _to_grid(np.asarray(out, dtype=np.float64), self.precision, self.channels)
-
-
-def _to_grid(hist: np.ndarray, precision: int, channels: int) -> np.ndarray:
-    """Decrypted float sums -> exact int64 histogram with 3 channels (count 0 when not collected)."""
-    out = np.zeros(hist.shape[:-1] + (3,), dtype=np.int64)
-    out[..., :2] = np.rint(hist[..., :2] * 2.0**precision).astype(np.int64)
-    if channels == 3:
-        out[..., 2] = np.rint(hist[..., 2]).astype(np.int64)
-    return out
+        self.n_values += int(out.size)
+        fields = unpack(out, self.words)
+        hist = np.zeros(fields.shape[:-1] + (3,), dtype=np.int64)
+        hist[..., : fields.shape[-1]] = fields
+        return hist
 
 
 def _routing_payload(tree: Tree) -> dict[str, np.ndarray]:

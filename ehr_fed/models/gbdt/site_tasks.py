@@ -13,9 +13,10 @@ Replies:
 
 ``gbdt.schema``      ``{"features": [...]}`` (query): the feature columns of the site's table.
 ``gbdt.init``        ``{"stats": [n_rows, n_positive]}`` (for the base score and the layout bounds).
-``gbdt.histograms``  ``{"hist": (n_nodes, n_features, n_bins, n_channels)}``: per node the gradient, Hessian
+``gbdt.histograms``  ``{"hist": (n_nodes, n_features, n_bins, n_words)}``: per node the gradient, Hessian
                      (and, with the count rule, row-count) histograms, gradients and Hessians quantised to
-                     ``2**-precision`` (see :mod:`.histogram`), all in one array so they are packed together.
+                     ``2**-precision`` (see :mod:`.histogram`), the integer sums of each bin packed into
+                     one or two exact words (see :mod:`.packing`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ehr_fed.privacy import DisclosureError
 
 from .binning import BinMapper
 from .histogram import build_histograms, logistic_grad_hess, quantize
+from .packing import WordLayout, pack
 from .predictor import apply_tree, base_margin
 
 __all__ = ["site_schema", "site_init", "site_histograms", "clear_cache"]
@@ -135,10 +137,9 @@ def site_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict
     hist = build_histograms(st["bins"], gq, hq, row_node, np.asarray(params["nodes"], dtype=np.int64),
                             st["n_bins"])
     n_channels = int(params.get("channels", 3))
-    out = hist[..., :n_channels].astype(np.float64)
-    out[..., :2] *= 2.0**-precision
-    return {"hist": out}
-
+    layout = WordLayout(tuple(params["widths"]), tuple(params["word"]), tuple(params["offset"]),
+                        int(params["n_words"]))
+    return {"hist": pack(hist[..., :n_channels], layout)}
 
 site_task("gbdt.schema", kind="other")(site_schema)
 site_task("gbdt.init", kind="count")(site_init)
