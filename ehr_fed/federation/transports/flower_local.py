@@ -43,6 +43,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def flower_env(flwr_home: Path | None = None) -> dict[str, str]:
+    """The environment for Flower processes: this interpreter's scripts first on PATH (Flower
+    starts ``flower-superexec``, ``flwr-serverapp`` and ``flwr-clientapp`` by name)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if flwr_home is not None:
+        env["FLWR_HOME"] = str(flwr_home)
+    return env
+
+
 def _bin(name: str) -> str:
     """Path of a Flower executable installed beside this Python interpreter."""
     candidate = Path(sys.executable).with_name(name)
@@ -88,7 +98,7 @@ class LoopbackDeployment:
     # -- processes ---------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> _Proc:
         log_path = self.workdir / f"{name}.log"
-        env = dict(os.environ, FLWR_HOME=str(self.flwr_home), PYTHONUNBUFFERED="1")
+        env = flower_env(self.flwr_home)
         fh = log_path.open("w")
         popen = subprocess.Popen(
             args, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=self.workdir, start_new_session=True
@@ -178,7 +188,7 @@ class LoopbackDeployment:
         args = [_bin("flwr"), "run", str(app_dir), CONNECTION, "--stream"]
         if overrides:
             args += ["--run-config", overrides]
-        env = dict(os.environ, FLWR_HOME=str(self.flwr_home))
+        env = flower_env(self.flwr_home)
         done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout, cwd=self.workdir)
         output = done.stdout + done.stderr
         (self.workdir / "flwr-run.log").write_text(output)

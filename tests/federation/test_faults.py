@@ -1,0 +1,114 @@
+"""Faults: slow or failing sites, quorum, checkpoint and resume after the coordinator is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ehr_fed.federation import Federation, FederationError, SiteContext, site_task
+from ehr_fed.federation.testing import make_tables
+
+
+@site_task("test.flaky", kind="moments")
+def _flaky(table, params, ctx: SiteContext):
+    if ctx.site_id in params.get("fail", []):
+        raise RuntimeError("disk full")
+    if ctx.site_id in params.get("slow", []):
+        time.sleep(3)
+    return {"n": np.array([float(len(table))])}
+
+
+def test_round_continues_without_a_failing_site():
+    tables = make_tables(sizes=(50, 60, 70, 80, 90))
+    fed = Federation.in_process(tables, encrypted=False, timeout=1.0)
+    out = fed.secure_sum("test.flaky", {"fail": ["site_b"], "slow": ["site_d"]}, {"n": (1e6, 5)})
+    np.testing.assert_allclose(out["n"], [210.0])
+    assert out.contributors == ["site_a", "site_c", "site_e"]
+    assert set(out.missing) == {"site_b", "site_d"}
+    assert "task_error" in out.missing["site_b"] and "RuntimeError: disk full" in out.missing["site_b"]
+    assert out.missing["site_d"] == "timeout: no reply within 1 s"
+
+
+def test_too_few_sites_is_a_clear_error():
+    fed = Federation.in_process(make_tables(), encrypted=False, timeout=5)
+    with pytest.raises(FederationError, match=r"(?s)only 2 of 3 sites answered, at least min_sites=3.*"
+                                              r"site_b: task_error: site site_b: RuntimeError: disk full"):
+        fed.query("test.flaky", {"fail": ["site_b"]})
+
+
+def test_site_in_worker_process():
+    fed = Federation.in_process(make_tables(), encrypted=False, workers="processes")
+    try:
+        out = fed.secure_sum("stats.count", {}, {"n": (1e6, 3), "positives": (1e6, 3)})
+        assert float(out["n"]) == 300.0
+    finally:
+        fed.close()
+
+
+# -- checkpoint / resume -------------------------------------------------------------------------
+SCRIPT = r"""
+import sys, time, json
+import numpy as np
+from ehr_fed.federation import Federation, site_task
+from ehr_fed.federation.testing import make_tables
+
+@site_task("test.iter", kind="moments")
+def it(table, params, ctx):
+    beta = np.asarray(params["beta"])
+    x = table[["age", "los_days"]].to_numpy(float) / 100
+    return {"g": x.T @ (x @ beta - 1.0) }
+
+out, ckpt, progress, sleep = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+fed = Federation.in_process(make_tables(), encrypted=False, checkpoint_dir=ckpt if ckpt != "-" else None)
+beta = np.zeros(2)
+for i in range(8):
+    res = fed.secure_sum("test.iter", {"beta": beta}, {"g": (1e6, 3)})
+    beta = beta - 0.005 * res["g"]
+    with open(progress, "a") as fh:
+        fh.write(json.dumps({"round": res.round, "replayed": res.replayed}) + "\n")
+    time.sleep(sleep)
+np.save(out, beta)
+"""
+
+
+def _run(tmp_path, name, ckpt, sleep=0.0, wait=True):
+    script = tmp_path / "coord.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    args = [sys.executable, str(script), str(tmp_path / f"{name}.npy"), str(ckpt), str(tmp_path / f"{name}.log"),
+            str(sleep)]
+    proc = subprocess.Popen(args, env=env)
+    if wait:
+        assert proc.wait(timeout=120) == 0
+    return proc
+
+
+def _log(tmp_path, name):
+    p = tmp_path / f"{name}.log"
+    return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
+
+def test_killed_coordinator_resumes_with_same_result(tmp_path):
+    _run(tmp_path, "straight", "-")
+    ckpt = tmp_path / "ckpt"
+    proc = _run(tmp_path, "killed", ckpt, sleep=0.25, wait=False)
+    deadline = time.time() + 90
+    while len(_log(tmp_path, "killed")) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    done_before = len(_log(tmp_path, "killed"))
+    assert 3 <= done_before < 8 and not (tmp_path / "killed.npy").exists()
+    _run(tmp_path, "resumed", ckpt)
+    log = _log(tmp_path, "resumed")
+    assert [e["round"] for e in log] == list(range(8))
+    assert all(e["replayed"] for e in log[:done_before]) and not any(e["replayed"] for e in log[done_before + 1:])
+    np.testing.assert_array_equal(np.load(tmp_path / "resumed.npy"), np.load(tmp_path / "straight.npy"))

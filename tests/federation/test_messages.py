@@ -1,0 +1,92 @@
+"""Typed messages: validated when built, round trip through dict and flat forms, replies checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ehr_fed.federation.messages import ProtocolError, Reply, TaskMessage
+from ehr_fed.federation.payload import PayloadTypeError, flatten, unflatten
+
+
+def _msg(**kw):
+    base = dict(action="query", task="stats.count", study="s1", session="sess", round=3, nonce="n1", payload={})
+    return TaskMessage(**{**base, **kw})
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"x": np.array(["a"])}, r"payload\['x'\]: array of dtype <U1"),
+    ({"x": np.array([1.0, np.inf])}, "infinite"),
+    ({"x": float("nan")}, "non-finite scalar"),
+    ({"x": object()}, "value of type object"),
+    ({"x": {1: 2}}, "dict key 1 is not a str"),
+    ({"x": [1, {"a/b": 1}]}, "may not contain '/'"),
+    ({"t": np.array(["2021-01-01"], dtype="datetime64[D]")}, "dtype datetime64"),
+])
+def test_bad_payload_rejected_when_built(bad, match):
+    with pytest.raises(PayloadTypeError, match=match):
+        _msg(payload=bad)
+
+
+def test_bad_header_rejected():
+    with pytest.raises(ProtocolError, match="unknown action 'steal'"):
+        _msg(action="steal")
+    with pytest.raises(ProtocolError, match="round must be an int >= 0"):
+        _msg(round=-1)
+    with pytest.raises(ProtocolError, match="missing field 'nonce'"):
+        TaskMessage.from_dict({"action": "query", "task": "t", "study": "", "session": "", "round": 0})
+
+
+payload_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=5), st.binary(max_size=8),
+    st.lists(st.floats(-1e6, 1e6), max_size=4).map(lambda v: np.array(v, dtype=float)),
+)
+payloads = st.recursive(payload_leaf, lambda ch: st.one_of(
+    st.lists(ch, max_size=3),
+    st.dictionaries(st.text(alphabet="abcxyz_", min_size=1, max_size=4), ch, max_size=3)), max_leaves=10)
+
+
+def _eq(a, b):
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_eq(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_eq(x, y) for x, y in zip(a, b))
+    return a == b and type(a) is type(b)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.text(alphabet="abc", min_size=1, max_size=3), payloads, max_size=4))
+def test_flat_round_trip(payload):
+    msg = _msg(payload=payload)
+    again = TaskMessage.from_flat(msg.to_flat())
+    assert _eq(again.payload, msg.payload)
+    assert all(not isinstance(v, (dict, list)) for v in msg.to_flat().values())
+
+
+def test_flatten_keys():
+    flat = flatten({"a": {"b": [np.zeros(2), b"x"]}, "e": [], "f": {}})
+    assert set(flat) == {"a/b/#0", "a/b/#1", "e", "f"}
+    assert _eq(unflatten(flat), {"a": {"b": [np.zeros(2), b"x"]}, "e": [], "f": {}})
+
+
+def test_reply_checked_against_message():
+    msg = _msg()
+    good = msg.reply("site_a", {"result": {"n": 1.0}})
+    good.check_answers(msg, "site_a")
+    d = good.to_dict()
+    d.pop("v")
+    with pytest.raises(ProtocolError, match=r"answers round 2, not the current round 3 \(stale\)"):
+        Reply(**{**d, "round": 2}).check_answers(msg, "site_a")
+    with pytest.raises(ProtocolError, match="nonce does not match"):
+        Reply(**{**d, "nonce": "old"}).check_answers(msg, "site_a")
+    with pytest.raises(ProtocolError, match="is for study 'other', not 's1'"):
+        Reply(**{**d, "study": "other"}).check_answers(msg, "site_a")
+    with pytest.raises(ProtocolError, match="comes from site 'site_a', the message went to 'site_b'"):
+        good.check_answers(msg, "site_b")
+    with pytest.raises(ProtocolError, match="malformed reply: missing field 'site_id'"):
+        Reply.from_dict({"action": "query"})
