@@ -22,7 +22,7 @@ from ehr_fed.federation.messages import ProtocolError, Reply, TaskMessage
 from ehr_fed.federation.payload import PayloadTypeError, nbytes, validate
 from ehr_fed.federation.signing import contribution_digest
 from ehr_fed.federation.tasks import SiteContext, SiteTask, UnknownTaskError, get_task
-from ehr_fed.privacy import AuditLog, DisclosureError, PrivacyPolicy, suppress
+from ehr_fed.privacy import AuditLog, DisclosureError, PrivacyPolicy, merge_histogram, suppress
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,18 @@ class SiteNode:
                 result[name] = arr if np.ndim(result[name]) else (None if np.isnan(arr) else float(arr))
             if out[-1]:
                 done[cname] = out[-1]
+        for hname in task.histograms:
+            if hname not in result:
+                raise ProtocolError(f"task {task.name!r} declares histogram {hname!r} but did not return it")
+            h = np.array(result[hname], dtype=np.float64)
+            rows = h.reshape(-1, h.shape[-1]) if h.ndim else h.reshape(1, 1)
+            merged = []
+            for i, row in enumerate(rows):
+                rows[i], groups = merge_histogram(row, self.policy.min_cell_count)
+                merged.extend([[i, *g] for g in groups])
+            result[hname] = rows.reshape(h.shape)
+            if merged:
+                done[hname] = merged
         return done
 
     def _secure_sum(self, msg: TaskMessage) -> Reply:

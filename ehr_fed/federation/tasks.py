@@ -51,12 +51,16 @@ class SiteTask:
         Output arrays holding counts of rows, each with the outputs that describe the same cells
         (``{"n": ("sum", "sumsq")}``); a site (and the decrypting site, on the sum) suppresses cells
         with ``0 < n < min_cell_count`` in the count and its dependents.
+    histograms : tuple of str
+        Output arrays of histogram counts (last axis = bins): small bins are merged with their
+        neighbours (:func:`ehr_fed.privacy.merge_histogram`) rather than suppressed, so totals survive.
     """
 
     name: str
     kind: str
     fn: Callable[[pd.DataFrame, dict, SiteContext], Any]
     counts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    histograms: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, SiteTask] = {}
@@ -69,14 +73,15 @@ class UnknownTaskError(KeyError):
         return str(self.args[0])
 
 
-def site_task(name: str, kind: str = "other", *, counts: Mapping[str, Any] | None = None):
+def site_task(name: str, kind: str = "other", *, counts: Mapping[str, Any] | None = None,
+              histograms: tuple[str, ...] = ()):
     """Register a site task under ``name`` (decorator). Re-registering a name replaces it."""
     if kind not in KINDS:
         raise ValueError(f"site_task {name!r}: kind {kind!r} is not one of {KINDS}")
     norm = {k: tuple(v) for k, v in (counts or {}).items()}
 
     def deco(fn):
-        _REGISTRY[name] = SiteTask(name=name, kind=kind, fn=fn, counts=norm)
+        _REGISTRY[name] = SiteTask(name=name, kind=kind, fn=fn, counts=norm, histograms=tuple(histograms))
         return fn
 
     return deco

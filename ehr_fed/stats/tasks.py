@@ -62,3 +62,35 @@ def moments(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
         out["n_rows"].append(np.full(len(cols), float(mask.sum())))
         out["n_missing"].append((~ok).sum(axis=0).astype(float))
     return {k: np.array(v, dtype=np.float64).reshape(-1, len(cols)) for k, v in out.items()}
+
+
+@site_task("stats.histogram", kind="histogram", histograms=("hist",))
+def histogram(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
+    """Counts of each column's non-missing values in public bins.
+
+    ``params``: ``columns`` (list of str), ``edges`` (array (n_columns, n_bins + 1), increasing rows; the
+    bins are ``[e_i, e_i+1)``, values outside the edges are clipped into the first / last bin), optional
+    ``by`` ("label": one histogram per label value). Returns ``hist`` of shape
+    (n_groups, n_columns, n_bins).
+    """
+    cols = feature_columns(table, params["columns"])
+    edges = np.asarray(params["edges"], dtype=np.float64)
+    if edges.ndim != 2 or edges.shape[0] != len(cols) or edges.shape[1] < 2:
+        raise ValueError(f"edges must have shape (n_columns={len(cols)}, n_bins + 1), got {edges.shape}")
+    n_bins = edges.shape[1] - 1
+    groups = _groups(table, params.get("by"))
+    out = np.zeros((len(groups), len(cols), n_bins))
+    for j, c in enumerate(cols):
+        x = table[c].to_numpy(dtype=np.float64)
+        idx = np.clip(np.searchsorted(edges[j], x, side="right") - 1, 0, n_bins - 1)
+        ok = ~np.isnan(x)
+        for g, mask in enumerate(groups):
+            sel = ok & mask
+            out[g, j] = np.bincount(idx[sel], minlength=n_bins)[:n_bins]
+    return {"hist": out}
+
+
+@site_task("stats.columns", kind="other")
+def columns(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
+    """The feature column names of the site's table (names only, no values)."""
+    return {"columns": feature_columns(table)}

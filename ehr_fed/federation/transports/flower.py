@@ -155,9 +155,28 @@ clientapp = ClientApp()
 _SITE_NODES: dict[str, Any] = {}
 
 
+#: modules whose @site_task functions a site must know (they register on import)
+BUILTIN_TASK_MODULES = (
+    "ehr_fed.stats.tasks",
+    "ehr_fed.models.logreg_tasks",
+    "ehr_fed.models.gbdt.tasks",
+    "ehr_fed.evaluation.tasks",
+)
+
+
+def _load_task_modules() -> None:
+    import importlib
+    import importlib.util
+
+    for name in BUILTIN_TASK_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
+
+
 def _site_node(context: Context):
     from ehr_fed.federation.site import SiteNode
 
+    _load_task_modules()
     path = context.node_config.get("site-config")
     if not path:
         raise RuntimeError("this SuperNode has no 'site-config' in --node-config: point it at the site's YAML")

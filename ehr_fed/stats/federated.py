@@ -1,0 +1,188 @@
+"""Federated descriptive statistics: everything through ``Federation.secure_sum`` (or, by site, through
+``Federation.query``) and the sites' disclosure policy.
+
+Quantiles without releasing extreme values
+------------------------------------------
+A site's minimum or maximum is one patient's value, so ranges are never taken from the data directly:
+
+1. *Coarse pass*: an encrypted histogram over a fixed, public grid (``0, ±{1, 2, 5}·10^k``,
+   k = -3..6). The decrypting site merges bins holding fewer than ``min_cell_count`` rows into their
+   neighbours. The *robust range* runs from the lower edge of the last bin of the first merged group to
+   the upper edge of the first bin of the last merged group: at most ``min_cell_count - 1`` extreme rows
+   on each side fall outside it, and no edge is finer than the public grid.
+2. *Fine pass*: an encrypted histogram with ``FINE_BINS`` equal bins over that range (values outside are
+   clipped into the end bins), again merged at the decrypting site. Quantiles are interpolated linearly
+   within bins (merged groups spread their count evenly over their bins); their resolution is
+   ``range / FINE_BINS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ehr_fed.stats.tasks import META_COLUMNS
+
+FINE_BINS = 1024
+_BIG = 1e12
+
+
+def coarse_grid() -> np.ndarray:
+    """The public coarse grid: ``-1e12, -5e6 .. -1e-3, 0, 1e-3 .. 5e6, 1e12``."""
+    pos = np.array([m * 10.0**k for k in range(-3, 7) for m in (1, 2, 5)])
+    return np.concatenate([[-_BIG], -pos[::-1], [0.0], pos, [_BIG]])
+
+
+def _n_sites(fed) -> int:
+    return len(fed.site_ids)
+
+
+def _columns(fed, columns) -> list[str]:
+    if columns is not None:
+        return list(columns)
+    study = getattr(fed, "study", None)
+    feats = getattr(study, "features", None)
+    if feats:
+        return [f if isinstance(f, str) else f.name for f in feats]
+    res = fed.query("stats.columns", {})
+    return list(next(iter(res.values()))["columns"])
+
+
+# -- moments ---------------------------------------------------------------------------------------
+def moments(fed, columns: Sequence[str], by: str | None = None) -> dict[str, np.ndarray]:
+    """Pooled ``n, sum, sumsq, n_rows, n_missing`` (shape (n_groups, n_columns)), small cells NaN."""
+    bound_rows = 1e9
+    layout = {"n": (bound_rows, _n_sites(fed)), "n_rows": (bound_rows, _n_sites(fed)),
+              "n_missing": (bound_rows, _n_sites(fed)), "sum": (1e15, _n_sites(fed)),
+              "sumsq": (1e18, _n_sites(fed))}
+    return fed.secure_sum("stats.moments", {"columns": list(columns), "by": by}, layout)
+
+
+def _mean_std(m, ddof: int = 0):
+    n = m["n"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = m["sum"] / n
+        var = (m["sumsq"] - n * mean**2) / (n - ddof)
+    return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+def federated_standardization(fed, columns: Sequence[str], *, ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled mean and standard deviation (``ddof=0`` like scikit-learn's StandardScaler) of ``columns``
+    over the non-missing values of every site. Returns two float arrays of shape (n_columns,); a column
+    with fewer than ``min_cell_count`` values gets NaN."""
+    m = moments(fed, columns)
+    mean, std = _mean_std(m, ddof)
+    return mean[0], std[0]
+
+
+# -- histograms and quantiles ---------------------------------------------------------------------
+class Histogram:
+    """Pooled, merged histogram counts and the bins the decrypting site merged.
+
+    ``counts`` (n_groups, n_columns, n_bins): a merged group's count sits in its first bin;
+    :meth:`groups` gives ``(first_bin, last_bin, count)`` for every non-empty group of one row.
+    """
+
+    def __init__(self, edges: np.ndarray, counts: np.ndarray, merged: list[list[int]]):
+        self.edges = edges
+        self.counts = counts
+        n_cols, n_bins = counts.shape[1], counts.shape[2]
+        self._merged: dict[tuple[int, int], dict[int, int]] = {}
+        for entry in merged or []:
+            flat_row, bins = int(entry[0]), [int(b) for b in entry[1:]]
+            key = divmod(flat_row, n_cols)
+            self._merged.setdefault(key, {})[bins[0]] = bins[-1]
+        self.n_bins = n_bins
+
+    def groups(self, g: int, j: int) -> list[tuple[int, int, float]]:
+        row = np.nan_to_num(self.counts[g, j])
+        ends = self._merged.get((g, j), {})
+        return [(int(i), ends.get(int(i), int(i)), float(row[i])) for i in np.flatnonzero(row > 0)]
+
+
+def histogram(fed, columns: Sequence[str], edges: np.ndarray, by: str | None = None) -> Histogram:
+    """Pooled histogram over public ``edges`` (n_columns, n_bins + 1), small bins merged at the site."""
+    edges = np.asarray(edges, dtype=np.float64)
+    out = fed.secure_sum("stats.histogram", {"columns": list(columns), "edges": edges, "by": by},
+                         {"hist": (1e9, _n_sites(fed))})
+    return Histogram(edges, np.asarray(out["hist"]), out.suppressed.get("hist", []))
+
+
+def robust_range(fed, columns: Sequence[str]) -> np.ndarray:
+    """(n_columns, 2) robust lower / upper range from the coarse public-grid histogram (see module doc)."""
+    grid = coarse_grid()
+    hist = histogram(fed, columns, np.tile(grid, (len(columns), 1)))
+    out = np.full((len(columns), 2), np.nan)
+    for j in range(len(columns)):
+        groups = hist.groups(0, j)
+        if not groups:
+            continue
+        lo_bin = groups[0][1]           # last bin of the first group
+        hi_bin = groups[-1][0]          # first bin of the last group
+        if hi_bin < lo_bin:             # a single group
+            lo_bin = hi_bin = groups[0][0]
+        out[j] = grid[lo_bin], grid[hi_bin + 1]
+    return out
+
+
+def fine_histograms(fed, columns: Sequence[str], bins: int = FINE_BINS, by: str | None = None) -> Histogram:
+    """Merged histograms with ``bins`` equal bins over each column's robust range."""
+    rng = robust_range(fed, columns)
+    lo = np.where(np.isnan(rng[:, 0]), 0.0, rng[:, 0])
+    hi = np.where(np.isnan(rng[:, 1]), 1.0, rng[:, 1])
+    edges = np.linspace(lo, hi, bins + 1).T
+    return histogram(fed, columns, edges, by=by)
+
+
+def _quantiles_from_hist(edges: np.ndarray, groups, n_bins: int, qs: np.ndarray) -> np.ndarray:
+    """Linear interpolation of quantiles; merged groups spread their count over their bins."""
+    spread = np.zeros(n_bins)
+    for a, b, c in groups:
+        spread[a:b + 1] = c / (b - a + 1)
+    total = spread.sum()
+    if total <= 0:
+        return np.full(len(qs), np.nan)
+    cum = np.concatenate([[0.0], np.cumsum(spread)]) / total
+    return np.interp(qs, cum, edges)
+
+
+def quantiles(fed, columns: Sequence[str], qs: Sequence[float] = (0.25, 0.5, 0.75)) -> pd.DataFrame:
+    """Federated quantiles of ``columns`` (rows) at ``qs`` (columns), from merged fine histograms."""
+    columns = list(columns)
+    qs = np.asarray(qs, dtype=float)
+    h = fine_histograms(fed, columns)
+    data = [_quantiles_from_hist(h.edges[j], h.groups(0, j), h.n_bins, qs) for j in range(len(columns))]
+    return pd.DataFrame(data, index=pd.Index(columns, name="feature"), columns=[f"q{q:g}" for q in qs])
+
+
+def federated_bin_edges(fed, columns: Sequence[str], max_bin: int = 256) -> dict[str, np.ndarray]:
+    """Cut values for histogram boosting from federated quantiles: ``{column: cuts}``.
+
+    Cuts are strictly increasing float64, at most ``max_bin - 1`` per column. A column whose merged
+    fine histogram has at most ``max_bin`` non-empty groups (e.g. binary, counts) gets one cut at the
+    lower edge of each group after the first, so every distinct value keeps its own bin; other columns
+    get the ``k / max_bin`` quantiles. Resolution and the range rule: see the module docstring.
+    """
+    columns = list(columns)
+    if max_bin < 2:
+        raise ValueError(f"max_bin must be >= 2, got {max_bin}")
+    h = fine_histograms(fed, columns)
+    out: dict[str, np.ndarray] = {}
+    for j, c in enumerate(columns):
+        groups = h.groups(0, j)
+        if len(groups) <= max_bin:
+            cuts = np.array([h.edges[j][a] for a, _, _ in groups[1:]])
+        else:
+            qs = np.linspace(0, 1, max_bin + 1)[1:-1]
+            cuts = np.unique(_quantiles_from_hist(h.edges[j], groups, h.n_bins, qs))
+        cuts = np.unique(cuts[np.isfinite(cuts)])
+        if cuts.size > max_bin - 1:
+            cuts = cuts[np.unique(np.linspace(0, cuts.size - 1, max_bin - 1).round().astype(int))]
+        out[c] = cuts.astype(np.float64)
+    return out
+
+
+__all__ = ["META_COLUMNS", "Histogram", "coarse_grid", "federated_bin_edges", "federated_standardization",
+           "fine_histograms", "histogram", "moments", "quantiles", "robust_range"]
