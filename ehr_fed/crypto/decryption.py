@@ -48,13 +48,12 @@ def crt_key(private_key) -> CrtKey:
 
 
 def raw_decrypt_crt(private_key, ciphertexts: list[int]) -> list:
-    """Decrypt raw ciphertexts (ints in ``[1, n**2)``, unchecked) to raw plaintexts in ``[0, n)``."""
+    """Decrypt raw ciphertexts (gmpy2 integers in ``[1, n**2)``, unchecked) to raw plaintexts in ``[0, n)``."""
     k = crt_key(private_key)
     p, q, psquare, qsquare = k.p, k.q, k.psquare, k.qsquare
     pm1, qm1 = p - 1, q - 1
     out = []
     for c in ciphertexts:
-        c = gmpy2.mpz(c)
         mp = (gmpy2.powmod(c % psquare, pm1, psquare) - 1) // p * k.hp % p
         mq = (gmpy2.powmod(c % qsquare, qm1, qsquare) - 1) // q * k.hq % q
         out.append(mp + (mq - mp) * k.p_inverse % q * p)

@@ -141,7 +141,13 @@ def check_bound(bound: object) -> float:
 
 
 def make_layout(
-    n: int, length: int, *, bound: float, max_terms: int, frac_bits: int = DEFAULT_FRAC_BITS, pack: bool = True
+    n: int,
+    length: int,
+    *,
+    bound: float,
+    max_terms: int,
+    frac_bits: int = DEFAULT_FRAC_BITS,
+    pack: bool = True,
 ) -> Layout:
     """Build the layout of a vector of ``length`` entries for a key with modulus ``n``.
 
@@ -218,7 +224,7 @@ def raw_encode(values: np.ndarray, layout: Layout, terms: int = 1) -> list[int]:
 def raw_pack(slots: list[int], layout: Layout) -> list[int]:
     """Concatenate slot integers into one plaintext per ciphertext (slot 0 least significant). Unchecked."""
     per, width = layout.slots_per_ciphertext, layout.slot_bits
-    return [int(gmpy2.pack(slots[i:i + per], width)) for i in range(0, len(slots), per)]
+    return [gmpy2.pack(slots[i : i + per], width) for i in range(0, len(slots), per)]
 
 
 def raw_unpack(plaintexts: list[int], layout: Layout) -> list[int]:
@@ -257,7 +263,7 @@ def raw_decode(slots: list[int], layout: Layout, n_terms: int) -> np.ndarray:
                 "or the vector was decrypted with the wrong layout or term count"
             )
         centered.append(int(s) - offset)
-    if any(centered[layout.length:]):
+    if any(centered[layout.length :]):
         raise EncodingOverflowError("a padding slot does not decode to 0: the ciphertext was altered")
     values = np.array([float(c) for c in centered[: layout.length]], dtype=np.float64)
     return np.ldexp(values, layout.bound_exponent - f)

@@ -66,7 +66,9 @@ def generate_keypair(
     if isinstance(n_length, bool) or not isinstance(n_length, int):
         raise TypeError(f"n_length must be an int, got {type(n_length).__name__}")
     if n_length % 2 or n_length < MIN_INSECURE_KEY_BITS:
-        raise ValueError(f"n_length must be an even number of bits >= {MIN_INSECURE_KEY_BITS}, got {n_length}")
+        raise ValueError(
+            f"n_length must be an even number of bits >= {MIN_INSECURE_KEY_BITS}, got {n_length}"
+        )
     if n_length < MIN_KEY_BITS and not allow_insecure:
         raise ValueError(
             f"n_length={n_length} is below the minimum of {MIN_KEY_BITS} bits; use n_length >= {MIN_KEY_BITS} "
@@ -117,7 +119,9 @@ def _unpack_ints(data: bytes, magic: bytes, count: int, what: str) -> list[int]:
         raise TypeError(f"{what} bytes must be bytes, got {type(data).__name__}")
     data = bytes(data)
     if not data.startswith(magic):
-        raise PayloadError(f"not a serialized {what}: expected the prefix {magic!r}, got {data[:len(magic)]!r}")
+        raise PayloadError(
+            f"not a serialized {what}: expected the prefix {magic!r}, got {data[: len(magic)]!r}"
+        )
     if len(data) < len(magic) + 1 or data[len(magic)] != _KEY_VERSION:
         got = data[len(magic)] if len(data) > len(magic) else "nothing"
         raise PayloadError(f"unsupported {what} format version: expected {_KEY_VERSION}, got {got}")
@@ -129,7 +133,7 @@ def _unpack_ints(data: bytes, magic: bytes, count: int, what: str) -> list[int]:
         pos += 4
         if pos + size > len(data):
             raise PayloadError(f"serialized {what} is truncated: needs {pos + size} bytes, got {len(data)}")
-        values.append(int.from_bytes(data[pos:pos + size], "big"))
+        values.append(int.from_bytes(data[pos : pos + size], "big"))
         pos += size
     if pos != len(data):
         raise PayloadError(f"serialized {what} has {len(data) - pos} unexpected trailing bytes")

@@ -27,6 +27,7 @@ from collections import deque
 from math import gcd
 
 import gmpy2
+import numpy as np
 
 from .keys import check_public_key
 
@@ -34,8 +35,8 @@ __all__ = ["ObfuscatorPool", "default_pool", "DEFAULT_EXPONENT_BITS", "DEFAULT_W
 
 #: length of the short exponent ``a``: twice the 128-bit security level
 DEFAULT_EXPONENT_BITS = 256
-#: fixed-base window: 8 bits per table (one byte of the exponent per multiplication)
-DEFAULT_WINDOW_BITS = 8
+#: fixed-base window: 12 bits per table (22 tables for a 256-bit exponent, 264 bits in effect)
+DEFAULT_WINDOW_BITS = 12
 
 
 class ObfuscatorPool:
@@ -45,9 +46,12 @@ class ObfuscatorPool:
     ----------
     public_key : phe.PaillierPublicKey
     exponent_bits : int, default 256
-        Length of the random exponent ``a``; a multiple of 8.
-    window_bits : int, default 8
-        Fixed-base window; only 8 is supported (one exponent byte per table).
+        Minimum length of the random exponent ``a`` (rounded up to a whole number of windows).
+    window_bits : int, default 12
+        Fixed-base window ``w``: ``ceil(exponent_bits / w)`` tables of ``2**w`` entries. Encryption costs
+        ``ceil(exponent_bits / w) - 1`` multiplications modulo ``n**2`` per ciphertext; the tables cost
+        ``ceil(exponent_bits / w) * 2**w`` multiplications once and as many entries of memory (w = 12, 2048-bit
+        key: 22 x 4096 entries of 512 bytes, 46 MB, built in about half a second; w = 8: 4 MB, 32 tables).
 
     Examples
     --------
@@ -55,15 +59,22 @@ class ObfuscatorPool:
     >>> encrypt_vector(public_key, x, bound=1.0, max_terms=3, pool=pool)  # doctest: +SKIP
     """
 
-    def __init__(self, public_key, *, exponent_bits: int = DEFAULT_EXPONENT_BITS,
-                 window_bits: int = DEFAULT_WINDOW_BITS):
+    def __init__(
+        self,
+        public_key,
+        *,
+        exponent_bits: int = DEFAULT_EXPONENT_BITS,
+        window_bits: int = DEFAULT_WINDOW_BITS,
+    ):
         check_public_key(public_key)
-        if exponent_bits % 8 or exponent_bits < 128:
-            raise ValueError(f"exponent_bits must be a multiple of 8 and >= 128, got {exponent_bits}")
-        if window_bits != 8:
-            raise ValueError(f"window_bits must be 8, got {window_bits}")
+        if isinstance(exponent_bits, bool) or not isinstance(exponent_bits, int) or exponent_bits < 128:
+            raise ValueError(f"exponent_bits must be an int >= 128, got {exponent_bits!r}")
+        if isinstance(window_bits, bool) or not isinstance(window_bits, int) or not 1 <= window_bits <= 16:
+            raise ValueError(f"window_bits must be an int in [1, 16], got {window_bits!r}")
         self.public_key = public_key
-        self.exponent_bits = exponent_bits
+        self.window_bits = window_bits
+        self.n_windows = -(-exponent_bits // window_bits)
+        self.exponent_bits = self.n_windows * window_bits
         self._n = gmpy2.mpz(public_key.n)
         self._nsquare = self._n * self._n
         self._stock: deque = deque()
@@ -79,32 +90,38 @@ class ObfuscatorPool:
                 return gmpy2.powmod(g, self._n, self._nsquare)
 
     def _build_table(self, h) -> list[list]:
-        """``table[i][d] = h**(d * 256**i) mod n**2`` for ``d < 256``, one row per exponent byte."""
+        """``table[i][d] = h**(d * 2**(w i)) mod n**2`` for ``d < 2**w``, one row per window."""
         nsquare, table, base = self._nsquare, [], h
-        for _ in range(self.exponent_bits // 8):
+        size = 1 << self.window_bits
+        for _ in range(self.n_windows):
             row = [gmpy2.mpz(1), base]
-            for _ in range(254):
+            for _ in range(size - 2):
                 row.append(row[-1] * base % nsquare)
             table.append(row)
-            base = row[-1] * base % nsquare  # h**(256**(i + 1))
+            base = row[-1] * base % nsquare  # h**(2**(w (i + 1)))
         return table
 
+    def raw_digits(self, count: int) -> list[list[int]]:
+        """``count`` uniformly random exponents as base-``2**w`` digits, from the OS CSPRNG."""
+        if count == 0:
+            return []
+        raw = np.frombuffer(secrets.token_bytes(2 * count * self.n_windows), dtype="<u2")
+        digits = (raw & np.uint16((1 << self.window_bits) - 1)).reshape(count, self.n_windows)
+        return digits.tolist()
+
     def raw_compute(self, count: int) -> list:
-        """Compute ``count`` fresh obfuscators (ignores the stock)."""
+        """Compute ``count`` fresh obfuscators ``h**a`` (ignores the stock)."""
         nsquare, table = self._nsquare, self._table
-        width = self.exponent_bits // 8
-        randomness = secrets.token_bytes(width * count)
         out = []
-        for k in range(count):
-            digits = randomness[k * width:(k + 1) * width]
+        for digits in self.raw_digits(count):
             acc = None
-            for row, d in zip(table, digits):
+            for row, d in zip(table, digits, strict=True):
                 if d:
                     acc = row[d] if acc is None else acc * row[d] % nsquare
             out.append(gmpy2.mpz(1) if acc is None else acc)
         return out
 
-    def fill(self, count: int) -> "ObfuscatorPool":
+    def fill(self, count: int) -> ObfuscatorPool:
         """Precompute ``count`` obfuscators into the stock (e.g. while waiting for the next round)."""
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")

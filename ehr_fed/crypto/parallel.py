@@ -46,14 +46,17 @@ def raw_encrypt_with(public_key, plaintexts: list[int], obfuscators: list) -> li
     """``c = (1 + n m) * rho mod n**2`` for plaintexts ``0 <= m < n`` (unchecked) and obfuscators ``rho``."""
     n = gmpy2.mpz(public_key.n)
     nsquare = n * n
-    return [(n * m + 1) * rho % nsquare for m, rho in zip(plaintexts, obfuscators)]
+    return [(n * m + 1) * rho % nsquare for m, rho in zip(plaintexts, obfuscators, strict=True)]
 
 
 def _worker_encrypt(n: int, plaintexts: list[int]) -> list[int]:
     """Worker-process entry point: encrypt with this process's pool for the key ``n``."""
     public_key = paillier.PaillierPublicKey(n)
     obfuscators = default_pool(public_key).take(len(plaintexts))
-    return [int(c) for c in raw_encrypt_with(public_key, plaintexts, obfuscators)]
+    return [
+        c.to_bytes(-(-c.bit_length() // 8), "big")
+        for c in raw_encrypt_with(public_key, plaintexts, obfuscators)
+    ]
 
 
 def _executor(workers: int) -> ProcessPoolExecutor:
@@ -78,8 +81,9 @@ def shutdown_workers() -> None:
 atexit.register(shutdown_workers)
 
 
-def raw_encrypt_plaintexts(public_key, plaintexts: list[int], *, pool: ObfuscatorPool,
-                           workers: int | None = None) -> list:
+def raw_encrypt_plaintexts(
+    public_key, plaintexts: list[int], *, pool: ObfuscatorPool, workers: int | None = None
+) -> list:
     """Encrypt raw plaintexts ``0 <= m < n`` (unchecked), using the pool's stock first, then processes."""
     count = len(plaintexts)
     in_stock = min(len(pool), count)
@@ -89,10 +93,12 @@ def raw_encrypt_plaintexts(public_key, plaintexts: list[int], *, pool: Obfuscato
     head = raw_encrypt_with(public_key, plaintexts[:in_stock], pool.take(in_stock))
     rest = plaintexts[in_stock:]
     size = -(-len(rest) // n_workers)
-    chunks = [rest[i:i + size] for i in range(0, len(rest), size)]
+    chunks = [rest[i : i + size] for i in range(0, len(rest), size)]
     executor = _executor(n_workers)
-    futures = [executor.submit(_worker_encrypt, int(public_key.n), [int(m) for m in chunk]) for chunk in chunks]
+    futures = [
+        executor.submit(_worker_encrypt, int(public_key.n), [int(m) for m in chunk]) for chunk in chunks
+    ]
     out = list(head)
     for future in futures:
-        out.extend(future.result())
+        out.extend(gmpy2.mpz.from_bytes(c, "big") for c in future.result())
     return out

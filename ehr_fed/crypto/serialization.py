@@ -44,14 +44,24 @@ def vector_to_bytes(vector) -> bytes:
     layout, public_key = vector.layout, vector.public_key
     width = _ciphertext_bytes(public_key)
     header = _HEADER.pack(
-        MAGIC, FORMAT_VERSION, 1 if layout.packed else 0, raw_fingerprint(public_key.n), layout.bound,
-        layout.max_terms, layout.frac_bits, layout.slots_per_ciphertext, layout.slot_bits, layout.length,
-        vector.n_terms, len(vector.ciphertexts), width,
+        MAGIC,
+        FORMAT_VERSION,
+        1 if layout.packed else 0,
+        raw_fingerprint(public_key.n),
+        layout.bound,
+        layout.max_terms,
+        layout.frac_bits,
+        layout.slots_per_ciphertext,
+        layout.slot_bits,
+        layout.length,
+        vector.n_terms,
+        len(vector.ciphertexts),
+        width,
     )
     parts = [header]
     if not layout.packed:
         parts.append(struct.pack(f">{len(vector.ciphertexts)}i", *vector._exponents))
-    parts.append(b"".join(int(c).to_bytes(width, "big") for c in vector.ciphertexts))
+    parts.append(b"".join(c.to_bytes(width, "big") for c in vector._ciphertexts))
     body = b"".join(parts)
     return body + hashlib.sha256(body).digest()
 
@@ -61,7 +71,9 @@ def _parse_header(data: bytes):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     data = bytes(data)
     if not data.startswith(MAGIC):
-        raise PayloadError(f"not an encrypted vector payload: expected the prefix {MAGIC!r}, got {data[:6]!r}")
+        raise PayloadError(
+            f"not an encrypted vector payload: expected the prefix {MAGIC!r}, got {data[:6]!r}"
+        )
     if len(data) < _HEADER.size + _DIGEST_BYTES:
         raise PayloadError(
             f"payload is truncated: {len(data)} bytes is shorter than the {_HEADER.size + _DIGEST_BYTES}-byte "
@@ -91,14 +103,29 @@ def vector_from_bytes(public_key, data: bytes):
 
     check_public_key(public_key)
     data, fields = _parse_header(data)
-    (_, _, flags, fingerprint, bound, max_terms, frac_bits, slots, slot_bits, length, n_terms, count,
-     width) = fields
+    (
+        _,
+        _,
+        flags,
+        fingerprint,
+        bound,
+        max_terms,
+        frac_bits,
+        slots,
+        slot_bits,
+        length,
+        n_terms,
+        count,
+        width,
+    ) = fields
     packed = bool(flags & 1)
     expected = _HEADER.size + (0 if packed else 4 * count) + count * width + _DIGEST_BYTES
     if len(data) < expected:
         raise PayloadError(f"payload is truncated: expected {expected} bytes, got {len(data)}")
     if len(data) > expected:
-        raise PayloadError(f"payload has {len(data) - expected} unexpected trailing bytes (expected {expected})")
+        raise PayloadError(
+            f"payload has {len(data) - expected} unexpected trailing bytes (expected {expected})"
+        )
     if hashlib.sha256(data[:-_DIGEST_BYTES]).digest() != data[-_DIGEST_BYTES:]:
         raise PayloadError("payload checksum mismatch: the bytes were altered or corrupted in transit")
     if fingerprint != raw_fingerprint(public_key.n):
@@ -119,15 +146,19 @@ def vector_from_bytes(public_key, data: bytes):
     if not packed:
         exponents = struct.unpack_from(f">{count}i", data, pos)
         pos += 4 * count
-    ciphertexts = [int.from_bytes(data[pos + i * width:pos + (i + 1) * width], "big") for i in range(count)]
+    view = memoryview(data)
+    ciphertexts = [
+        gmpy2.mpz.from_bytes(view[pos + i * width : pos + (i + 1) * width], "big") for i in range(count)
+    ]
     _check_ciphertexts(public_key, ciphertexts)
     return EncryptedVector(public_key, layout, ciphertexts, n_terms, exponents=exponents)
 
 
 def _check_layout(public_key, bound, max_terms, frac_bits, slots, slot_bits, length, packed) -> Layout:
     try:
-        layout = make_layout(public_key.n, length, bound=bound, max_terms=max_terms, frac_bits=frac_bits,
-                             pack=packed)
+        layout = make_layout(
+            public_key.n, length, bound=bound, max_terms=max_terms, frac_bits=frac_bits, pack=packed
+        )
     except (ValueError, TypeError, EncodingOverflowError) as exc:
         raise PayloadError(f"payload carries an invalid layout: {exc}") from None
     if (layout.slots_per_ciphertext, layout.slot_bits) != (slots, slot_bits) or (not packed and frac_bits):
@@ -141,9 +172,11 @@ def _check_layout(public_key, bound, max_terms, frac_bits, slots, slot_bits, len
 
 def _check_ciphertexts(public_key, ciphertexts: list[int]) -> None:
     n = gmpy2.mpz(public_key.n)
-    nsquare = public_key.nsquare
+    nsquare = n * n
     for index, c in enumerate(ciphertexts):
         if not 0 < c < nsquare:
             raise PayloadError(f"ciphertext {index} is out of range: it must lie in [1, n**2)")
         if gmpy2.gcd(c, n) != 1:
-            raise PayloadError(f"ciphertext {index} is not invertible modulo n: not a valid Paillier ciphertext")
+            raise PayloadError(
+                f"ciphertext {index} is not invertible modulo n: not a valid Paillier ciphertext"
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gmpy2
 import numpy as np
 from phe import paillier
 
@@ -24,6 +25,8 @@ from .parallel import raw_encrypt_plaintexts
 
 __all__ = ["EncryptedVector", "encrypt_vector", "decrypt_vector"]
 
+_MPZ = type(gmpy2.mpz(0))
+
 
 class EncryptedVector:
     """A float vector encrypted under a Paillier public key.
@@ -45,11 +48,13 @@ class EncryptedVector:
         check_public_key(public_key)
         if not isinstance(layout, Layout):
             raise TypeError(f"layout must be a Layout, got {type(layout).__name__}")
-        ciphertexts = tuple(int(c) for c in ciphertexts)
+        ciphertexts = [c if type(c) is _MPZ else gmpy2.mpz(c) for c in ciphertexts]
         if len(ciphertexts) != layout.n_ciphertexts:
             raise ValueError(f"layout needs {layout.n_ciphertexts} ciphertexts, got {len(ciphertexts)}")
         if not 1 <= n_terms <= layout.max_terms:
-            raise EncodingOverflowError(f"n_terms must be in [1, max_terms={layout.max_terms}], got {n_terms}")
+            raise EncodingOverflowError(
+                f"n_terms must be in [1, max_terms={layout.max_terms}], got {n_terms}"
+            )
         if (exponents is None) != layout.packed:
             raise ValueError("exponents are given for, and only for, unpacked layouts")
         self.public_key = public_key
@@ -63,24 +68,31 @@ class EncryptedVector:
 
     def __repr__(self) -> str:
         kind = f"{self.layout.slots_per_ciphertext} slots/ciphertext" if self.layout.packed else "unpacked"
-        return (f"<EncryptedVector length={len(self)} n_terms={self.n_terms}/{self.layout.max_terms} "
-                f"{kind} key={key_fingerprint(self.public_key)[:12]}>")
+        return (
+            f"<EncryptedVector length={len(self)} n_terms={self.n_terms}/{self.layout.max_terms} "
+            f"{kind} key={key_fingerprint(self.public_key)[:12]}>"
+        )
 
     @property
     def ciphertexts(self) -> tuple[int, ...]:
-        """Raw Paillier ciphertexts (ints modulo ``n**2``), valid under ``public_key``."""
-        return self._ciphertexts
+        """Raw Paillier ciphertexts (Python ints modulo ``n**2``), valid under ``public_key``."""
+        return tuple(int(c) for c in self._ciphertexts)
 
     @property
     def encrypted_numbers(self) -> list[paillier.EncryptedNumber]:
         """The ciphertexts as ``phe.EncryptedNumber`` (for packed vectors they hold packed plaintexts)."""
         exponents = self._exponents or (0,) * len(self._ciphertexts)
-        return [paillier.EncryptedNumber(self.public_key, c, e) for c, e in zip(self._ciphertexts, exponents)]
+        return [
+            paillier.EncryptedNumber(self.public_key, int(c), e)
+            for c, e in zip(self._ciphertexts, exponents, strict=True)
+        ]
 
-    def check_compatible(self, other: "EncryptedVector") -> None:
+    def check_compatible(self, other: EncryptedVector) -> None:
         """Raise unless ``other`` can be added to this vector (same key, same layout)."""
         if not isinstance(other, EncryptedVector):
-            raise TypeError(f"can only add an EncryptedVector to an EncryptedVector, got {type(other).__name__}")
+            raise TypeError(
+                f"can only add an EncryptedVector to an EncryptedVector, got {type(other).__name__}"
+            )
         if other.public_key != self.public_key:
             raise KeyMismatchError(
                 f"cannot add vectors encrypted under different keys (fingerprints "
@@ -88,15 +100,17 @@ class EncryptedVector:
                 "every site must encrypt with the federation's public key"
             )
         if other.layout != self.layout:
-            diff = [f"{name}: {getattr(self.layout, name)!r} != {getattr(other.layout, name)!r}"
-                    for name in Layout.__dataclass_fields__
-                    if getattr(self.layout, name) != getattr(other.layout, name)]
+            diff = [
+                f"{name}: {getattr(self.layout, name)!r} != {getattr(other.layout, name)!r}"
+                for name in Layout.__dataclass_fields__
+                if getattr(self.layout, name) != getattr(other.layout, name)
+            ]
             raise LayoutMismatchError(
                 "cannot add vectors with different layouts (" + "; ".join(diff) + "); every party must "
                 "encrypt with the same length, bound, max_terms, frac_bits and pack"
             )
 
-    def __add__(self, other: "EncryptedVector") -> "EncryptedVector":
+    def __add__(self, other: EncryptedVector) -> EncryptedVector:
         self.check_compatible(other)
         n_terms = self.n_terms + other.n_terms
         if n_terms > self.layout.max_terms:
@@ -105,14 +119,19 @@ class EncryptedVector:
                 f"{self.layout.max_terms}; encrypt with a larger max_terms"
             )
         if self.layout.packed:
-            nsquare = self.public_key.nsquare
-            cts = [a * b % nsquare for a, b in zip(self._ciphertexts, other._ciphertexts)]
+            nsquare = gmpy2.mpz(self.public_key.nsquare)
+            cts = [a * b % nsquare for a, b in zip(self._ciphertexts, other._ciphertexts, strict=True)]
             return EncryptedVector(self.public_key, self.layout, cts, n_terms)
-        summed = [a + b for a, b in zip(self.encrypted_numbers, other.encrypted_numbers)]
-        return EncryptedVector(self.public_key, self.layout, [s.ciphertext(be_secure=False) for s in summed],
-                               n_terms, exponents=[s.exponent for s in summed])
+        summed = [a + b for a, b in zip(self.encrypted_numbers, other.encrypted_numbers, strict=True)]
+        return EncryptedVector(
+            self.public_key,
+            self.layout,
+            [s.ciphertext(be_secure=False) for s in summed],
+            n_terms,
+            exponents=[s.exponent for s in summed],
+        )
 
-    def __radd__(self, other) -> "EncryptedVector":
+    def __radd__(self, other) -> EncryptedVector:
         if isinstance(other, int) and not isinstance(other, bool) and other == 0:
             return self  # the start value of builtin sum()
         return self.__add__(other)
@@ -124,7 +143,7 @@ class EncryptedVector:
         return vector_to_bytes(self)
 
     @classmethod
-    def from_bytes(cls, public_key, data: bytes) -> "EncryptedVector":
+    def from_bytes(cls, public_key, data: bytes) -> EncryptedVector:
         """Read bytes written by :meth:`to_bytes`; see :func:`ehr_fed.crypto.serialization.vector_from_bytes`."""
         from .serialization import vector_from_bytes
 
@@ -185,8 +204,9 @@ def encrypt_vector(
         raise ValueError(f"terms must be an int >= 1, got {terms!r}")
     terms = int(terms)
     array = check_values(values, check_bound(bound) * terms)
-    layout = make_layout(public_key.n, len(array), bound=bound, max_terms=max_terms, frac_bits=frac_bits,
-                         pack=pack)
+    layout = make_layout(
+        public_key.n, len(array), bound=bound, max_terms=max_terms, frac_bits=frac_bits, pack=pack
+    )
     if terms > layout.max_terms:
         raise EncodingOverflowError(f"terms={terms} exceeds max_terms={layout.max_terms}")
     if pool is None:
@@ -208,7 +228,7 @@ def _encrypt_unpacked(public_key, array, layout: Layout, pool: ObfuscatorPool, t
     n, nsquare = public_key.n, public_key.nsquare
     encodings = [EncodedNumber.encode(public_key, float(x), precision=precision) for x in array]
     obfuscators = pool.take(len(encodings))
-    cts = [(1 + n * e.encoding) * rho % nsquare for e, rho in zip(encodings, obfuscators)]
+    cts = [(1 + n * e.encoding) * rho % nsquare for e, rho in zip(encodings, obfuscators, strict=True)]
     return EncryptedVector(public_key, layout, cts, terms, exponents=[e.exponent for e in encodings])
 
 
@@ -231,7 +251,7 @@ def decrypt_vector(private_key, encrypted: EncryptedVector) -> np.ndarray:
             f"private key's public key {key_fingerprint(private_key.public_key)[:16]}"
         )
     layout = encrypted.layout
-    plaintexts = raw_decrypt_crt(private_key, list(encrypted.ciphertexts))
+    plaintexts = raw_decrypt_crt(private_key, encrypted._ciphertexts)
     if layout.packed:
         return raw_decode(raw_unpack(plaintexts, layout), layout, encrypted.n_terms)
     return _decode_unpacked(private_key, plaintexts, encrypted)
@@ -242,7 +262,7 @@ def _decode_unpacked(private_key, plaintexts, encrypted: EncryptedVector) -> np.
 
     limit = encrypted.layout.bound * encrypted.n_terms
     out = np.empty(len(plaintexts), dtype=np.float64)
-    for i, (m, e) in enumerate(zip(plaintexts, encrypted._exponents)):
+    for i, (m, e) in enumerate(zip(plaintexts, encrypted._exponents, strict=True)):
         try:
             value = EncodedNumber(private_key.public_key, int(m), e).decode()
         except OverflowError:

@@ -22,8 +22,9 @@ from ehr_fed.crypto import (
 @pytest.mark.parametrize("pack", [True, False])
 def test_round_trip(public_key, private_key, pack):
     x = np.linspace(-3, 3, 41)
-    ev = encrypt_vector(public_key, x, bound=3.0, max_terms=5, pack=pack) + \
-        encrypt_vector(public_key, x, bound=3.0, max_terms=5, pack=pack)
+    ev = encrypt_vector(public_key, x, bound=3.0, max_terms=5, pack=pack) + encrypt_vector(
+        public_key, x, bound=3.0, max_terms=5, pack=pack
+    )
     back = EncryptedVector.from_bytes(public_key, ev.to_bytes())
     assert back.layout == ev.layout and back.n_terms == 2 and back.ciphertexts == ev.ciphertexts
     np.testing.assert_allclose(decrypt_vector(private_key, back), 2 * x, atol=1e-12)
@@ -31,7 +32,9 @@ def test_round_trip(public_key, private_key, pack):
 
 def test_payload_for_another_key_is_rejected(public_key, other_keypair):
     data = encrypt_vector(other_keypair[0], [1.0], bound=1.0, max_terms=2).to_bytes()
-    with pytest.raises(KeyMismatchError, match="payload was encrypted under key .* not under the given public key"):
+    with pytest.raises(
+        KeyMismatchError, match="payload was encrypted under key .* not under the given public key"
+    ):
         EncryptedVector.from_bytes(public_key, data)
 
 

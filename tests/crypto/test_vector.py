@@ -57,7 +57,9 @@ def test_nan_is_refused_with_its_index(public_key):
 
 def test_adding_past_max_terms_raises(public_key):
     ev = encrypt_vector(public_key, [0.5], bound=1.0, max_terms=2)
-    with pytest.raises(EncodingOverflowError, match="would hold 3 terms but the layout allows at most max_terms=2"):
+    with pytest.raises(
+        EncodingOverflowError, match="would hold 3 terms but the layout allows at most max_terms=2"
+    ):
         ev + ev + ev
 
 
