@@ -73,6 +73,8 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
     missing_values : {"mean_impute_with_indicator", "mean_impute", "native"} or None
         ``None`` (default) takes the study spec's ``missing_values`` (``mean_impute_with_indicator`` if the
         federation has no study).
+    features : list of str or None
+        The feature columns to model, a subset of the study's features (``None``: all of them).
 
     Attributes
     ----------
@@ -102,6 +104,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         tol: float = 1e-8,
         encrypted: bool = True,
         missing_values: str | None = None,
+        features: list[str] | None = None,
     ):
         self.penalty = penalty
         self.C = C
@@ -110,6 +113,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         self.tol = tol
         self.encrypted = encrypted
         self.missing_values = missing_values
+        self.features = features
 
     # ------------------------------------------------------------------------------------------ fit
     def _validate_params(self) -> None:  # noqa: D401 - scikit-learn's name
@@ -125,6 +129,12 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         if self.missing_values is not None and self.missing_values not in MISSING_STRATEGIES:
             problems.append(f"missing_values must be None or one of {list(MISSING_STRATEGIES)}, got "
                             f"{self.missing_values!r}")
+        if self.features is not None and (
+            isinstance(self.features, str) or not all(isinstance(f, str) for f in self.features)
+            or len(set(self.features)) != len(self.features) or not len(self.features)
+        ):
+            problems.append(f"features must be None or a non-empty list of distinct column names, got "
+                            f"{self.features!r}")
         if problems:
             raise ValueError("Invalid parameters for FederatedLogisticRegression: " + "; ".join(problems))
 
@@ -213,7 +223,13 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
                 f"{len(bad)} site(s) have feature columns that differ from the expected schema "
                 f"({len(expected)} features):\n{diffs}\nHarmonize every site with the same study spec."
             )
-        return expected
+        if self.features is None:
+            return expected
+        unknown = [f for f in self.features if f not in expected]
+        if unknown:
+            raise ValueError(f"features {unknown} are not feature columns of the sites' tables; valid "
+                             f"features: {expected}")
+        return list(self.features)
 
     def _newton(self, fed: Any, prep: FeaturePreprocessor, terms: list[str], n_total: float,
                 n_pos: float, n_sites: int, callback: ProgressCallback | None) -> None:

@@ -231,14 +231,28 @@ def test_feature_mismatch_shows_column_diff(fitted3, tables3):
 def test_get_set_params_and_clone(fitted3):
     params = fitted3.get_params()
     assert params == {"penalty": "none", "C": 1.0, "fit_intercept": True, "max_iter": 25, "tol": 1e-8,
-                      "encrypted": False, "missing_values": None}
+                      "encrypted": False, "missing_values": None, "features": None}
     fresh = clone(fitted3)
     assert fresh.get_params() == params and not hasattr(fresh, "coef_")
     fresh.set_params(penalty="l2", C=0.5)
     assert (fresh.penalty, fresh.C) == ("l2", 0.5)
     assert FederatedLogisticRegression(C=3).__dict__ == {
         "penalty": "none", "C": 3, "fit_intercept": True, "max_iter": 25, "tol": 1e-8, "encrypted": True,
-        "missing_values": None}
+        "missing_values": None, "features": None}
+
+
+def test_feature_subset(tables3, statsmodels3):
+    subset = ["los_days", "age", "lab_creatinine"]
+    model = FederatedLogisticRegression(encrypted=False, features=subset).fit(plain_federation(tables3))
+    assert list(model.feature_names_in_) == subset
+    assert list(model.terms_) == [*subset, "missing_lab_creatinine"]
+    D, y = pooled_design(tables3)
+    D = D[list(model.terms_)]
+    res = sm.Logit(y, sm.add_constant(D)).fit(disp=0, method="newton", tol=1e-12)
+    np.testing.assert_allclose(np.r_[model.intercept_, model.coef_.ravel()], res.params.to_numpy(), atol=1e-6)
+    assert model.predict_proba(tables3["site_0"][subset]).shape == (700, 2)
+    with pytest.raises(ValueError, match=r"features \['bmi'\] are not feature columns"):
+        FederatedLogisticRegression(encrypted=False, features=["age", "bmi"]).fit(plain_federation(tables3))
 
 
 def test_invalid_parameters_listed_at_fit(tables3):
