@@ -7,8 +7,12 @@ is; a date-only value (``2011-10-14``) becomes midnight, a partial date (``2011`
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+
+EPOCH = datetime(1970, 1, 1)
+_US = timedelta(microseconds=1)
+US_PER_DAY = 86_400_000_000
 
 
 class BadDate(ValueError):
@@ -42,3 +46,9 @@ def parse_fhir_datetime(value: str) -> datetime:
     if dt.tzinfo is not None:
         dt = dt.astimezone(UTC).replace(tzinfo=None)
     return dt
+
+
+@lru_cache(maxsize=65536)
+def fhir_micros(value: str) -> int:
+    """:func:`parse_fhir_datetime` as microseconds since 1970-01-01 (Arrow ``timestamp[us]``)."""
+    return (parse_fhir_datetime(value) - EPOCH) // _US

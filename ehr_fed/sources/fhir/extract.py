@@ -2,7 +2,8 @@
 
 Each extractor reads one resource (a dict from orjson) and returns the staging rows it
 gives, as ``(table, row)`` pairs in :func:`ehr_fed.sources.fhir.staging.staging_columns`
-order without the trailing ``_src, _pos``. It computes every value before returning, so a
+order without the trailing ``_src, _pos``; times are microseconds since 1970 (naive UTC), dates
+days since 1970, as Arrow takes them. It computes every value before returning, so a
 resource that fails a check gives no row at all. Failures raise
 :class:`~ehr_fed.sources.fhir.fields.InvalidResource` or
 :class:`~ehr_fed.sources.fhir.fields.ResourceBadDate`.
@@ -11,8 +12,8 @@ resource that fails a check gives no row at all. Failures raise
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 
+from ehr_fed.sources.fhir.dates import US_PER_DAY
 from ehr_fed.sources.fhir.fields import (
     InvalidResource,
     coding,
@@ -34,6 +35,19 @@ class Context:
 
     options: FhirOptions
     known: frozenset[str] = field(default_factory=frozenset)
+    times: dict[str, tuple] = field(init=False)
+
+    def __post_init__(self) -> None:
+        o = self.options
+        cond = list(o.condition_date)
+        k = cond.index("encounter.period.start") if "encounter.period.start" in cond else len(cond)
+        self.times = {
+            "condition": _time_getters("Condition", cond[:k]),
+            "condition_fallback": _time_getters("Condition", cond[k + 1 :]),
+            "observation": _time_getters("Observation", o.observation_date),
+            "medication": _time_getters("MedicationRequest", o.medication_date),
+            "procedure": _time_getters("Procedure", o.procedure_date),
+        }
 
 
 def _subject(res: dict, rtype: str, refs) -> str:
@@ -45,19 +59,33 @@ def _subject(res: dict, rtype: str, refs) -> str:
     return pid
 
 
-def _first_time(res: dict, rtype: str, fields: list[str]) -> datetime | None:
-    """The first present field among ``fields`` (``x`` or ``xPeriod.start`` style paths)."""
+def _time_getters(rtype: str, fields: list[str]) -> tuple:
+    """``(key, part, path)`` per date field: ``part`` None for a plain element, 0/1 for a Period's
+    start/end, ``"validity"`` for ``dispenseRequest.validityPeriod.start``."""
+    out = []
     for name in fields:
         head, _, tail = name.partition(".")
-        if not tail:
-            t = when(res, f"{rtype}.{name}", name)
-        elif tail == "start" or tail == "end":
-            t = period(res, f"{rtype}.{head}", head)[0 if tail == "start" else 1]
-        elif head == "dispenseRequest":
-            dr = obj(res, f"{rtype}.dispenseRequest", "dispenseRequest") or {}
-            t = period(dr, f"{rtype}.dispenseRequest.validityPeriod", "validityPeriod")[0]
-        else:  # pragma: no cover - guarded by FhirOptions
-            raise ValueError(f"unsupported date field {name}")
+        if head == "dispenseRequest":
+            out.append((head, "validity", f"{rtype}.dispenseRequest.validityPeriod"))
+        elif tail:
+            out.append((head, 0 if tail == "start" else 1, f"{rtype}.{head}"))
+        else:
+            out.append((head, None, f"{rtype}.{head}"))
+    return tuple(out)
+
+
+def _first_time(res: dict, getters: tuple) -> int | None:
+    """The first present date among ``getters`` (see :func:`_time_getters`)."""
+    for key, part, path in getters:
+        if key not in res:
+            continue
+        if part is None:
+            t = when(res, path, key)
+        elif part == "validity":
+            dr = obj(res, path, key) or {}
+            t = period(dr, path, "validityPeriod")[0]
+        else:
+            t = period(res, path, key)[part]
         if t is not None:
             return t
     return None
@@ -68,7 +96,7 @@ def patient(res: dict, refs, ctx: Context) -> list[tuple[str, tuple]]:
     sex = gender if gender in SEXES else "unknown"
     birth = when(res, "Patient.birthDate", "birthDate")
     death = when(res, "Patient.deceasedDateTime", "deceasedDateTime")
-    return [("person", (res["id"], birth.date() if birth else None, sex, death))]
+    return [("person", (res["id"], birth // US_PER_DAY if birth is not None else None, sex, death))]
 
 
 def encounter(res: dict, refs, ctx: Context) -> list[tuple[str, tuple]]:
@@ -97,13 +125,8 @@ def encounter(res: dict, refs, ctx: Context) -> list[tuple[str, tuple]]:
 def condition(res: dict, refs, ctx: Context) -> list[tuple[str, tuple]]:
     pid = _subject(res, "Condition", refs)
     vid = reference(res, "Condition.encounter", "encounter", refs)
-    fields = ctx.options.condition_date
-    if "encounter.period.start" in fields:
-        k = fields.index("encounter.period.start")
-        onset = _first_time(res, "Condition", fields[:k])
-        fallback = _first_time(res, "Condition", fields[k + 1 :])
-    else:
-        onset, fallback = _first_time(res, "Condition", fields), None
+    onset = _first_time(res, ctx.times["condition"])
+    fallback = _first_time(res, ctx.times["condition_fallback"])
     system, code = coding(res.get("code"), "Condition.code", ctx.known)
     return [("condition", (pid, vid, onset, system, code, None, fallback))]
 
@@ -126,7 +149,7 @@ def _quantity(q, path: str) -> tuple[float | None, str | None]:
 def observation(res: dict, refs, ctx: Context) -> list[tuple[str, tuple]]:
     pid = _subject(res, "Observation", refs)
     vid = reference(res, "Observation.encounter", "encounter", refs)
-    t = _first_time(res, "Observation", ctx.options.observation_date)
+    t = _first_time(res, ctx.times["observation"])
     if res.get("code") is None:
         raise InvalidResource("Observation has no code (Observation.code is required)")
     system, code = coding(res["code"], "Observation.code", ctx.known)
@@ -151,7 +174,7 @@ def observation(res: dict, refs, ctx: Context) -> list[tuple[str, tuple]]:
 def medication_request(res: dict, refs, ctx: Context) -> list[tuple[str, tuple]]:
     pid = _subject(res, "MedicationRequest", refs)
     vid = reference(res, "MedicationRequest.encounter", "encounter", refs)
-    start = _first_time(res, "MedicationRequest", ctx.options.medication_date)
+    start = _first_time(res, ctx.times["medication"])
     dr = obj(res, "MedicationRequest.dispenseRequest", "dispenseRequest") or {}
     end = period(dr, "MedicationRequest.dispenseRequest.validityPeriod", "validityPeriod")[1]
     status = string(res, "MedicationRequest.status", "status")
@@ -191,7 +214,7 @@ def medication(res: dict, refs, ctx: Context) -> list[tuple[str, tuple]]:
 def procedure(res: dict, refs, ctx: Context) -> list[tuple[str, tuple]]:
     pid = _subject(res, "Procedure", refs)
     vid = reference(res, "Procedure.encounter", "encounter", refs)
-    t = _first_time(res, "Procedure", ctx.options.procedure_date)
+    t = _first_time(res, ctx.times["procedure"])
     system, code = coding(res.get("code"), "Procedure.code", ctx.known)
     return [("procedure", (pid, vid, t, system, code, None))]
 

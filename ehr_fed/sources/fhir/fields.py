@@ -7,9 +7,7 @@ type for a used field is quarantined with an actionable reason.
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from ehr_fed.sources.fhir.dates import BadDate, parse_fhir_datetime
+from ehr_fed.sources.fhir.dates import BadDate, fhir_micros
 
 
 class InvalidResource(ValueError):
@@ -39,20 +37,20 @@ def string(res: dict, path: str, key: str) -> str | None:
     raise InvalidResource(f"{path} must be a string, got {_typename(value)} {value!r:.80}")
 
 
-def when(res: dict, path: str, key: str) -> datetime | None:
-    """A date/dateTime/instant element as naive UTC, None when absent."""
+def when(res: dict, path: str, key: str) -> int | None:
+    """A date/dateTime/instant element as microseconds since 1970 (naive UTC), None when absent."""
     value = res.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
         raise InvalidResource(f"{path} must be a date string, got {_typename(value)} {value!r:.80}")
     try:
-        return parse_fhir_datetime(value)
+        return fhir_micros(value)
     except BadDate as exc:
         raise ResourceBadDate(f"{path}: {exc}") from None
 
 
-def period(res: dict, path: str, key: str) -> tuple[datetime | None, datetime | None]:
+def period(res: dict, path: str, key: str) -> tuple[int | None, int | None]:
     p = obj(res, path, key)
     if p is None:
         return None, None
@@ -65,24 +63,25 @@ def reference(res: dict, path: str, key: str, refs: dict[str, str] | None) -> st
     ``urn:uuid:``/``urn:oid:`` references are resolved through the Bundle's ``fullUrl`` map;
     without a match the UUID itself is taken as the id (Synthea's convention).
     """
-    ref = obj(res, path, key)
+    ref = res.get(key)
     if ref is None:
         return None
+    if type(ref) is not dict:
+        raise InvalidResource(f"{path} must be an object, got {_typename(ref)} {ref!r:.80}")
     value = ref.get("reference")
-    if value is None:
-        return None
-    if not isinstance(value, str):
+    if type(value) is not str:
+        if value is None:
+            return None
         raise InvalidResource(f"{path}.reference must be a string, got {_typename(value)}")
     if value.startswith("urn:"):
         if refs is not None:
             rid = refs.get(value)
             if rid is not None:
                 return rid
-        return value.rsplit(":", 1)[-1]
-    parts = value.split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":
-        parts = parts[:-2]
-    return parts[-1] or None
+        return value.rpartition(":")[2]
+    if "/_history/" in value:
+        value = value[: value.index("/_history/")]
+    return value.rpartition("/")[2] or None
 
 
 def coding(

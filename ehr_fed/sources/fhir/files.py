@@ -41,17 +41,28 @@ class SourceFile:
         return self.path.name.endswith(".gz")
 
 
-@dataclass
 class Item:
-    """One resource read from a file, or a parse failure (``resource`` is None, ``error`` set)."""
+    """One resource read from a file, or a parse failure (``resource`` is None, ``error`` set).
 
-    location: str
-    pos: int
-    resource: dict | None
-    raw: bytes | None = None
-    refs: dict[str, str] | None = None
-    error: str | None = None
-    _entry: object = None
+    ``pos`` is the NDJSON line number or the Bundle entry index; ``location`` (``file:line``,
+    ``file#entry[i]``) is built only when asked for.
+    """
+
+    __slots__ = ("_loc", "_entry", "error", "pos", "raw", "refs", "resource")
+
+    def __init__(self, loc, pos, resource, raw=None, refs=None, error=None, entry=None):
+        self._loc = loc
+        self.pos = pos
+        self.resource = resource
+        self.raw = raw
+        self.refs = refs
+        self.error = error
+        self._entry = entry
+
+    @property
+    def location(self) -> str:
+        loc = self._loc
+        return loc if isinstance(loc, str) else f"{loc[0]}:{loc[1]}"
 
     def raw_text(self) -> str | None:
         if self.raw is not None:
@@ -140,16 +151,16 @@ def _iter_ndjson(sf: SourceFile, on_bytes) -> Iterator[Item]:
                 last = now
             if not line.strip():
                 continue
-            location = f"{name}:{lineno}"
             try:
                 value = loads(line)
             except orjson.JSONDecodeError as exc:
-                yield Item(location, lineno, None, raw=line, error=f"not valid JSON: {exc}")
+                yield Item((name, lineno), lineno, None, raw=line, error=f"not valid JSON: {exc}")
                 continue
-            if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+            if type(value) is dict and value.get("resourceType") == "Bundle":
+                location = f"{name}:{lineno}"
                 yield from _bundle_items(value, location, lineno, f"{location}#")
                 continue
-            yield Item(location, lineno, value, raw=line)
+            yield Item((name, lineno), lineno, value, line)
         if on_bytes is not None:
             on_bytes(sf.size - last)
     finally:
@@ -176,14 +187,14 @@ def _iter_json(sf: SourceFile, on_bytes) -> Iterator[Item]:
     if isinstance(value, dict) and value.get("resourceType") == "Bundle":
         yield from _bundle_items(value, name, None, f"{name}#")
     else:
-        yield Item(name, 0, value, _entry=value)
+        yield Item(name, 0, value, entry=value)
 
 
 def _bundle_items(bundle: dict, location: str, pos: int | None, prefix: str) -> Iterator[Item]:
     """Entries of a Bundle, with the Bundle's ``fullUrl`` -> ``Type/id`` map for references."""
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
-        yield Item(location, pos or 0, None, error="Bundle.entry is not a list", _entry=bundle)
+        yield Item(location, pos or 0, None, error="Bundle.entry is not a list", entry=bundle)
         return
     refs: dict[str, str] = {}
     for e in entries:
@@ -199,12 +210,12 @@ def _bundle_items(bundle: dict, location: str, pos: int | None, prefix: str) -> 
         p = pos if pos is not None else i
         res = e.get("resource") if isinstance(e, dict) else None
         if not isinstance(res, dict):
-            yield Item(loc, p, None, error="Bundle entry has no resource object", _entry=e)
+            yield Item(loc, p, None, error="Bundle entry has no resource object", entry=e)
             continue
         if res.get("resourceType") == "Bundle":
             yield from _bundle_items(res, loc, p, f"{loc}.resource#")
             continue
-        yield Item(loc, p, res, refs=refs, _entry=e)
+        yield Item(loc, p, res, refs=refs, entry=e)
 
 
 def read_raw(sf: SourceFile, positions: set[int]) -> dict[int, str]:

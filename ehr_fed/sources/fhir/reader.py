@@ -147,19 +147,13 @@ def _read_file(src, sf: SourceFile, writer, ctx, counts, quarantine, validator, 
     on_bytes = bar.update if bar is not None else None
     for item in iter_file(sf, on_bytes):
         res = item.resource
-        if res is None:
-            reason = "malformed_json" if item.error.startswith("not valid JSON") else "invalid_resource"
-            quarantine.add(reason, item.location, "unknown", item.error, item.raw_text())
-            continue
-        rtype = res.get("resourceType") if isinstance(res, dict) else None
-        if not isinstance(rtype, str) or not rtype:
-            what = "a JSON object" if not isinstance(res, dict) else "an object without resourceType"
-            quarantine.add("invalid_resource", item.location, "unknown",
-                           f"expected a FHIR resource, got {what}", item.raw_text())
+        rtype = res.get("resourceType") if type(res) is dict else None
+        if type(rtype) is not str or not rtype:
+            _reject_untyped(item, quarantine)
             continue
         counts[rtype] += 1
         rid = res.get("id")
-        if not isinstance(rid, str) or not rid:
+        if type(rid) is not str or not rid:
             quarantine.add("invalid_resource", item.location, rtype,
                            f"{rtype} has no id (a string is required)", item.raw_text())
             continue
@@ -182,6 +176,18 @@ def _read_file(src, sf: SourceFile, writer, ctx, counts, quarantine, validator, 
         tail = (src, item.pos)
         for table, row in rows:
             append(table, row + tail if table != "_med_codes" else row)
+
+
+def _reject_untyped(item, quarantine: Quarantine) -> None:
+    """Quarantine a line or entry that is not a resource (bad JSON, no resourceType)."""
+    res = item.resource
+    if res is None:
+        reason = "malformed_json" if item.error.startswith("not valid JSON") else "invalid_resource"
+        quarantine.add(reason, item.location, "unknown", item.error, item.raw_text())
+        return
+    what = "an object without resourceType" if isinstance(res, dict) else f"JSON {type(res).__name__}"
+    quarantine.add("invalid_resource", item.location, "unknown",
+                   f"expected a FHIR resource, got {what}", item.raw_text())
 
 
 def _strict_validator():
