@@ -202,3 +202,10 @@ def test_options_validation():
         FhirOptions(conditon_date=["recordedDate"])
     with pytest.raises(TypeError, match="options must be a FhirOptions or a dict"):
         read_fhir(".", options=3)
+
+
+def test_ndjson_line_holding_a_bundle(tmp_path, ndjson_site):
+    path = write_ndjson(tmp_path / "b" / "bundles.ndjson", [bundle(small_site()[:5]), bundle(small_site()[5:])])
+    with read_fhir(ndjson_site) as nd, read_fhir(path, workdir=tmp_path / "w") as bu:
+        assert_same_tables(nd, bu)
+        assert bu.con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0] is True

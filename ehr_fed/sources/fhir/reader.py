@@ -90,6 +90,7 @@ def read_fhir(
             if bar is not None:
                 bar.close()
         finalize(con, files, quarantine, opts)
+        con.execute("RESET preserve_insertion_order")  # the later stages get DuckDB's default
     except BaseException:
         con.close()
         if tmp is not None:
