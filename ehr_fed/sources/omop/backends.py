@@ -11,6 +11,8 @@ needed); file and DuckDB sources are read by DuckDB directly.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -85,6 +87,31 @@ def _select_list(present: list[str], wanted: list[str], alias: str = "src") -> s
     return ", ".join(cols)
 
 
+class _LazyColumns(dict):
+    """Table -> columns, looked up on first use (a folder may hold dozens of unused tables)."""
+
+    def __init__(self, tables, describe) -> None:
+        super().__init__()
+        self._tables = tables
+        self._describe = describe
+
+    def __contains__(self, table: object) -> bool:
+        return table in self._tables
+
+    def __missing__(self, table: str) -> list[str]:
+        if table not in self._tables:
+            raise KeyError(table)
+        value = self._describe(table)
+        self[table] = value
+        return value
+
+    def get(self, table, default=None):
+        return self[table] if table in self._tables else default
+
+    def __bool__(self) -> bool:
+        return bool(self._tables)
+
+
 class _DuckDBRelations(OmopBackend):
     """Backends whose tables DuckDB reads itself (files, attached DuckDB databases)."""
 
@@ -133,16 +160,26 @@ class FolderBackend(_DuckDBRelations):
                     f"{path.name}); keep one file per table"
                 )
             self.files[table] = path
-        self.columns = {}
-        for table, path in self.files.items():
-            try:
-                desc = con.execute(f"DESCRIBE SELECT * FROM {self.relation(table)}").fetchall()
-            except duckdb.Error as exc:
-                raise OmopSourceError(
-                    f"cannot read the columns of {path}: {exc}. Check that it is a CSV file with a "
-                    "header line or a Parquet file."
-                ) from exc
-            self.columns[table] = [row[0].lower() for row in desc]
+        self._con = con
+        self.columns = _LazyColumns(self.files, self._describe)
+
+    def _describe(self, table: str) -> list[str]:
+        """Column names of a table file (a CSV header is read directly: no type sniffing)."""
+        path = self.files[table]
+        try:
+            if path.name.lower().endswith(".parquet"):
+                desc = self._con.execute(f"DESCRIBE SELECT * FROM {self.relation(table)}").fetchall()
+                return [row[0].lower() for row in desc]
+            opener = gzip.open if path.name.lower().endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+                header = fh.readline()
+        except (OSError, UnicodeDecodeError, EOFError, duckdb.Error) as exc:
+            raise OmopSourceError(
+                f"cannot read the columns of {path}: {exc}. Check that it is a CSV file with a "
+                "header line or a Parquet file."
+            ) from exc
+        delimiter = max(",;\t|", key=header.count)
+        return [c.strip().lower() for c in next(csv.reader([header], delimiter=delimiter))]
 
     def location(self, table: str) -> str:
         path = self.files.get(table)
