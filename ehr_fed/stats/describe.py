@@ -64,8 +64,12 @@ def missingness(fed, columns: Sequence[str] | None = None) -> pd.DataFrame:
 
 
 def _is_binary(m, j) -> bool:
-    s, ss = m["sum"][0, j], m["sumsq"][0, j]
-    return bool(np.isfinite(s) and np.isclose(s, ss, rtol=0, atol=1e-6) and abs(s - round(s)) < 1e-6)
+    """0/1 feature, judged from aggregates only: integer sum and m2 == n p (1 - p)."""
+    n, p, m2 = m["n"][0, j], m["mean"][0, j], m["m2"][0, j]
+    if not (np.isfinite(n) and np.isfinite(p) and n > 0):
+        return False
+    s = n * p
+    return bool(abs(s - round(s)) < 1e-6 and abs(m2 - n * p * (1 - p)) < 1e-6 * max(1.0, n))
 
 
 def table_one(fed, columns: Sequence[str] | None = None, by: str = "label") -> pd.DataFrame:
@@ -89,7 +93,7 @@ def table_one(fed, columns: Sequence[str] | None = None, by: str = "label") -> p
             if binary:
                 rows[label][name] = f"{_fmt_int(s)} ({100 * s / n:.1f})" if np.isfinite(s) and n else "suppressed"
             else:
-                mean, std = _mean_std({k: v[g:g + 1, j:j + 1] for k, v in m.items()}, ddof=1)
+                mean, std = _mean_std({k: np.asarray(v)[g:g + 1, j:j + 1] for k, v in m.items()}, ddof=1)
                 rows[label][name] = (f"{mean[0, 0]:.2f} ({std[0, 0]:.2f})" if np.isfinite(mean[0, 0])
                                      else "suppressed")
             rows[f"{c} missing, n (%)"][name] = (f"{_fmt_int(miss)} ({100 * miss / nr:.1f})"

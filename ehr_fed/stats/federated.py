@@ -51,20 +51,58 @@ def _columns(fed, columns) -> list[str]:
 
 
 # -- moments ---------------------------------------------------------------------------------------
-def moments(fed, columns: Sequence[str], by: str | None = None) -> dict[str, np.ndarray]:
-    """Pooled ``n, sum, sumsq, n_rows, n_missing`` (shape (n_groups, n_columns)), small cells NaN."""
-    bound_rows = 1e9
-    layout = {"n": (bound_rows, _n_sites(fed)), "n_rows": (bound_rows, _n_sites(fed)),
-              "n_missing": (bound_rows, _n_sites(fed)), "sum": (1e15, _n_sites(fed)),
-              "sumsq": (1e18, _n_sites(fed))}
-    return fed.secure_sum("stats.moments", {"columns": list(columns), "by": by}, layout)
+#: public per-site bounds of the encrypted sums (fixed-point headroom; a site whose sum exceeds one
+#: refuses with a clear error: pass larger bounds to :func:`moments`). Absolute precision of a pooled
+#: sum is about ``bound * 2**-53`` times the number of sites.
+ROW_BOUND = 1e9
+SUM_BOUND = 1e10
+SUMSQ_BOUND = 1e13
+
+
+def moments(fed, columns: Sequence[str], by: str | None = None, *, sum_bound: float = SUM_BOUND,
+            sumsq_bound: float = SUMSQ_BOUND) -> dict[str, np.ndarray]:
+    """Pooled moments of ``columns`` per group, arrays of shape (n_groups, n_columns), small cells NaN.
+
+    Keys: ``n`` (non-missing), ``n_rows``, ``n_missing``, ``sum``, ``sumsq``, ``mean`` and ``m2`` (sum of
+    squared deviations from the mean). Two rounds: raw sums with the public bounds, then sums of
+    deviations from that approximate mean, with bounds derived from the first round's aggregates
+    (a site's sum of squared deviations about the pooled mean never exceeds the pooled one), so
+    ``mean`` and ``m2`` are exact to about 1e-15 relative, free of the fixed-point quantum and of the
+    cancellation in ``sumsq - n mean**2``.
+    """
+    k = _n_sites(fed)
+    cols = list(columns)
+    layout = {"n": (ROW_BOUND, k), "n_rows": (ROW_BOUND, k), "n_missing": (ROW_BOUND, k),
+              "sum": (sum_bound, k), "sumsq": (sumsq_bound, k)}
+    raw = {key: np.asarray(v, dtype=float) for key, v in
+           fed.secure_sum("stats.moments", {"columns": cols, "by": by}, layout).items()}
+    n = raw["n"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        center = np.where(n > 0, raw["sum"] / n, 0.0)
+        approx_m2 = raw["sumsq"] - n * center**2
+    center = np.nan_to_num(center)
+    n_tot = float(np.nansum(raw["n_rows"][:, :1])) or 1.0
+    m2_bound = float(np.nanmax(np.abs(approx_m2), initial=0.0))
+    m2_bound = 2.0 * m2_bound + 1e-3 * max(1.0, k * sumsq_bound * 2.0**-50) + 1e-6
+    dev_bound = float(np.sqrt(n_tot * m2_bound)) + 1e-6
+    dev = fed.secure_sum("stats.centered", {"columns": cols, "by": by, "center": center},
+                         {"dev": (dev_bound, k), "m2": (m2_bound, k), "n": (ROW_BOUND, k)})
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = np.asarray(dev["dev"], dtype=float)
+        raw["mean"] = center + d / n
+        raw["m2"] = np.maximum(np.asarray(dev["m2"], dtype=float) - d * d / n, 0.0)
+    return raw
 
 
 def _mean_std(m, ddof: int = 0):
     n = m["n"]
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = m["sum"] / n
-        var = (m["sumsq"] - n * mean**2) / (n - ddof)
+        if "mean" in m and "m2" in m:
+            mean, m2 = m["mean"], m["m2"]
+        else:  # one site's own exact float sums
+            mean = m["sum"] / n
+            m2 = m["sumsq"] - n * mean**2
+        var = m2 / (n - ddof)
     return mean, np.sqrt(np.maximum(var, 0.0))
 
 
@@ -106,7 +144,7 @@ def histogram(fed, columns: Sequence[str], edges: np.ndarray, by: str | None = N
     """Pooled histogram over public ``edges`` (n_columns, n_bins + 1), small bins merged at the site."""
     edges = np.asarray(edges, dtype=np.float64)
     out = fed.secure_sum("stats.histogram", {"columns": list(columns), "edges": edges, "by": by},
-                         {"hist": (1e9, _n_sites(fed))})
+                         {"hist": (ROW_BOUND, _n_sites(fed))})
     return Histogram(edges, np.asarray(out["hist"]), out.suppressed.get("hist", []))
 
 

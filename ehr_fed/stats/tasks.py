@@ -36,7 +36,7 @@ def _groups(table: pd.DataFrame, by: str | None) -> list[np.ndarray]:
     raise ValueError(f"by={by!r}: expected None or 'label'")
 
 
-@site_task("stats.count", kind="count", counts={"n": ("positives",)})
+@site_task("stats.count", kind="count", counts={"n": (), "positives": ()})
 def count(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Rows (index events) and positives at this site: ``{"n": float, "positives": float}``."""
     n = float(len(table))
@@ -44,7 +44,8 @@ def count(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     return {"n": n, "positives": pos}
 
 
-@site_task("stats.moments", kind="moments", counts={"n": ("sum", "sumsq"), "n_rows": ("n_missing",)})
+@site_task("stats.moments", kind="moments",
+           counts={"n": ("sum", "sumsq"), "n_rows": (), "n_missing": ()})
 def moments(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Per group (``by``: None or "label") and column: non-missing count, sum, sum of squares,
     number of rows and number missing. Arrays of shape (n_groups, n_columns)."""
@@ -94,3 +95,20 @@ def histogram(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
 def columns(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """The feature column names of the site's table (names only, no values)."""
     return {"columns": feature_columns(table)}
+
+
+@site_task("stats.centered", kind="moments", counts={"n": ("dev", "m2")})
+def centered(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
+    """Sums of deviations and squared deviations from a public ``center`` (n_groups, n_columns)."""
+    cols = feature_columns(table, params.get("columns"))
+    center = np.asarray(params["center"], dtype=np.float64)
+    x = table[cols].to_numpy(dtype=np.float64)
+    dev, m2, n = [], [], []
+    for g, mask in enumerate(_groups(table, params.get("by"))):
+        d = x[mask] - center[g]
+        ok = ~np.isnan(d)
+        dz = np.where(ok, d, 0.0)
+        dev.append(dz.sum(axis=0))
+        m2.append((dz * dz).sum(axis=0))
+        n.append(ok.sum(axis=0).astype(float))
+    return {"dev": np.array(dev), "m2": np.array(m2), "n": np.array(n)}
