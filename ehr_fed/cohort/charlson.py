@@ -77,13 +77,8 @@ def concept_sets() -> dict[str, ConceptSet]:
             for name, (_, icd10, icd9, snomed) in CATEGORIES.items()}
 
 
-def score_sql(present: str) -> str:
-    """SQL summing the weights; ``present`` is a boolean expression template with ``{cat}``."""
-    terms = []
-    superseded = {low: high for high, low in HIERARCHY}
-    for name, (weight, *_rest) in CATEGORIES.items():
-        cond = present.format(cat=f"{PREFIX}{name}")
-        if name in superseded:
-            cond = f"({cond} AND NOT {present.format(cat=PREFIX + superseded[name])})"
-        terms.append(f"CASE WHEN {cond} THEN {weight} ELSE 0 END")
-    return " + ".join(terms)
+def weight_rows() -> list[tuple[str, int, str | None]]:
+    """``(concept set, weight, superseding concept set or None)`` per category."""
+    above = {low: high for high, low in HIERARCHY}
+    return [(f"{PREFIX}{name}", weight, f"{PREFIX}{above[name]}" if name in above else None)
+            for name, (weight, *_rest) in CATEGORIES.items()]

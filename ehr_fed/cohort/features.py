@@ -110,14 +110,28 @@ def _condition_flag(f, study: StudySpec) -> str:
     return f"SELECT e.event_id, {_domain_guard('std_condition', expr)} AS value FROM cohort_event e"
 
 
-def charlson_sql(study: StudySpec) -> str:
-    score = charlson.score_sql(_has_set("{cat}", study))
-    return _domain_guard("std_condition", f"CAST({score} AS DOUBLE)")
+def prepare_charlson(con: duckdb.DuckDBPyConnection, study: StudySpec) -> None:
+    """Create ``cohort_charlson(event_id, value)``: the Charlson index of each event (NULL without conditions)."""
+    con.execute("CREATE OR REPLACE TEMP TABLE charlson_weight "
+                "(concept_set VARCHAR, weight INTEGER, superseded_by VARCHAR)")
+    con.executemany("INSERT INTO charlson_weight VALUES (?, ?, ?)", charlson.weight_rows())
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _charlson_cat AS
+        SELECT DISTINCT e.event_id, c.concept_set FROM cohort_event e
+        JOIN std_condition_set c ON c.person_id = e.person_id AND {_before('c', 'time', study.is_stay_study)}
+        WHERE starts_with(c.concept_set, '{charlson.PREFIX}')""")
+    score = """SELECT k.event_id, sum(w.weight) AS score FROM _charlson_cat k
+        JOIN charlson_weight w ON w.concept_set = k.concept_set
+        WHERE NOT EXISTS (SELECT 1 FROM _charlson_cat h WHERE h.event_id = k.event_id
+                          AND h.concept_set = w.superseded_by)
+        GROUP BY k.event_id"""
+    expr = _domain_guard("std_condition", "CAST(coalesce(s.score, 0) AS DOUBLE)")
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE cohort_charlson AS
+        SELECT e.event_id, {expr} AS value FROM cohort_event e LEFT JOIN ({score}) s USING (event_id)""")
 
 
 @feature_kind("charlson")
 def _charlson(f, study: StudySpec) -> str:
-    return f"SELECT e.event_id, {charlson_sql(study)} AS value FROM cohort_event e"
+    return "SELECT event_id, value FROM cohort_charlson"
 
 
 @feature_kind("last_lab")
@@ -165,6 +179,8 @@ def compute_features(con: duckdb.DuckDBPyConnection, study: StudySpec) -> pd.Dat
     """One float64 column per study feature, indexed by ``event_id``."""
     events = con.execute("SELECT event_id FROM cohort_event ORDER BY event_id").df()
     out = pd.DataFrame(index=pd.Index(events["event_id"].to_numpy(), name="event_id"))
+    if any(f.kind in ("charlson", "lace") for f in study.features):
+        prepare_charlson(con, study)
     for f in study.features:
         build = _REGISTRY.get(f.kind)
         if build is None:

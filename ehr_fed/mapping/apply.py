@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass
 
 import duckdb
+import pyarrow as pa
 
 from ehr_fed.mapping.checks import OMOP_VOCABULARY_IDS
 from ehr_fed.mapping.site import SiteMapping
@@ -81,10 +82,16 @@ def apply_mapping(records, mapping: SiteMapping, study: StudySpec,
 
 
 def _table(con: duckdb.DuckDBPyConnection, name: str, columns: str, rows: list[tuple]) -> None:
+    """Create temp table ``name`` (``columns`` as SQL) holding ``rows`` (one bulk insert through Arrow)."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({columns})")
     if rows:
-        marks = ", ".join("?" for _ in rows[0])
-        con.executemany(f"INSERT INTO {name} VALUES ({marks})", rows)
+        names = [c.strip().split()[0].strip('"') for c in columns.split(",")]
+        data = pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
+        con.register("_rows", data)
+        try:
+            con.execute(f"INSERT INTO {name} SELECT * FROM _rows")
+        finally:
+            con.unregister("_rows")
 
 
 def system_vocabularies(mapping: SiteMapping) -> dict[str, str]:
