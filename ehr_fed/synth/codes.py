@@ -52,7 +52,7 @@ CONDITIONS: dict[str, Condition] = {c.key: c for c in (
     Condition("cancer", "Malignant tumor of colon", "C18.9", _L + 106, "363406005", 4180790, 2),
     # other Charlson conditions (burden only)
     Condition("mi", "Acute myocardial infarction", "I21.9", _L + 107, "22298006", _L + 207, 1),
-    Condition("stroke", "Cerebral infarction", "I63.9", _L + 108, "432504007", _L + 208, 1),
+    Condition("stroke", "Cerebral infarction", "I63.9", _L + 108, "230690007", _L + 208, 1),
     Condition("dementia", "Dementia", "F03.90", _L + 109, "52448006", _L + 209, 1),
     # prediabetes finding (T2D study)
     Condition("prediabetes", "Prediabetes", "R73.03", _L + 110, "714628002", 37018196, 0),

@@ -45,13 +45,13 @@ class TimeFormat:
 
     def __call__(self, ts: int) -> str:
         t = time.gmtime(ts + self.shift)
-        return "%04d-%02d-%02dT%02d:%02d:%02d%s" % (
-            t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, self.suffix)
+        return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}{self.suffix}")
 
 
 def birth_date(ts: int) -> str:
     t = time.gmtime(ts)
-    return "%04d-%02d-%02d" % (t.tm_year, t.tm_mon, t.tm_mday)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
 
 
 class FhirWriter:
@@ -85,7 +85,7 @@ class FhirWriter:
         enc_ids = ids("Encounter", len(p.visits))
         vis = prof.visits
         cls_code = {"IP": vis.inpatient, "ED": vis.emergency, "OP": vis.outpatient}
-        for v, eid in zip(p.visits, enc_ids):
+        for v, eid in zip(p.visits, enc_ids, strict=True):
             enc = {"resourceType": "Encounter", "id": eid, "status": "finished",
                    "class": {"system": vis.system, "code": cls_code[v.kind]},
                    "subject": subject, "period": {"start": fmt(v.start), "end": fmt(v.end)}}
@@ -97,7 +97,7 @@ class FhirWriter:
                                           "dischargeDisposition": _HOME}
             buf["Encounter"].append(dumps(enc))
         ref = [{"reference": f"Encounter/{eid}"} for eid in enc_ids]
-        for (key, onset, v), rid in zip(p.conditions, ids("Condition", len(p.conditions))):
+        for (key, onset, v), rid in zip(p.conditions, ids("Condition", len(p.conditions)), strict=True):
             system, code, display = dx_coding(prof, key)
             buf["Condition"].append(dumps({
                 "resourceType": "Condition", "id": rid, "clinicalStatus": {"coding": [_CLINICAL]},
@@ -105,7 +105,7 @@ class FhirWriter:
                 "code": {"coding": [{"system": system, "code": code, "display": display}], "text": display},
                 "subject": subject, "encounter": ref[v.index], "onsetDateTime": fmt(onset),
                 "recordedDate": fmt(max(onset, v.start))}))
-        for (lab, t, v, _, value), rid in zip(p.labs, ids("Observation", len(p.labs))):
+        for (lab, t, v, _, value), rid in zip(p.labs, ids("Observation", len(p.labs)), strict=True):
             system, code, display, unit, _ = lab_coding(prof, lab)
             quantity = {"value": value}
             if prof.lab_coding == "loinc_local_units":
@@ -117,7 +117,7 @@ class FhirWriter:
                 "code": {"coding": [{"system": system, "code": code, "display": display}], "text": display},
                 "subject": subject, "encounter": ref[v.index], "effectiveDateTime": fmt(t),
                 "valueQuantity": quantity}))
-        for (drug, start, end, v), rid in zip(p.drugs, ids("MedicationRequest", len(p.drugs))):
+        for (drug, start, end, v), rid in zip(p.drugs, ids("MedicationRequest", len(p.drugs)), strict=True):
             d = DRUGS[drug]
             buf["MedicationRequest"].append(dumps({
                 "resourceType": "MedicationRequest", "id": rid,
@@ -126,7 +126,7 @@ class FhirWriter:
                                               "text": d.display},
                 "subject": subject, "encounter": ref[v.index], "authoredOn": fmt(start),
                 "dispenseRequest": {"validityPeriod": {"start": fmt(start), "end": fmt(end)}}}))
-        for (proc, t, v), rid in zip(p.procedures, ids("Procedure", len(p.procedures))):
+        for (proc, t, v), rid in zip(p.procedures, ids("Procedure", len(p.procedures)), strict=True):
             pr = PROCEDURES[proc]
             buf["Procedure"].append(dumps({
                 "resourceType": "Procedure", "id": rid, "status": "completed",

@@ -13,9 +13,9 @@ import os
 import random
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,6 +36,7 @@ _TRUTH_COLUMNS = (
     "age", "sex_female", "los_days", "prior_inpatient_365d", "prior_ed_180d", "charlson",
     "cond_diabetes", "cond_heart_failure", "cond_copd", "cond_ckd", "cond_hypertension", "cond_cancer",
     "lab_creatinine", "lab_hemoglobin", "lab_sodium", "lab_glucose", "lab_hba1c", "lab_egfr", "n_active_meds",
+    "latent_hba1c",
 )
 
 
@@ -225,7 +226,7 @@ def generate_federation(
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
     results = []
-    for profile, n in zip(profiles, sizes):
+    for profile, n in zip(profiles, sizes, strict=True):
         site_dir = out / profile.site_id
         if site_dir.exists():
             shutil.rmtree(site_dir)

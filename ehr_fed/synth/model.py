@@ -20,13 +20,15 @@ Readmission (30 days after an inpatient discharge), ``z`` on the logit scale::
         + 0.60 diabetes * [hba1c >= 9]
         + 0.35 [n_active_meds >= 6]
 
-T2D progression (within the study horizon after the first prediabetes finding)::
+T2D progression (within the study horizon after the first prediabetes finding). The study's
+features look strictly before the index time, and the index is the finding itself, so the
+HbA1c level that drives progression is latent: ``latent_hba1c`` in ``truth.parquet``::
 
     z = -1.20 + site_shift
-        + 2.2 (hba1c - 6.0)
+        + 2.2 (latent_hba1c - 6.0)
         + 0.035 (age - 55) - 0.0012 (age - 55)^2                  inverted U in age
         + 0.45 hypertension + 0.10 charlson - 0.15 sex_female
-        + 0.80 [hba1c >= 6.2] * [age < 50]                        interaction
+        + 0.80 [latent_hba1c >= 6.2] * [age < 50]                 interaction
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ READMISSION_FEATURES = (
     "cond_ckd", "cond_cancer", "cond_diabetes", "los_days", "lab_creatinine", "lab_hemoglobin",
     "lab_sodium", "lab_hba1c", "n_active_meds",
 )
-T2D_FEATURES = ("age", "sex_female", "lab_hba1c", "cond_hypertension", "charlson")
+T2D_FEATURES = ("age", "sex_female", "latent_hba1c", "cond_hypertension", "charlson")
 
 
 def _sigmoid(z):
@@ -89,7 +91,7 @@ def readmission_logit(f: dict, site_shift=0.0):
 def t2d_logit(f: dict, site_shift=0.0):
     """Logit of the risk of progressing to type 2 diabetes within the horizon."""
     age = np.asarray(f["age"], dtype=float)
-    a1c = _lab(f["lab_hba1c"], "hba1c")
+    a1c = np.asarray(f["latent_hba1c"], dtype=float)
     return (
         -1.20 + site_shift
         + 2.2 * (a1c - 6.0)

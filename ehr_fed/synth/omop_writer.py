@@ -16,7 +16,14 @@ import numpy as np
 import pyarrow as pa
 
 from ehr_fed.synth.codes import (
-    CONDITIONS, DRUGS, GENDER_CONCEPTS, LABS, LOCAL_CONCEPT_BASE, PROCEDURES, TYPE_EHR, UNIT_CONCEPTS,
+    CONDITIONS,
+    DRUGS,
+    GENDER_CONCEPTS,
+    LABS,
+    LOCAL_CONCEPT_BASE,
+    PROCEDURES,
+    TYPE_EHR,
+    UNIT_CONCEPTS,
 )
 from ehr_fed.synth.patients import DAY, Patient
 from ehr_fed.synth.profiles import SiteProfile
@@ -207,7 +214,7 @@ class OmopWriter:
           observation_period_start_date=first, observation_period_end_date=last,
           period_type_concept_id=TYPE_EHR)
         vids = self._ids("visit", len(p.visits))
-        for v, vid in zip(p.visits, vids):
+        for v, vid in zip(p.visits, vids, strict=True):
             concept, source = self._visit[v.kind]
             ip = v.kind == "IP"
             a("visit_occurrence", visit_occurrence_id=vid, person_id=pid, visit_concept_id=concept,
@@ -215,13 +222,13 @@ class OmopWriter:
               visit_source_value=source,
               admitted_from_concept_id=(_ER_VISIT if v.emergency else 0) if ip else None,
               discharged_to_concept_id=_HOME if ip else None)
-        for (key, onset, v), cid in zip(p.conditions, self._ids("condition", len(p.conditions))):
+        for (key, onset, v), cid in zip(p.conditions, self._ids("condition", len(p.conditions)), strict=True):
             concept, code = self._dx[key]
             a("condition_occurrence", condition_occurrence_id=cid, person_id=pid, condition_concept_id=concept,
               condition_start_datetime=onset, condition_type_concept_id=TYPE_EHR,
               visit_occurrence_id=vids[v.index], condition_source_value=code, condition_source_concept_id=concept)
         local_units = self.profile.lab_coding == "loinc_local_units"
-        for (lab, t, v, _, value), mid in zip(p.labs, self._ids("measurement", len(p.labs))):
+        for (lab, t, v, _, value), mid in zip(p.labs, self._ids("measurement", len(p.labs)), strict=True):
             concept, code = self._lab[lab]
             unit = self._lab_unit[lab]
             a("measurement", measurement_id=mid, person_id=pid, measurement_concept_id=concept,
@@ -229,13 +236,13 @@ class OmopWriter:
               unit_concept_id=UNIT_CONCEPTS.get(unit, 0), visit_occurrence_id=vids[v.index],
               measurement_source_value=code, measurement_source_concept_id=concept,
               unit_source_value=LOCAL_SPELLING.get(unit, unit) if local_units else unit)
-        for (drug, start, end, v), did in zip(p.drugs, self._ids("drug", len(p.drugs))):
+        for (drug, start, end, v), did in zip(p.drugs, self._ids("drug", len(p.drugs)), strict=True):
             d = DRUGS[drug]
             a("drug_exposure", drug_exposure_id=did, person_id=pid, drug_concept_id=d.concept,
               drug_exposure_start_datetime=start, drug_exposure_end_datetime=end, drug_type_concept_id=TYPE_EHR,
               days_supply=max(1, round((end - start) / DAY)), visit_occurrence_id=vids[v.index],
               drug_source_value=d.rxnorm, drug_source_concept_id=d.concept)
-        for (proc, t, v), xid in zip(p.procedures, self._ids("procedure", len(p.procedures))):
+        for (proc, t, v), xid in zip(p.procedures, self._ids("procedure", len(p.procedures)), strict=True):
             pr = PROCEDURES[proc]
             a("procedure_occurrence", procedure_occurrence_id=xid, person_id=pid, procedure_concept_id=pr.concept,
               procedure_datetime=t, procedure_type_concept_id=TYPE_EHR, visit_occurrence_id=vids[v.index],

@@ -103,6 +103,11 @@ def _age_at(p: Patient, t: int) -> float:
     return (t - p.birth) / YEAR
 
 
+def _completed_years(p: Patient, t: int) -> float:
+    """Age as the cohort stage computes it: floor(calendar days since birth / 365.25)."""
+    return float(math.floor((t // DAY - p.birth // DAY) / 365.25))
+
+
 def _has(st: _State, key: str, t: int) -> bool:
     onset = st.onset.get(key)
     return onset is not None and onset <= t
@@ -281,11 +286,10 @@ def _outpatient_history(p: Patient, st: _State, entry: int) -> None:
 def _t2d_index(p: Patient, st: _State, t: int, visit: Visit) -> None:
     """At the first prediabetes finding: true risk, then draw the progression."""
     rng = st.rng
-    # prediabetic patients have HbA1c measured only at outpatient visits, all simulated by now
-    a1c = [(lt, val) for lab, lt, _, val, _ in p.labs if lab == "hba1c" and t - 365 * DAY <= lt <= t]
+    # the features look strictly before the index; the finding's own HbA1c is not among them,
+    # so the model reads the patient's latent HbA1c level (truth.parquet: latent_hba1c)
     feats = {
-        "age": _age_at(p, t), "sex_female": float(p.female),
-        "lab_hba1c": max(a1c)[1] if a1c else math.nan,
+        "age": _completed_years(p, t), "sex_female": float(p.female), "latent_hba1c": st.a1c,
         "cond_hypertension": float(_has(st, "hypertension", t)), "charlson": float(_charlson(st, t)),
     }
     shift = st.profile.t2d_shift
@@ -403,16 +407,17 @@ def _one_stay(p: Patient, st: _State, t: int) -> Visit:
 
 def _discharge_state(p: Patient, st: _State, stay: Visit) -> tuple[float, dict]:
     """The study features at discharge (as the cohort stage computes them) and the true risk."""
-    t = stay.end
-    prior_ip = sum(1 for v in p.visits if v.kind == "IP" and v is not stay and t - 365 * DAY <= v.start < stay.start)
-    prior_ed = sum(1 for v in p.visits if v.kind == "ED" and t - 180 * DAY <= v.start < t)
+    t, a = stay.end, stay.start
+    prior_ip = sum(1 for v in p.visits if v.kind == "IP" and a - 365 * DAY <= v.start < a)
+    prior_ed = sum(1 for v in p.visits if v.kind == "ED" and a - 180 * DAY <= v.start < a)
     last: dict[str, tuple[int, float]] = {}
-    for lab, lt, _, val, _ in p.labs:
-        if t - 365 * DAY <= lt <= t and (lab not in last or lt >= last[lab][0]):
+    for lab, lt, v, val, _ in p.labs:
+        known = lt < t or (v is stay and lt <= t)
+        if known and lt >= t - 365 * DAY and (lab not in last or lt >= last[lab][0]):
             last[lab] = (lt, val)
-    n_meds = len({d for d, s, e, _ in p.drugs if s <= t and e >= t - 90 * DAY})
+    n_meds = len({d for d, s, e, _ in p.drugs if s < t and e >= t})
     feats = {
-        "age": _age_at(p, t), "sex_female": float(p.female), "los_days": (stay.end - stay.start) / DAY,
+        "age": _completed_years(p, t), "sex_female": float(p.female), "los_days": (stay.end - stay.start) / DAY,
         "prior_inpatient_365d": float(prior_ip), "prior_ed_180d": float(prior_ed),
         "charlson": float(_charlson(st, t)),
     }
