@@ -21,8 +21,10 @@ from .obfuscation import ObfuscatorPool, default_pool
 
 __all__ = ["raw_encrypt_plaintexts", "resolve_workers", "shutdown_workers", "PARALLEL_MIN_CIPHERTEXTS"]
 
-#: with ``workers=None``, vectors of at least this many ciphertexts are encrypted in worker processes
-PARALLEL_MIN_CIPHERTEXTS = 1024
+#: with ``workers=None``, vectors of at least this many ciphertexts (about a second of work in one process
+#: with a 2048-bit key; 280,000 values) are encrypted in worker processes; shorter ones are not worth the
+#: start-up of the workers (process start, imports and their own DJN tables: 1-3 s the first time)
+PARALLEL_MIN_CIPHERTEXTS = 8192
 #: with ``workers=None``, at most this many processes
 MAX_AUTO_WORKERS = 8
 

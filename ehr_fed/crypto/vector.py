@@ -181,8 +181,8 @@ def encrypt_vector(
         Fractional bits below ``2**ceil(log2(bound))``. Decoded sums of ``T`` terms are within
         ``T * bound * 2**-frac_bits`` of the exact sums (see :mod:`ehr_fed.crypto.encoding`).
     workers : int, optional
-        Processes for encryption. ``None``: in-process for short vectors, all cores (at most 8) for vectors
-        of more than ~1,000 ciphertexts. ``1``: never spawn.
+        Processes for encryption. ``None``: in this process below 8,192 ciphertexts (about 280,000 values
+        with a 2048-bit key), else all cores (at most 8). ``1``: never spawn.
     terms : int, default 1
         Number of bound-limited terms each entry already aggregates (e.g. the site's rows in a local
         histogram, each row contributing at most ``bound``). The vector starts with ``n_terms = terms``.
