@@ -46,6 +46,7 @@ def test_round_trip_with_schema_alias():
         ({"schema": "cdm; drop table person"}, "is not a plain identifier"),
         ({"visit_occurrence": {"start_time_fields": ["visit start"]}}, "are not column names"),
         ({"visits": {}}, "Extra inputs are not permitted"),
+        ({"memory_limit": "1GB'; SET x"}, "is not a size"),
     ],
 )
 def test_mistakes_are_refused(data, message):

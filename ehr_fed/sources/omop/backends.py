@@ -333,8 +333,11 @@ class PostgresBackend(OmopBackend):
         if id_filter is not None:
             col, query = id_filter
             ids = [int(r[0]) for r in con.execute(query).fetchall() if r[0] is not None]
-            sql += f" WHERE CAST({ident(present[col])} AS numeric) = ANY(:ids)"
-            params["ids"] = ids
+            if ids:
+                sql += f" WHERE CAST({ident(present[col])} AS numeric) = ANY(:ids)"
+                params["ids"] = ids
+            else:
+                sql += " WHERE false"
         cols = ", ".join(f"{ident(c)} VARCHAR" for c in columns)
         con.execute(f"CREATE OR REPLACE TABLE {target} (_row BIGINT, {cols})")
         schema = pa.schema([("_row", pa.int64())] + [(c, pa.string()) for c in columns])

@@ -122,6 +122,19 @@ def build_clinical(b: Build, table: str, stg: str | None) -> None:
         LEFT JOIN {STAGE}.person_map pm ON pm.src_id = {norm_id("s.person_id")}
         LEFT JOIN {CONCEPT} c ON c.id = {bigint(f"s.{p}_concept_id")}
         {" ".join(joins)}"""
+    checks = _checks(table, times, ends)
+    checked = f"{STAGE}.{table}_checked"
+    b.con.execute(f"CREATE TABLE {checked} AS {checked_select(inner, checks)}")
+    b.quarantine_checked(checked, table)
+    columns = [("_time" if c in ("onset_time", "time", "start_time") else c) for c in TABLES[target]]
+    b.con.execute(
+        f'INSERT INTO "{target}" SELECT {", ".join(columns)} FROM {checked} WHERE _reason IS NULL ORDER BY _row'
+    )
+
+
+def _checks(table: str, times: list[str], ends: list[str]) -> list[Check]:
+    """The row checks of a clinical table, first failing one wins."""
+    p = DOMAIN_PREFIX[table]
     where = f"'{ID_COLUMN[table]} ' || coalesce(_id, '?')"
     checks = [
         Check("_src_person IS NULL", "missing_field", f"{where} || ' has no person_id'"),
@@ -162,10 +175,4 @@ def build_clinical(b: Build, table: str, stg: str | None) -> None:
                 f"{where} || ' ends (' || end_time || ') before it starts (' || _time || ')'",
             ),
         ]
-    checked = f"{STAGE}.{table}_checked"
-    b.con.execute(f"CREATE TABLE {checked} AS {checked_select(inner, checks)}")
-    b.quarantine_checked(checked, table)
-    columns = [("_time" if c in ("onset_time", "time", "start_time") else c) for c in TABLES[target]]
-    b.con.execute(
-        f'INSERT INTO "{target}" SELECT {", ".join(columns)} FROM {checked} WHERE _reason IS NULL ORDER BY _row'
-    )
+    return checks

@@ -218,6 +218,13 @@ class OmopOptions(BaseModel):
             raise ValueError(f"schema {value!r} is not a plain identifier (letters, digits, '_')")
         return value
 
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", value.strip(), flags=re.IGNORECASE):
+            raise ValueError(f"memory_limit {value!r} is not a size such as '512MB' or '2GB'")
+        return value.strip()
+
     @model_validator(mode="after")
     def _default_times(self) -> OmopOptions:
         for table in CLINICAL_TABLES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -12,8 +13,10 @@ import duckdb
 from ehr_fed.sources.omop.backends import open_backend
 from ehr_fed.sources.omop.build import STAGE, Build
 from ehr_fed.sources.omop.clinical import build_clinical, stage_clinical
+from ehr_fed.sources.omop.errors import OmopSourceError
 from ehr_fed.sources.omop.options import CLINICAL_TABLES, OmopOptions
 from ehr_fed.sources.omop.person import build_person
+from ehr_fed.sources.omop.sql import literal
 from ehr_fed.sources.omop.visit import build_visit
 from ehr_fed.sources.omop.vocabulary import stage_vocabulary
 from ehr_fed.sources.records import SourceRecords, create_tables
@@ -46,7 +49,6 @@ def read_omop(
     strict: bool = False,
     workdir: str | Path | None = None,
     progress: Any = None,
-    **_: Any,
 ) -> SourceRecords:
     """Read an OMOP CDM source into the record tables of ``docs/internals.md`` section 1.
 
@@ -59,7 +61,7 @@ def read_omop(
     options : OmopOptions or dict, optional
         Reader options (the ``omop:`` key of a site mapping). Default: standard OMOP.
     known_systems : iterable of str, optional
-        Accepted for the common reader signature; OMOP records carry one code each.
+        Accepted for the common reader signature and not used: an OMOP record carries one code.
     strict : bool
         Stop with :class:`~ehr_fed.sources.omop.errors.OmopSourceError` when any row is
         quarantined, instead of reading on.
@@ -81,50 +83,19 @@ def read_omop(
         The path is not an OMOP source, or a required table (``person``, ``visit_occurrence``)
         or column is missing; the message names the file or table and what to do.
     """
-    from ehr_fed.sources.omop.errors import OmopSourceError
-
     if options is None:
         options = OmopOptions()
     elif isinstance(options, dict):
         options = OmopOptions.model_validate(options)
-    database_path = None
-    if workdir is not None:
-        wd = Path(workdir)
-        wd.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="omop-records-", suffix=".duckdb", dir=wd)
-        Path(name).unlink()
-        database_path = Path(name)
-        import os
-
-        os.close(fd)
-    con = duckdb.connect(str(database_path) if database_path else ":memory:")
+    con, database_path = _connect(options, workdir)
     try:
-        con.execute(f"SET memory_limit = '{options.memory_limit}'")
-        if workdir is not None:
-            con.execute(f"SET temp_directory = '{Path(workdir).resolve()}'")
         create_tables(con)
         con.execute(f"CREATE SCHEMA {STAGE}")
         backend = open_backend(con, path, schema=options.db_schema, chunk_rows=options.chunk_rows)
-        steps = ["person", "visit_occurrence", *CLINICAL_TABLES, "vocabulary"]
-        hook, close_bar = _progress_hook(progress, len(steps))
+        b = Build(con=con, backend=backend, options=options)
         try:
-            b = Build(con=con, backend=backend, options=options)
-            build_person(b)
-            hook("person", 1, len(steps))
-            build_visit(b)
-            hook("visit_occurrence", 2, len(steps))
-            staged = {}
-            for i, table in enumerate(CLINICAL_TABLES, start=3):
-                stg = stage_clinical(b, table)
-                if stg is not None:
-                    staged[table] = stg
-                hook(table, i, len(steps))
-            stage_vocabulary(b, staged)
-            for table in CLINICAL_TABLES:
-                build_clinical(b, table, staged.get(table))
-            hook("vocabulary", len(steps), len(steps))
+            _read_tables(b, progress)
         finally:
-            close_bar()
             backend.close(con)
         con.execute(f"DROP SCHEMA {STAGE} CASCADE")
         if strict and len(b.quarantine):
@@ -145,3 +116,49 @@ def read_omop(
         source_records=b.source_records,
         database_path=database_path,
     )
+
+
+def _connect(
+    options: OmopOptions, workdir: str | Path | None
+) -> tuple[duckdb.DuckDBPyConnection, Path | None]:
+    """The records' DuckDB connection: a new file in ``workdir``, else in memory."""
+    database_path = None
+    if workdir is not None:
+        wd = Path(workdir)
+        wd.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="omop-records-", suffix=".duckdb", dir=wd)
+        os.close(fd)
+        database_path = Path(name)
+        database_path.unlink()  # DuckDB creates the file itself
+    con = duckdb.connect(str(database_path) if database_path else ":memory:")
+    try:
+        con.execute(f"SET memory_limit = {literal(options.memory_limit)}")
+        if workdir is not None:
+            con.execute(f"SET temp_directory = {literal(str(Path(workdir).resolve()))}")
+    except BaseException:
+        con.close()
+        raise
+    return con, database_path
+
+
+def _read_tables(b: Build, progress: Any) -> None:
+    """Person, visits, then the clinical tables with the vocabulary subset they use."""
+    steps = ["person", "visit_occurrence", *CLINICAL_TABLES, "vocabulary"]
+    hook, close_bar = _progress_hook(progress, len(steps))
+    try:
+        build_person(b)
+        hook("person", 1, len(steps))
+        build_visit(b)
+        hook("visit_occurrence", 2, len(steps))
+        staged = {}
+        for i, table in enumerate(CLINICAL_TABLES, start=3):
+            stg = stage_clinical(b, table)
+            if stg is not None:
+                staged[table] = stg
+            hook(table, i, len(steps))
+        stage_vocabulary(b, staged)
+        for table in CLINICAL_TABLES:
+            build_clinical(b, table, staged.get(table))
+        hook("vocabulary", len(steps), len(steps))
+    finally:
+        close_bar()

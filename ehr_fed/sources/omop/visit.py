@@ -60,6 +60,33 @@ def build_visit(b: Build) -> None:
         required + ["visit_source_value"] + starts + ends + list(renamed.values()) + extra,
     )
     key = norm_id("s.visit_occurrence_id") if id_field == "visit_occurrence_id" else text(f"s.{id_field}")
+    admit, discharge, priority = _coded_columns(renamed, opts.priority_field)
+    inner = f"""
+        SELECT *, row_number() OVER (PARTITION BY visit_id ORDER BY _row) AS _dup FROM (
+          SELECT s._row, {norm_id("s.visit_occurrence_id")} AS occ_id, {key} AS visit_id,
+            {norm_id("s.person_id")} AS src_person, pm.person_key AS person_id,
+            {first_timestamp(starts)} AS start_time, {any_bad_timestamp(starts)} AS _start_bad,
+            {first_timestamp(ends)} AS end_time, {any_bad_timestamp(ends)} AS _end_bad,
+            'omop:visit_concept_id' AS class_system, {norm_id("s.visit_concept_id")} AS class_code,
+            {admit} AS admit_source, {discharge} AS discharge_disposition, {priority} AS priority,
+            CAST(NULL AS VARCHAR) AS part_of
+          FROM {stg} s LEFT JOIN {STAGE}.person_map pm ON pm.src_id = {norm_id("s.person_id")})"""
+    checks = _visit_checks(id_field, starts, ends)
+    b.con.execute(f"CREATE TABLE {STAGE}.visit_checked AS {checked_select(inner, checks)}")
+    b.quarantine_checked(f"{STAGE}.visit_checked", "visit_occurrence")
+    b.con.execute(
+        'INSERT INTO "visit" SELECT visit_id, person_id, start_time, end_time, class_system, class_code, '
+        f"admit_source, discharge_disposition, priority, part_of FROM {STAGE}.visit_checked "
+        "WHERE _reason IS NULL ORDER BY _row"
+    )
+    b.con.execute(
+        f"CREATE TABLE {STAGE}.visit_map AS SELECT occ_id, visit_id FROM {STAGE}.visit_checked "
+        "WHERE _reason IS NULL AND occ_id IS NOT NULL"
+    )
+
+
+def _coded_columns(renamed: dict[str, str], priority_field: str | None) -> tuple[str, str, str]:
+    """SQL of ``admit_source``, ``discharge_disposition`` and ``priority``."""
 
     def col(name: str) -> str:
         return f"s.{ident(renamed[name])}"
@@ -77,20 +104,13 @@ def build_visit(b: Build) -> None:
         "discharged_to_source_value",
     )
     priority = (
-        _coded(f"s.{ident(opts.priority_field)}", opts.priority_field)
-        if opts.priority_field
-        else "CAST(NULL AS VARCHAR)"
+        _coded(f"s.{ident(priority_field)}", priority_field) if priority_field else "CAST(NULL AS VARCHAR)"
     )
-    inner = f"""
-        SELECT *, row_number() OVER (PARTITION BY visit_id ORDER BY _row) AS _dup FROM (
-          SELECT s._row, {norm_id("s.visit_occurrence_id")} AS occ_id, {key} AS visit_id,
-            {norm_id("s.person_id")} AS src_person, pm.person_key AS person_id,
-            {first_timestamp(starts)} AS start_time, {any_bad_timestamp(starts)} AS _start_bad,
-            {first_timestamp(ends)} AS end_time, {any_bad_timestamp(ends)} AS _end_bad,
-            'omop:visit_concept_id' AS class_system, {norm_id("s.visit_concept_id")} AS class_code,
-            {admit} AS admit_source, {discharge} AS discharge_disposition, {priority} AS priority,
-            CAST(NULL AS VARCHAR) AS part_of
-          FROM {stg} s LEFT JOIN {STAGE}.person_map pm ON pm.src_id = {norm_id("s.person_id")})"""
+    return admit, discharge, priority
+
+
+def _visit_checks(id_field: str, starts: list[str], ends: list[str]) -> list[Check]:
+    """The row checks of ``visit_occurrence``, first failing one wins."""
     where = "'visit_occurrence_id ' || coalesce(occ_id, '?')"
     checks = [
         Check("visit_id IS NULL", "missing_field", f"{where} || ' has no {id_field}'"),
@@ -122,14 +142,4 @@ def build_visit(b: Build) -> None:
             "_dup > 1", "duplicate_id", f"{where} || ': {id_field} ' || visit_id || ' appears more than once'"
         ),
     ]
-    b.con.execute(f"CREATE TABLE {STAGE}.visit_checked AS {checked_select(inner, checks)}")
-    b.quarantine_checked(f"{STAGE}.visit_checked", "visit_occurrence")
-    b.con.execute(
-        'INSERT INTO "visit" SELECT visit_id, person_id, start_time, end_time, class_system, class_code, '
-        f"admit_source, discharge_disposition, priority, part_of FROM {STAGE}.visit_checked "
-        "WHERE _reason IS NULL ORDER BY _row"
-    )
-    b.con.execute(
-        f"CREATE TABLE {STAGE}.visit_map AS SELECT occ_id, visit_id FROM {STAGE}.visit_checked "
-        "WHERE _reason IS NULL AND occ_id IS NOT NULL"
-    )
+    return checks
