@@ -180,8 +180,8 @@ def federation_from_yaml(path: str | Path, *, study: str | Path | None = None, e
     if kind != "in_process":
         raise FederationConfigError(f"{path}: transport kind {kind!r} is not one of ['in_process', 'flower']")
     cache = Path(cache_dir) if cache_dir is not None else base / ".ehr_fed_cache"
-    tables = {sid: _site_table(s, base, study_path, cache, source) for sid, s in zip(ids, sites)}
-    site_policies = {sid: _policy(s["privacy"], base) for sid, s in zip(ids, sites) if "privacy" in s}
+    tables = {sid: _site_table(s, base, study_path, cache, source) for sid, s in zip(ids, sites, strict=False)}
+    site_policies = {sid: _policy(s["privacy"], base) for sid, s in zip(ids, sites, strict=False) if "privacy" in s}
     kwargs.setdefault("workers", transport.get("workers", "threads"))
     return Federation.in_process(
         tables, policy=policy, encrypted=encrypted, key_bits=key_bits, allow_insecure=allow_insecure,

@@ -17,7 +17,7 @@ from ehr_fed.federation import he
 from ehr_fed.federation.checkpoint import Journal, params_hash
 from ehr_fed.federation.keys import CoordinatorKeys, SiteKeys, run_ceremony
 from ehr_fed.federation.messages import ProtocolError, Reply, TaskMessage, new_nonce
-from ehr_fed.federation.payload import PayloadTypeError, validate
+from ehr_fed.federation.payload import validate
 from ehr_fed.federation.results import QueryResult, SecureSumResult
 from ehr_fed.federation.signing import contribution_digest
 from ehr_fed.federation.site import SiteNode

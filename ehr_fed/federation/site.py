@@ -172,7 +172,7 @@ class SiteNode:
             deps = [d for d in deps if d in result]
             out = suppress(np.asarray(result[cname]), self.policy.min_cell_count,
                            *[np.asarray(result[d]) for d in deps])
-            for name, arr in zip([cname, *deps], out[:-1]):
+            for name, arr in zip([cname, *deps], out[:-1], strict=False):
                 # a suppressed scalar becomes None (payloads carry no non-finite scalars)
                 result[name] = arr if np.ndim(result[name]) else (None if np.isnan(arr) else float(arr))
             if out[-1]:

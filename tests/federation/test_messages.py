@@ -55,7 +55,7 @@ def _eq(a, b):
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_eq(a[k], b[k]) for k in a)
     if isinstance(a, list):
-        return isinstance(b, list) and len(a) == len(b) and all(_eq(x, y) for x, y in zip(a, b))
+        return isinstance(b, list) and len(a) == len(b) and all(_eq(x, y) for x, y in zip(a, b, strict=False))
     return a == b and type(a) is type(b)
 
 
