@@ -42,7 +42,7 @@ from ehr_fed.models.base import (
 )
 
 from .binning import BinMapper, local_bin_edges
-from .federated import FederatedHistogramSource
+from .federated import FederatedHistogramSource, check_all_sites
 from .grower import GrowParams, LocalHistogramSource, grow_tree
 from .histogram import sigmoid
 from .packing import choose_precision, field_widths, word_layout
@@ -223,7 +223,10 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             )
         names = self._federated_features(fed)
         n_sites = len(fed.site_ids)
-        stats = np.asarray(fed.secure_sum("gbdt.init", {}, {"stats": (ROW_BOUND, n_sites)})["stats"])
+        init = fed.secure_sum("gbdt.init", {}, {"stats": (ROW_BOUND, n_sites)})
+        sites = list(getattr(init, "contributors", None) or fed.site_ids)
+        check_all_sites(init, list(fed.site_ids), "gbdt.init")
+        stats = np.asarray(init["stats"])
         n_total, n_pos = float(np.rint(stats[0])), float(np.rint(stats[1]))
         _check_labels(None, n_total, n_pos)
         self._min_count_ = self._min_count(fed)
@@ -231,7 +234,10 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         if self.bin_edges is not None:
             cuts = self.bin_edges
         else:
-            from ehr_fed.stats import federated_bin_edges
+            try:
+                from ehr_fed.stats import federated_bin_edges
+            except ImportError:  # the stats package re-exports it once it is complete
+                from ehr_fed.stats.federated import federated_bin_edges
 
             edges = federated_bin_edges(fed, names, self.max_bin)
             cuts = [edges[n] for n in names] if isinstance(edges, dict) else list(edges)
@@ -247,7 +253,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             "min_count": int(self._min_count_),
         }
         words = word_layout(field_widths(int(n_total), self.precision_, common["channels"]))
-        source = FederatedHistogramSource(fed, common, words)
+        source = FederatedHistogramSource(fed, common, words, sites=sites)
         self.n_sites_ = n_sites
         return source, mapper, n_total, n_pos, names
 
@@ -293,7 +299,8 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Raw margins (log-odds), float32 as XGBoost computes them; shape (n_rows,)."""
-        return predict_margin(self.trees_, self._X(X), self.base_score_)
+        Xa = self._X(X)
+        return predict_margin(self.trees_, Xa, self.base_score_)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, shape (n_rows, 2)."""

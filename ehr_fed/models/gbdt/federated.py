@@ -17,7 +17,7 @@ import numpy as np
 from .packing import WordLayout, unpack
 from .predictor import Tree
 
-__all__ = ["FederatedHistogramSource", "histogram_layout"]
+__all__ = ["FederatedHistogramSource", "IncompleteSumError", "check_all_sites", "histogram_layout"]
 
 
 def histogram_layout(n_sites: int) -> dict[str, tuple[float, int]]:
@@ -36,15 +36,20 @@ class FederatedHistogramSource:
         channels, min_count).
     words : WordLayout
         How each bin's fields are packed.
+    sites : list of str, optional
+        The sites that contributed to the pooled counts; every histogram must come from exactly these
+        (a sum missing a site would not be the pooled histogram, and sibling subtraction would break).
     """
 
-    def __init__(self, federation: Any, common: dict, words: WordLayout, training_id: str | None = None):
+    def __init__(self, federation: Any, common: dict, words: WordLayout, training_id: str | None = None,
+                 sites: list[str] | None = None):
         self.fed = federation
         self.common = dict(common)
         self.common["training_id"] = training_id or uuid.uuid4().hex
         self.common.update(widths=list(words.widths), word=list(words.word), offset=list(words.offset),
                            n_words=int(words.n_words))
         self.words = words
+        self.sites = sorted(federation.site_ids) if sites is None else sorted(sites)
         self.layout = histogram_layout(len(federation.site_ids))
         self.trees: list[dict] = []
         self.n_requests = 0
@@ -58,13 +63,30 @@ class FederatedHistogramSource:
         params["trees"] = self.trees
         params["tree"] = _routing_payload(tree)
         params["nodes"] = np.asarray(nodes, dtype=np.int64)
-        out = np.asarray(self.fed.secure_sum("gbdt.histograms", params, self.layout)["hist"])
+        res = self.fed.secure_sum("gbdt.histograms", params, self.layout)
+        check_all_sites(res, self.sites, "gbdt.histograms")
+        out = np.asarray(res["hist"])
         self.n_requests += 1
         self.n_values += int(out.size)
         fields = unpack(out, self.words)
         hist = np.zeros(fields.shape[:-1] + (3,), dtype=np.int64)
         hist[..., : fields.shape[-1]] = fields
         return hist
+
+
+class IncompleteSumError(RuntimeError):
+    """A histogram sum lacks a site of the training set."""
+
+
+def check_all_sites(result: Any, sites: list[str], task: str) -> None:
+    """Fail unless ``result`` (a SecureSumResult) combines exactly ``sites``."""
+    got = sorted(getattr(result, "contributors", sites) or sites)
+    if got != sorted(sites):
+        missing = getattr(result, "missing", {}) or {}
+        raise IncompleteSumError(
+            f"{task}: the sum combines sites {got}, but training started with {sorted(sites)}; missing: "
+            f"{missing}. Boosting needs every site in every round: fix the failing site and fit again."
+        )
 
 
 def _routing_payload(tree: Tree) -> dict[str, np.ndarray]:
