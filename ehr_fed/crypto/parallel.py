@@ -54,7 +54,7 @@ def raw_encrypt_with(public_key, plaintexts: list[int], obfuscators: list) -> li
 def _worker_encrypt(n: int, plaintexts: list[int]) -> list[int]:
     """Worker-process entry point: encrypt with this process's pool for the key ``n``."""
     public_key = paillier.PaillierPublicKey(n)
-    obfuscators = default_pool(public_key).take(len(plaintexts))
+    obfuscators = default_pool(public_key, upcoming=len(plaintexts)).take(len(plaintexts))
     return [
         c.to_bytes(-(-c.bit_length() // 8), "big")
         for c in raw_encrypt_with(public_key, plaintexts, obfuscators)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from typing import NamedTuple
 
 import gmpy2
 
@@ -66,7 +67,32 @@ def vector_to_bytes(vector) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def _parse_header(data: bytes):
+class _Header(NamedTuple):
+    magic: bytes
+    version: int
+    flags: int
+    fingerprint: bytes
+    bound: float
+    max_terms: int
+    frac_bits: int
+    slots: int
+    slot_bits: int
+    length: int
+    n_terms: int
+    count: int
+    width: int
+
+    @property
+    def packed(self) -> bool:
+        return bool(self.flags & 1)
+
+    def payload_size(self) -> int:
+        exponents = 0 if self.packed else 4 * self.count
+        return _HEADER.size + exponents + self.count * self.width + _DIGEST_BYTES
+
+
+def _parse_envelope(data: bytes) -> tuple[bytes, _Header]:
+    """Check magic, version, exact size and checksum; return the bytes and the header."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -79,13 +105,22 @@ def _parse_header(data: bytes):
             f"payload is truncated: {len(data)} bytes is shorter than the {_HEADER.size + _DIGEST_BYTES}-byte "
             "header and checksum"
         )
-    fields = _HEADER.unpack_from(data)
-    if fields[1] != FORMAT_VERSION:
+    header = _Header(*_HEADER.unpack_from(data))
+    if header.version != FORMAT_VERSION:
         raise PayloadError(
-            f"unsupported payload format version {fields[1]}: this ehr-fed reads version {FORMAT_VERSION}; "
-            "upgrade ehr-fed on the reading side or re-encrypt with the same version"
+            f"unsupported payload format version {header.version}: this ehr-fed reads version "
+            f"{FORMAT_VERSION}; upgrade ehr-fed on the reading side or re-encrypt with the same version"
         )
-    return data, fields
+    expected = header.payload_size()
+    if len(data) < expected:
+        raise PayloadError(f"payload is truncated: expected {expected} bytes, got {len(data)}")
+    if len(data) > expected:
+        raise PayloadError(
+            f"payload has {len(data) - expected} unexpected trailing bytes (expected {expected})"
+        )
+    if hashlib.sha256(data[:-_DIGEST_BYTES]).digest() != data[-_DIGEST_BYTES:]:
+        raise PayloadError("payload checksum mismatch: the bytes were altered or corrupted in transit")
+    return data, header
 
 
 def vector_from_bytes(public_key, data: bytes):
@@ -102,69 +137,46 @@ def vector_from_bytes(public_key, data: bytes):
     from .vector import EncryptedVector
 
     check_public_key(public_key)
-    data, fields = _parse_header(data)
-    (
-        _,
-        _,
-        flags,
-        fingerprint,
-        bound,
-        max_terms,
-        frac_bits,
-        slots,
-        slot_bits,
-        length,
-        n_terms,
-        count,
-        width,
-    ) = fields
-    packed = bool(flags & 1)
-    expected = _HEADER.size + (0 if packed else 4 * count) + count * width + _DIGEST_BYTES
-    if len(data) < expected:
-        raise PayloadError(f"payload is truncated: expected {expected} bytes, got {len(data)}")
-    if len(data) > expected:
-        raise PayloadError(
-            f"payload has {len(data) - expected} unexpected trailing bytes (expected {expected})"
-        )
-    if hashlib.sha256(data[:-_DIGEST_BYTES]).digest() != data[-_DIGEST_BYTES:]:
-        raise PayloadError("payload checksum mismatch: the bytes were altered or corrupted in transit")
-    if fingerprint != raw_fingerprint(public_key.n):
+    data, h = _parse_envelope(data)
+    if h.fingerprint != raw_fingerprint(public_key.n):
         raise KeyMismatchError(
-            f"payload was encrypted under key {fingerprint.hex()[:16]}, not under the given public key "
+            f"payload was encrypted under key {h.fingerprint.hex()[:16]}, not under the given public key "
             f"{raw_fingerprint(public_key.n).hex()[:16]}; use the federation's public key"
         )
-    layout = _check_layout(public_key, bound, max_terms, frac_bits, slots, slot_bits, length, packed)
-    if count != layout.n_ciphertexts or width != _ciphertext_bytes(public_key):
+    layout = _check_layout(public_key, h)
+    if h.count != layout.n_ciphertexts or h.width != _ciphertext_bytes(public_key):
         raise PayloadError(
-            f"payload holds {count} ciphertexts of {width} bytes; the layout needs {layout.n_ciphertexts} of "
-            f"{_ciphertext_bytes(public_key)} bytes"
+            f"payload holds {h.count} ciphertexts of {h.width} bytes; the layout needs "
+            f"{layout.n_ciphertexts} of {_ciphertext_bytes(public_key)} bytes"
         )
-    if not 1 <= n_terms <= max_terms:
-        raise PayloadError(f"payload claims n_terms={n_terms}, outside [1, max_terms={max_terms}]")
-    pos = _HEADER.size
-    exponents = None
-    if not packed:
-        exponents = struct.unpack_from(f">{count}i", data, pos)
-        pos += 4 * count
-    view = memoryview(data)
+    if not 1 <= h.n_terms <= h.max_terms:
+        raise PayloadError(f"payload claims n_terms={h.n_terms}, outside [1, max_terms={h.max_terms}]")
+    pos, exponents = _HEADER.size, None
+    if not h.packed:
+        exponents = struct.unpack_from(f">{h.count}i", data, pos)
+        pos += 4 * h.count
+    view, width = memoryview(data), h.width
     ciphertexts = [
-        gmpy2.mpz.from_bytes(view[pos + i * width : pos + (i + 1) * width], "big") for i in range(count)
+        gmpy2.mpz.from_bytes(view[pos + i * width : pos + (i + 1) * width], "big") for i in range(h.count)
     ]
     _check_ciphertexts(public_key, ciphertexts)
-    return EncryptedVector(public_key, layout, ciphertexts, n_terms, exponents=exponents)
+    return EncryptedVector(public_key, layout, ciphertexts, h.n_terms, exponents=exponents)
 
 
-def _check_layout(public_key, bound, max_terms, frac_bits, slots, slot_bits, length, packed) -> Layout:
+def _check_layout(public_key, h: _Header) -> Layout:
+    """The layout this key gives for the header's parameters, which must match the header's slots."""
     try:
         layout = make_layout(
-            public_key.n, length, bound=bound, max_terms=max_terms, frac_bits=frac_bits, pack=packed
+            public_key.n, h.length, bound=h.bound, max_terms=h.max_terms, frac_bits=h.frac_bits, pack=h.packed
         )
     except (ValueError, TypeError, EncodingOverflowError) as exc:
         raise PayloadError(f"payload carries an invalid layout: {exc}") from None
-    if (layout.slots_per_ciphertext, layout.slot_bits) != (slots, slot_bits) or (not packed and frac_bits):
+    if (layout.slots_per_ciphertext, layout.slot_bits) != (h.slots, h.slot_bits) or (
+        not h.packed and h.frac_bits
+    ):
         raise PayloadError(
-            f"payload layout is inconsistent: {slots} slots of {slot_bits} bits, but bound={bound}, "
-            f"max_terms={max_terms}, frac_bits={frac_bits} give {layout.slots_per_ciphertext} slots of "
+            f"payload layout is inconsistent: {h.slots} slots of {h.slot_bits} bits, but bound={h.bound}, "
+            f"max_terms={h.max_terms}, frac_bits={h.frac_bits} give {layout.slots_per_ciphertext} slots of "
             f"{layout.slot_bits} bits under this key"
         )
     return layout

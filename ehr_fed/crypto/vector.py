@@ -210,7 +210,7 @@ def encrypt_vector(
     if terms > layout.max_terms:
         raise EncodingOverflowError(f"terms={terms} exceeds max_terms={layout.max_terms}")
     if pool is None:
-        pool = default_pool(public_key)
+        pool = default_pool(public_key, upcoming=layout.n_ciphertexts)
     elif pool.public_key != public_key:
         raise KeyMismatchError("the obfuscator pool was built for a different public key than the vector's")
     if not layout.packed:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import gmpy2
 import pytest
+from phe import paillier
 
 from ehr_fed.crypto import KeyMismatchError, ObfuscatorPool, decrypt_vector, encrypt_vector
+
+# product of two primes (2**255 - 19 and 2**127 - 1): a valid, small, throw-away public modulus
+FIXED_PUBLIC_N = (2**255 - 19) * (2**127 - 1)
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +73,20 @@ def test_pool_parameters_are_validated(public_key, kwargs, match):
         ObfuscatorPool(public_key, **kwargs)
     with pytest.raises(ValueError, match="count must be >= 0, got -1"):
         ObfuscatorPool(public_key, exponent_bits=128, window_bits=2).fill(-1)
+
+
+def test_process_pool_starts_small_and_upgrades_after_heavy_use(monkeypatch):
+    from ehr_fed.crypto import obfuscation
+    from ehr_fed.crypto.obfuscation import DEFAULT_WINDOW_BITS, SMALL_WINDOW_BITS, default_pool
+
+    public_key = paillier.PaillierPublicKey(FIXED_PUBLIC_N)  # a key no other test uses
+    monkeypatch.setattr(obfuscation, "UPGRADE_AFTER_CIPHERTEXTS", 50)
+    try:
+        first = default_pool(public_key, upcoming=10)
+        assert first.window_bits == SMALL_WINDOW_BITS
+        assert default_pool(public_key, upcoming=30) is first
+        upgraded = default_pool(public_key, upcoming=10)
+        assert upgraded is not first and upgraded.window_bits == DEFAULT_WINDOW_BITS
+        assert default_pool(public_key) is upgraded
+    finally:
+        obfuscation._DEFAULT_POOLS.pop(public_key.n, None)
