@@ -164,13 +164,15 @@ def concept_rows(profile: SiteProfile) -> list[tuple]:
 class OmopWriter:
     """Streams patients into an OMOP CDM v5.4 DuckDB database file."""
 
-    def __init__(self, path: Path, profile: SiteProfile, flush_rows: int = 200_000):
+    def __init__(self, path: Path, profile: SiteProfile, flush_rows: int = 50_000):
         self.path = Path(path)
         if self.path.exists():
             self.path.unlink()
         self.profile = profile
         self.con = duckdb.connect(str(self.path))
         self.con.execute("SET threads TO 1")
+        self.con.execute("SET memory_limit = '256MB'")
+        self.con.execute("SET preserve_insertion_order = true")
         for table, cols in CDM.items():
             body = ", ".join(f"{c} {t}" for c, t in cols.items())
             self.con.execute(f"CREATE TABLE {table} ({body})")
