@@ -130,8 +130,7 @@ class GridTransport:
             flower_messages.append(
                 Message(content=to_recorddict(msg.to_flat()), message_type=QUERY, dst_node_id=node)
             )
-        replies = self.grid.send_and_receive(flower_messages, timeout=timeout)
-        for reply in replies:
+        for reply in self._exchange(flower_messages, timeout):
             site_id = by_node.get(reply.metadata.src_node_id)
             if site_id is None:
                 continue
@@ -145,6 +144,22 @@ class GridTransport:
         for site_id in messages:
             out.setdefault(site_id, SiteFailure(site_id, "timeout", f"no reply within {timeout} s"))
         return out
+
+    def _exchange(self, messages: list[Message], timeout: float | None) -> list[Message]:
+        """Push, then pull replies with a short, growing poll interval (the Grid's own
+        ``send_and_receive`` sleeps 3 s between polls, which dominates short rounds)."""
+        pending = set(self.grid.push_messages(messages))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        pause = 0.02
+        while pending and (deadline is None or time.monotonic() < deadline):
+            got = list(self.grid.pull_messages(pending))
+            replies.extend(got)
+            pending.difference_update(m.metadata.reply_to_message_id for m in got)
+            if pending:
+                time.sleep(pause)
+                pause = min(pause * 1.5, 0.5)
+        return replies
 
     def close(self) -> None:
         pass
