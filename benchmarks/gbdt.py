@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         enc, m_enc = federated(True)
         result["federated_encrypted"] = enc
         result["encrypted_identical_to_plaintext"] = all(
-            a.to_routing() == b.to_routing() for a, b in zip(m_enc.trees_, m_plain.trees_))
+            a.to_routing() == b.to_routing() for a, b in zip(m_enc.trees_, m_plain.trees_, strict=True))
         result["ratio_encrypted_vs_plaintext"] = enc["seconds"] / plain["seconds"]
         result["auc_gap_vs_xgboost"] = enc["test_auc"] - result["xgboost_pooled"]["test_auc"]
     result["ratio_plaintext_vs_xgboost"] = plain["seconds"] / result["xgboost_pooled"]["seconds"]

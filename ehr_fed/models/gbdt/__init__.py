@@ -8,8 +8,8 @@ One stage per module, as scikit-learn's histogram boosting: :mod:`.binning` (cut
 :mod:`.persistence` (model files).
 """
 
+from . import site_tasks  # noqa: F401  (registers the gbdt.* site tasks)
 from .estimator import FederatedGradientBoostingClassifier
 from .persistence import load_gbdt, save_gbdt
-from . import site_tasks  # noqa: F401  (registers the gbdt.* site tasks)
 
 __all__ = ["FederatedGradientBoostingClassifier", "load_gbdt", "save_gbdt"]

@@ -115,7 +115,7 @@ def grow_tree(source: HistogramSource, mapper: BinMapper, params: GrowParams) ->
         small = [lo if totals[lo][key] <= totals[hi][key] else hi for _, lo, hi in pairs]
         got = source.histograms(tree, small)
         new = {}
-        for (parent, lo, hi), s, h in zip(pairs, small, got):
+        for (parent, lo, hi), s, h in zip(pairs, small, got, strict=True):
             other = hi if s == lo else lo
             new[s] = h
             new[other] = hists[parent] - h

@@ -79,7 +79,7 @@ def pack(fields: np.ndarray, layout: WordLayout) -> np.ndarray:
     """Integer fields (..., n_fields) -> float words (..., n_words), each ``K * 2**-53`` with ``|K| < 2**52``."""
     fields = np.asarray(fields, dtype=np.int64)
     words = np.zeros(fields.shape[:-1] + (layout.n_words,), dtype=np.int64)
-    for i, (w, o) in enumerate(zip(layout.word, layout.offset)):
+    for i, (w, o) in enumerate(zip(layout.word, layout.offset, strict=True)):
         lim = 1 << (layout.widths[i] - 1)
         if fields[..., i].size and np.abs(fields[..., i]).max() >= lim:
             raise OverflowError(f"histogram field {i} exceeds its {layout.widths[i]}-bit width")
@@ -93,8 +93,8 @@ def unpack(words: np.ndarray, layout: WordLayout) -> np.ndarray:
     out = np.zeros(K.shape[:-1] + (len(layout.widths),), dtype=np.int64)
     for k in range(layout.n_words):
         rest = K[..., k].copy()
-        members = sorted((o, i) for i, (w, o) in enumerate(zip(layout.word, layout.offset)) if w == k)
-        for o, i in members:
+        members = sorted((o, i) for i, (w, o) in enumerate(zip(layout.word, layout.offset, strict=True)) if w == k)
+        for _o, i in members:
             width = layout.widths[i]
             half = 1 << (width - 1)
             low = ((rest + half) & ((1 << width) - 1)) - half  # balanced residue

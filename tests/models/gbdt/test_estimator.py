@@ -14,7 +14,7 @@ SMALL = dict(n_estimators=4, max_depth=3, max_bin=16, learning_rate=0.3)
 
 def _same_trees(a, b):
     assert len(a.trees_) == len(b.trees_)
-    for s, t in zip(a.trees_, b.trees_):
+    for s, t in zip(a.trees_, b.trees_, strict=True):
         assert s.to_routing() == t.to_routing()
         assert s.count == t.count and s.sum_hessian == t.sum_hessian and s.loss_change == t.loss_change
 
@@ -43,7 +43,7 @@ def test_bin_edges_come_from_federated_quantiles(fed_plain_model, plain_fed):
     from ehr_fed.stats.federated import federated_bin_edges
 
     edges = federated_bin_edges(plain_fed, FEATURES, 16)
-    for name, cuts in zip(FEATURES, fed_plain_model.bin_edges_):
+    for name, cuts in zip(FEATURES, fed_plain_model.bin_edges_, strict=True):
         assert np.array_equal(cuts, np.unique(edges[name].astype(np.float32)))
 
 
