@@ -213,7 +213,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         return source, mapper, y.size, y.sum(), names
 
     def _setup_federated(self, fed: Any):
-        from . import site_tasks  # noqa: F401  (registers the site tasks)
+        from . import tasks  # noqa: F401  (registers the site tasks)
 
         fed_encrypted = getattr(fed, "encrypted", None)
         if self.encrypted and fed_encrypted is False:

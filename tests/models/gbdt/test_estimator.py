@@ -91,7 +91,7 @@ def test_encrypted_model_needs_an_encrypting_federation(plain_fed):
 
 
 def test_stateless_sites_recompute_from_the_trees_in_the_request(plain_fed, fed_plain_model):
-    from ehr_fed.models.gbdt import site_tasks
+    from ehr_fed.models.gbdt import tasks as site_tasks
 
     calls = []
 

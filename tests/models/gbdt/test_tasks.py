@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ehr_fed.federation import SiteContext
-from ehr_fed.models.gbdt import site_tasks
+from ehr_fed.models.gbdt import tasks as site_tasks
 from ehr_fed.models.gbdt.binning import local_bin_edges
 from ehr_fed.models.gbdt.packing import field_widths, unpack, word_layout
 from ehr_fed.models.gbdt.predictor import Tree
