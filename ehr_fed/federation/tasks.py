@@ -104,6 +104,20 @@ def registered_tasks() -> list[str]:
     return sorted(_REGISTRY)
 
 
+#: modules whose @site_task functions ship with ehr-fed (they register on import); a site loads
+#: them all, so a SiteNode in any process (worker, Flower ClientApp) knows every built-in task
+BUILTIN_TASK_MODULES = (
+    "ehr_fed.stats.tasks",
+    "ehr_fed.models.logreg_tasks",
+    "ehr_fed.models.gbdt.site_tasks",
+    "ehr_fed.evaluation.tasks",
+)
+
+
 def _load_builtin_tasks() -> None:
-    # tasks shipped with ehr-fed register on import
-    import ehr_fed.stats.tasks  # noqa: F401
+    import importlib
+    import importlib.util
+
+    for name in BUILTIN_TASK_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)

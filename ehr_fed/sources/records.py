@@ -119,7 +119,7 @@ class SourceRecords:
         return self.con.execute(f'SELECT * FROM "{name}"').df()
 
     def count(self, name: str) -> int:
-        return int(self.con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0])
+        return int(self.con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0])
 
     def close(self) -> None:
         self.con.close()

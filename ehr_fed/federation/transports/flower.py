@@ -32,6 +32,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from ehr_fed.federation.messages import ProtocolError, Reply, TaskMessage
+from ehr_fed.federation.tasks import _load_builtin_tasks
 from ehr_fed.federation.transports.base import SiteFailure
 
 log = logging.getLogger(__name__)
@@ -170,28 +171,10 @@ clientapp = ClientApp()
 _SITE_NODES: dict[str, Any] = {}
 
 
-#: modules whose @site_task functions a site must know (they register on import)
-BUILTIN_TASK_MODULES = (
-    "ehr_fed.stats.tasks",
-    "ehr_fed.models.logreg_tasks",
-    "ehr_fed.models.gbdt.tasks",
-    "ehr_fed.evaluation.tasks",
-)
-
-
-def _load_task_modules() -> None:
-    import importlib
-    import importlib.util
-
-    for name in BUILTIN_TASK_MODULES:
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name)
-
-
 def _site_node(context: Context):
     from ehr_fed.federation.site import SiteNode
 
-    _load_task_modules()
+    _load_builtin_tasks()
     path = context.node_config.get("site-config")
     if not path:
         raise RuntimeError("this SuperNode has no 'site-config' in --node-config: point it at the site's YAML")
