@@ -1,1 +1,19 @@
-"""ehr_fed.evaluation."""
+"""Federated evaluation: discrimination and calibration from aggregates, per-site and external validation,
+local-only and LACE baselines, reports.
+
+>>> from ehr_fed.evaluation import evaluate
+>>> result = evaluate(fed, model)                      # doctest: +SKIP
+>>> result.to_frame(); result.plot_roc(); result.plot_calibration()   # doctest: +SKIP
+
+Importing this package registers the ``evaluation.*`` site tasks (:mod:`ehr_fed.evaluation.tasks`).
+"""
+
+from ehr_fed.evaluation import tasks as _tasks  # noqa: F401  (registers the evaluation.* site tasks)
+from ehr_fed.evaluation.federated import EvaluationError, evaluate, lace_baseline, site_table
+from ehr_fed.evaluation.modeljson import model_from_json, model_to_json
+from ehr_fed.evaluation.result import EvaluationResult
+
+__all__ = [
+    "EvaluationError", "EvaluationResult", "evaluate", "lace_baseline", "model_from_json", "model_to_json",
+    "site_table",
+]

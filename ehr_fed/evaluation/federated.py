@@ -1,0 +1,157 @@
+"""Federated evaluation of a fitted model: no patient score leaves a site.
+
+>>> result = evaluate(fed, model)          # doctest: +SKIP
+>>> result.overall["auc"], result.per_site, result.plot_roc()   # doctest: +SKIP
+
+Rounds (all through the federation, subject to each site's policy):
+
+1. ``evaluation.row_count`` (secure sum): pooled rows, to size the encodings.
+2. ``evaluation.score_histograms`` (secure sum): positives / negatives per fine score bin, calibration
+   sums and totals; gives AUC (exact on the bin grid, with a bound), AUPRC, Brier score,
+   calibration-in-the-large and the calibration curve (small cells merged per the policy).
+3. ``evaluation.calibration_step`` (secure sum, a few rounds): Newton-Raphson for the calibration
+   intercept and slope, y ~ a + b logit(p).
+4. ``evaluation.site_metrics`` (query): each site's own metrics, released only with enough events.
+5. ``evaluation.lace_histograms`` (secure sum, optional): the LACE index as the clinical baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import ehr_fed.evaluation.tasks  # noqa: F401  (registers the evaluation.* site tasks)
+from ehr_fed.evaluation.metrics import LOGIT_BOUND, auc_from_histograms, calibration_fit, summarize
+from ehr_fed.evaluation.modeljson import model_digest, model_kind, model_to_json
+from ehr_fed.evaluation.result import EvaluationResult
+
+#: per-site metric columns, in report order
+SITE_COLUMNS = ["released", "n", "positives", "auc", "auprc", "brier", "calibration_in_the_large",
+                "calibration_intercept", "calibration_slope", "note"]
+
+
+class EvaluationError(ValueError):
+    """A federated evaluation cannot be computed (too few rows or events, bad parameters)."""
+
+
+def evaluate(fed: Any, model: Any, *, n_bins: int = 10_000, n_cal_bins: int = 10, per_site: bool = True,
+             lace: bool = True, calibration_rounds: int = 10, tol: float = 1e-8) -> EvaluationResult:
+    """Evaluate ``model`` on every site of ``fed`` without pooling patient-level scores.
+
+    Parameters
+    ----------
+    fed : ehr_fed.federation.Federation
+    model : fitted ehr-fed model, or path of a model file
+        Sent to the sites as its model-file JSON text; each site scores its own table.
+    n_bins : int
+        Equal-width score bins on [0, 1] for AUC / AUPRC / ROC. The AUC is exact for the scores rounded to
+        this grid; ``overall["auc_tie_bound"]`` bounds its distance to the unbinned AUC.
+    n_cal_bins : int
+        Equal-width bins of the calibration curve before small cells are merged.
+    per_site : bool
+        Also ask each site for its own metrics (``result.per_site``).
+    lace : bool
+        Also compute the AUC of the LACE index (``result.lace``) when the sites' tables have ``lace``.
+    calibration_rounds : int
+        Most Newton rounds for the calibration slope.
+    tol : float
+        Newton convergence: largest step of (intercept, slope).
+
+    Returns
+    -------
+    EvaluationResult
+    """
+    if int(n_bins) < 2 or int(n_cal_bins) < 1:
+        raise EvaluationError(f"n_bins must be >= 2 and n_cal_bins >= 1, got n_bins={n_bins}, "
+                              f"n_cal_bins={n_cal_bins}")
+    text = model_to_json(model)
+    n_sites = len(fed.site_ids)
+    n_total, n_pos = pooled_counts(fed)
+    if not (0 < n_pos < n_total):
+        raise EvaluationError(f"the pooled label has {int(n_pos)} positive of {int(n_total)} index events: "
+                              "discrimination needs both outcomes; evaluate on a cohort with events")
+    bound = (max(n_total, 1.0), n_sites)
+    params = {"model": text, "n_bins": int(n_bins), "n_cal_bins": int(n_cal_bins)}
+    layout = {k: bound for k in ("pos", "neg", "cal_n", "cal_p", "cal_y", "totals")}
+    sums = fed.secure_sum("evaluation.score_histograms", params, layout)
+    sums = {k: np.asarray(v, dtype=np.float64) for k, v in sums.items()}
+    overall = summarize(sums, fed.policy.min_cell_count)
+    curve = overall.pop("calibration_curve")
+    a, b = federated_calibration(fed, text, n_total, calibration_rounds, tol)
+    overall.update({"calibration_intercept": a, "calibration_slope": b})
+    return EvaluationResult(
+        overall=overall, calibration_curve=curve, pos=sums["pos"], neg=sums["neg"],
+        per_site=site_table(fed, text) if per_site else None,
+        lace=lace_baseline(fed) if lace else None,
+        sites=list(fed.site_ids), n_bins=int(n_bins), encrypted=bool(fed.encrypted),
+        model_kind=model_kind(text), model_sha256=model_digest(text),
+        min_cell_count=int(fed.policy.min_cell_count),
+    )
+
+
+def pooled_counts(fed: Any) -> tuple[float, float]:
+    """Pooled index events and positives (one secure sum)."""
+    from ehr_fed.models.logreg import ROW_BOUND
+
+    n = np.asarray(fed.secure_sum("evaluation.row_count", {}, {"n": (ROW_BOUND, len(fed.site_ids))})["n"])
+    return float(n[0]), float(n[1])
+
+
+def federated_calibration(fed: Any, text: str, n_total: float, max_iter: int = 10,
+                          tol: float = 1e-8) -> tuple[float, float]:
+    """Calibration intercept and slope, y ~ a + b logit(p), by Newton rounds over secure sums."""
+    bound = (max(n_total, 1.0) * (1.0 + LOGIT_BOUND) ** 2, len(fed.site_ids))
+
+    def step(coef: np.ndarray) -> dict[str, np.ndarray]:
+        return fed.secure_sum("evaluation.calibration_step", {"model": text, "coef": np.asarray(coef)},
+                              {"grad": bound, "info": bound})
+
+    return calibration_fit(step, max_iter=max_iter, tol=tol)
+
+
+def site_table(fed: Any, text: str) -> pd.DataFrame:
+    """Each site's own metrics (``evaluation.site_metrics``); suppressed sites say why."""
+    replies = fed.query("evaluation.site_metrics", {"model": text})
+    rows = {}
+    for sid in fed.site_ids:
+        if sid not in replies:
+            why = replies.missing.get(sid, "no reply")
+            rows[sid] = {"released": False, "note": f"no metrics: {why}"}
+            continue
+        r = dict(replies[sid])
+        rows[sid] = {k: r.get(k) for k in SITE_COLUMNS if k not in ("note",)}
+        rows[sid]["released"] = bool(r.get("released"))
+        rows[sid]["note"] = r.get("reason") or ""
+    df = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=SITE_COLUMNS)
+    df.index.name = "site_id"
+    for c in SITE_COLUMNS[1:-1]:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+    df["released"] = df["released"].fillna(False).astype(bool)
+    df["note"] = df["note"].fillna("").astype(str)
+    return df
+
+
+def lace_baseline(fed: Any) -> dict[str, Any]:
+    """AUC of the LACE index as a risk score, from secure-summed histograms of its values.
+
+    Returns ``{"available": bool, "auc": float, "n": int, "reason": str}``; not available when no
+    site's table has LACE values.
+    """
+    from ehr_fed.evaluation.tasks import LACE_MAX
+    from ehr_fed.models.logreg import ROW_BOUND
+
+    bound = (ROW_BOUND, len(fed.site_ids))
+    s = fed.secure_sum("evaluation.lace_histograms", {}, {"pos": bound, "neg": bound})
+    pos, neg = np.asarray(s["pos"], dtype=float), np.asarray(s["neg"], dtype=float)
+    n = float(pos.sum() + neg.sum())
+    if n == 0:
+        return {"available": False, "auc": None, "n": 0,
+                "reason": "the study has no LACE index values at any site (column 'lace' absent or empty)"}
+    if pos.sum() == 0 or neg.sum() == 0:
+        return {"available": False, "auc": None, "n": int(n),
+                "reason": "the index events with a LACE value have only one outcome"}
+    auc, _ = auc_from_histograms(pos, neg)
+    return {"available": True, "auc": auc, "n": int(round(n)), "reason": "",
+            "values": f"0..{LACE_MAX} (each value one bin: ties counted 1/2, exact)"}
