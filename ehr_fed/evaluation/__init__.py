@@ -9,11 +9,18 @@ Importing this package registers the ``evaluation.*`` site tasks (:mod:`ehr_fed.
 """
 
 from ehr_fed.evaluation import tasks as _tasks  # noqa: F401  (registers the evaluation.* site tasks)
+from ehr_fed.evaluation.external import (
+    SubsetTransport,
+    compare_local_only,
+    leave_one_site_out,
+    subset_federation,
+)
 from ehr_fed.evaluation.federated import EvaluationError, evaluate, lace_baseline, site_table
 from ehr_fed.evaluation.modeljson import model_from_json, model_to_json
 from ehr_fed.evaluation.result import EvaluationResult
 
 __all__ = [
-    "EvaluationError", "EvaluationResult", "evaluate", "lace_baseline", "model_from_json", "model_to_json",
-    "site_table",
+    "EvaluationError", "EvaluationResult", "SubsetTransport", "compare_local_only", "evaluate",
+    "lace_baseline", "leave_one_site_out", "model_from_json", "model_to_json", "site_table",
+    "subset_federation",
 ]

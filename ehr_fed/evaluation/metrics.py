@@ -105,7 +105,7 @@ def calibration_curve(
     at least ``min_cell_count`` events (and positives), so no small cell is shown."""
     points: list[dict[str, float]] = []
     acc_n = acc_p = acc_y = 0.0
-    for n_i, p_i, y_i in zip(count, sum_p, sum_y):
+    for n_i, p_i, y_i in zip(count, sum_p, sum_y, strict=True):
         acc_n, acc_p, acc_y = acc_n + n_i, acc_p + p_i, acc_y + y_i
         big_enough = acc_n >= max(1, min_cell_count) and (
             min_cell_count == 0 or (acc_y >= min_cell_count and acc_n - acc_y >= min_cell_count)
