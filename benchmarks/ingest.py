@@ -117,7 +117,10 @@ def child(mode: str, folder: str) -> None:
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0, c0 = time.perf_counter(), _cpu()
     if mode == "read":
-        with read_source("fhir", folder, workdir=Path(folder).parent / "work", progress=False) as rec:
+        options = {"memory_limit": os.environ["EHR_FED_BENCH_MEMORY_LIMIT"]} \
+            if os.environ.get("EHR_FED_BENCH_MEMORY_LIMIT") else None
+        with read_source("fhir", folder, options=options, workdir=Path(folder).parent / "work",
+                         progress=False) as rec:
             seconds = time.perf_counter() - t0
             out = {"resources": sum(rec.source_records.values()),
                    "rows": {t: rec.count(t) for t in ("person", "visit", "condition", "measurement",
@@ -178,15 +181,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample", type=int, help="resources parsed by the fhir.resources baseline")
     parser.add_argument("--root", type=Path, default=Path("/tmp/ehr_fed_bench_ingest"))
     parser.add_argument("--no-harmonize", action="store_true", help="skip the full harmonize runs")
+    parser.add_argument("--memory-limit", help="DuckDB memory limit of the read runs (FhirOptions.memory_limit)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(*args.child)
         return
+    if args.memory_limit:
+        os.environ["EHR_FED_BENCH_MEMORY_LIMIT"] = args.memory_limit
     sizes = args.sizes or ([50_000] if args.quick else [1_000_000, 5_000_000])
     sample = args.sample or (2_000 if args.quick else 20_000)
     template = template_lines()
     report = {"benchmark": "ingest", "template_resources": len(template), "cpu_count": os.cpu_count(),
+              "duckdb_memory_limit": args.memory_limit or "FhirOptions default",
               "baseline_fhir_resources": baseline(template, sample), "sizes": []}
     base = report["baseline_fhir_resources"]
     do_harmonize = not args.no_harmonize and harmonize_available()
