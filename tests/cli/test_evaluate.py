@@ -1,0 +1,107 @@
+"""``ehr-fed evaluate`` on a federation YAML of feature tables: HTML and JSON report, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ehr_fed.cli.main import main
+
+PROJECT = Path(__file__).resolve().parents[2]
+STUDY = PROJECT / "mappings" / "studies" / "readmission_30d.yaml"
+FEATURES = ["age", "los_days", "charlson", "lace"]
+
+
+def study_table(site: str, n: int, seed: int) -> pd.DataFrame:
+    """The study's columns: age, length of stay, Charlson and LACE carry the risk; the rest is missing."""
+    rng = np.random.default_rng(seed)
+    names = [f["name"] for f in yaml.safe_load(STUDY.read_text())["features"]]
+    cols = {name: np.full(n, np.nan) for name in names}
+    cols["age"] = rng.normal(65, 12, n)
+    cols["los_days"] = rng.exponential(4, n)
+    cols["charlson"] = rng.integers(0, 8, n).astype(float)
+    cols["lace"] = np.clip(np.round(np.minimum(cols["los_days"], 7) + cols["charlson"]), 0, 19)
+    eta = -4 + 0.03 * cols["age"] + 0.1 * cols["los_days"] + 0.2 * cols["charlson"]
+    label = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype("int8")
+    meta = {"site_id": site, "person_key": [f"{seed:02x}{i:014x}" for i in range(n)],
+            "index_time": pd.Timestamp("2022-01-01"), "label": label}
+    return pd.DataFrame({**meta, **cols})
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from ehr_fed.federation import Federation
+    from ehr_fed.models import FederatedLogisticRegression
+
+    root = tmp_path_factory.mktemp("fed")
+    sites, tables = [], {}
+    for i, n in enumerate((300, 350, 320)):
+        sid = f"site_{'abc'[i]}"
+        tables[sid] = study_table(sid, n, 60 + i)
+        tables[sid].to_parquet(root / f"{sid}.parquet", index=False)
+        sites.append({"id": sid, "table": f"{sid}.parquet"})
+    cfg = {"study": str(STUDY), "sites": sites, "transport": {"kind": "in_process"},
+           "privacy": {"min_cell_count": 10, "min_sites": 3, "max_params_fraction": 0.3}}
+    path = root / "federation.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with Federation.in_process(tables, policy=cfg["privacy"], encrypted=False) as fed:
+        model = FederatedLogisticRegression(encrypted=False, features=FEATURES).fit(fed)
+    model.save(root / "model.json")
+    return path, root / "model.json", tables, model
+
+
+def test_evaluate_writes_html_and_json_reports(setup, tmp_path, capsys):
+    from sklearn.metrics import roc_auc_score
+
+    fed_yaml, model_file, tables, model = setup
+    out, js = tmp_path / "report.html", tmp_path / "report.json"
+    rc = main(["evaluate", "--federation", str(fed_yaml), "--model", str(model_file), "--out", str(out),
+               "--json", str(js), "--plaintext", "--bins", "5000", "--folds", "3"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "over 3 sites (plaintext sums)" in cap.err and f"report written to {out}" in cap.err
+    assert "AUC (c-statistic)" in cap.out and "LACE index AUC (baseline)" in cap.out
+    html = out.read_text()
+    assert html.count("data:image/png;base64,") == 2 and "odds_ratio" in html and "Table 1" in html
+    data = json.loads(js.read_text())
+    pooled = pd.concat(tables.values())
+    auc = roc_auc_score(pooled["label"], model.predict_proba(pooled)[:, 1])
+    assert abs(data["evaluation"]["overall"]["auc"] - auc) < 1e-3
+    assert data["evaluation"]["lace"]["auc"] == pytest.approx(roc_auc_score(pooled["label"], pooled["lace"]))
+    assert [r["site_id"] for r in data["evaluation"]["local_only"]] == ["site_a", "site_b", "site_c"]
+    assert data["evaluation"]["local_only"][0]["k"] == 3
+
+
+def test_evaluate_without_local_only(setup, tmp_path, capsys):
+    fed_yaml, model_file, _, _ = setup
+    out = tmp_path / "r.html"
+    rc = main(["evaluate", "--federation", str(fed_yaml), "--model", str(model_file), "--out", str(out),
+               "--plaintext", "--no-local-only", "--bins", "1000"])
+    assert rc == 0, capsys.readouterr().err
+    assert "local_cv_auc" not in out.read_text()
+
+
+def test_evaluate_missing_model_file_fails_clearly(setup, tmp_path, capsys):
+    fed_yaml, _, _, _ = setup
+    rc = main(["evaluate", "--federation", str(fed_yaml), "--model", str(tmp_path / "nope.json"),
+               "--out", str(tmp_path / "r.html"), "--plaintext"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "error: model file" in err and "nope.json does not exist" in err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_evaluate_refused_by_min_sites_fails_clearly(setup, tmp_path, capsys):
+    fed_yaml, model_file, _, _ = setup
+    cfg = yaml.safe_load(fed_yaml.read_text())
+    cfg["privacy"]["min_sites"] = 4
+    strict = fed_yaml.with_name("strict.yaml")
+    strict.write_text(yaml.safe_dump(cfg))
+    rc = main(["evaluate", "--federation", str(strict), "--model", str(model_file),
+               "--out", str(tmp_path / "r.html"), "--plaintext"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "error:" in err and "min_sites=4" in err
