@@ -18,6 +18,9 @@ key ceremony at ``--key-bits`` (2048 by default). Measured in the same run, on t
   The same estimate is given for ``encrypt_vector(..., pack=False)`` (one ciphertext per value, but the
   engine's precomputed obfuscators).
 
+Wall times on a shared machine depend on the other load (``load_average_1min`` is reported); CPU times
+(``time.process_time``: every thread of this process, i.e. all sites) are given beside them.
+
 Prints one JSON document. ``--quick``: 3 sites x 5,000 rows x 10 features, 1024-bit keys (smoke run only).
 """
 
@@ -56,9 +59,15 @@ def make_sites(n_sites: int, rows: int, n_features: int, seed: int = 0) -> dict[
     return tables
 
 
-def _wall(fn):
-    start = time.perf_counter()
+CPU: dict[str, float] = {}
+
+
+def _wall(fn, name: str | None = None):
+    """Wall time of ``fn()`` (and, under ``name``, the CPU time of this process: every thread, all sites)."""
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn()
+    if name:
+        CPU[name] = time.process_time() - cpu
     return time.perf_counter() - start, out
 
 
@@ -76,7 +85,7 @@ def pooled_sklearn(tables: dict[str, pd.DataFrame], solver: str) -> tuple[float,
     pipe = make_pipeline(SimpleImputer(strategy="mean", add_indicator=True), StandardScaler(), lr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t, _ = _wall(lambda: pipe.fit(X, y))
+        t, _ = _wall(lambda: pipe.fit(X, y), f"pooled_{solver}")
     scaler = pipe[1]
     coef = lr.coef_.ravel() / scaler.scale_  # on the imputed (unstandardized) scale
     return t, coef
@@ -129,9 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
     t_keys, fed = _wall(lambda: Federation.in_process(tables, policy=policy, encrypted=True,
                                                       key_bits=args.key_bits,
                                                       allow_insecure=args.key_bits < 2048))
-    t_enc, enc = _wall(lambda: FederatedLogisticRegression().fit(fed))
+    t_enc, enc = _wall(lambda: FederatedLogisticRegression().fit(fed), "encrypted")
     plain_fed = Federation.in_process(tables, policy=policy, encrypted=False)
-    t_plain, plain = _wall(lambda: FederatedLogisticRegression(encrypted=False).fit(plain_fed))
+    t_plain, plain = _wall(lambda: FederatedLogisticRegression(encrypted=False).fit(plain_fed), "plaintext")
     t_lbfgs, coef_lbfgs = pooled_sklearn(tables, "lbfgs")
     t_newton, coef_newton = pooled_sklearn(tables, "newton-cholesky")
 
@@ -180,6 +189,13 @@ def main(argv: list[str] | None = None) -> dict:
             "plain_phe_vs_encrypted": round(t_phe / t_enc, 3),
             "engine_unpacked_vs_encrypted": round(t_unpacked / t_enc, 3),
         },
+        "cpu_s": {k: round(v, 3) for k, v in CPU.items()},
+        "cpu_ratios": {
+            "encrypted_vs_pooled_sklearn_lbfgs": round(CPU["encrypted"] / CPU["pooled_lbfgs"], 3),
+            "encrypted_vs_pooled_sklearn_newton_cholesky": round(CPU["encrypted"] / CPU["pooled_newton-cholesky"], 3),
+            "encrypted_vs_plaintext_federated": round(CPU["encrypted"] / CPU["plaintext"], 3),
+        },
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "target": "encrypted_vs_pooled_sklearn <= 2",
     }
     fed.close()

@@ -116,7 +116,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         self.features = features
 
     # ------------------------------------------------------------------------------------------ fit
-    def _validate_params(self) -> None:  # noqa: D401 - scikit-learn's name
+    def _check_params(self) -> None:
         problems = []
         if self.penalty not in ("none", "l2"):
             problems.append(f"penalty must be 'none' or 'l2', got {self.penalty!r}")
@@ -152,7 +152,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         """
         import ehr_fed.models.logreg_tasks  # noqa: F401  (registers the site tasks)
 
-        self._validate_params()
+        self._check_params()
         self._check_encryption(federation)
         study = _study_spec(federation)
         names = self._feature_names(federation, study)
@@ -190,7 +190,10 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
             if sep:
                 raise PerfectSeparationError(_separation_message(sep, "an empty cell in its table with "
                                                                        "the label"), sep)
-        self._newton(federation, prep, terms, n_total, n_pos, n_sites, callback)
+        try:
+            self._newton(federation, prep, terms, n_total, n_pos, n_sites, callback)
+        finally:
+            ehr_fed.models.logreg_tasks.clear_design_cache()
         self.preprocessor_ = prep
         self.feature_names_in_ = np.asarray(names, dtype=object)
         self.n_features_in_ = len(names)

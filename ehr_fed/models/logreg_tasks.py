@@ -17,6 +17,11 @@ Parameters travel as plain data (lists, str, float), so every transport can carr
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
+import weakref
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -34,6 +39,46 @@ from ehr_fed.models.logreg_newton import site_newton_statistics, with_intercept
 #: largest absolute feature value a site accepts in ``models.preprocess_sums``; the public bound from which the
 #: secure-sum encoding of raw sums is sized (clinical quantities in canonical units are far below it)
 VALUE_BOUND = 1.0e5
+
+
+#: designs built for recent (table, preprocessing) pairs: the Newton rounds of one fit reuse the site's design
+_DESIGNS: OrderedDict[tuple, tuple[weakref.ref, np.ndarray, np.ndarray]] = OrderedDict()
+_DESIGNS_LOCK = threading.Lock()
+_MAX_DESIGNS = 8
+
+
+def clear_design_cache() -> None:
+    """Forget the cached designs (the coordinator's fit calls this when it ends, for in-process sites)."""
+    with _DESIGNS_LOCK:
+        _DESIGNS.clear()
+
+
+def site_design(table: pd.DataFrame, state: dict, fit_intercept: bool, label: str,
+                site_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """The site's design ``Z`` (with the intercept column) and labels, cached across Newton rounds.
+
+    The cache is keyed by the table object (held weakly, so a new or collected table never matches) and a
+    digest of the preprocessing state; it holds at most a few designs.
+    """
+    digest = hashlib.sha256(json.dumps([state, fit_intercept, label], sort_keys=True).encode()).hexdigest()
+    key = (id(table), len(table), digest)
+    with _DESIGNS_LOCK:
+        hit = _DESIGNS.get(key)
+        if hit is not None and hit[0]() is table:
+            _DESIGNS.move_to_end(key)
+            return hit[1], hit[2]
+    X = validate_feature_table(table, state["feature_names"], f"site {site_id}")
+    Z = with_intercept(design_matrix(X, state), fit_intercept)
+    y = _labels(table, label)
+    try:
+        ref = weakref.ref(table)
+    except TypeError:  # not weak-referenceable: do not cache
+        return Z, y
+    with _DESIGNS_LOCK:
+        _DESIGNS[key] = (ref, Z, y)
+        while len(_DESIGNS) > _MAX_DESIGNS:
+            _DESIGNS.popitem(last=False)
+    return Z, y
 
 
 def _labels(table: pd.DataFrame, label: str) -> np.ndarray:
@@ -83,9 +128,8 @@ def newton_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str
     """Gradient, Hessian upper triangle and log-likelihood of the site's rows at ``params['beta']``."""
     beta = np.asarray(params["beta"], dtype=float)
     ctx.policy.check_params(int(beta.size), int(len(table)), "logreg.newton", ctx.site_id)
-    state = params["preprocess"]
-    X = validate_feature_table(table, state["feature_names"], f"site {ctx.site_id}")
-    Z = with_intercept(design_matrix(X, state), bool(params["fit_intercept"]))
+    Z, y = site_design(table, params["preprocess"], bool(params["fit_intercept"]), params.get("label", "label"),
+                       ctx.site_id)
     if Z.shape[1] != beta.size:
         raise ValueError(f"site {ctx.site_id}: design has {Z.shape[1]} columns but beta has {beta.size}")
-    return site_newton_statistics(Z, _labels(table, params.get("label", "label")), beta)
+    return site_newton_statistics(Z, y, beta)
