@@ -15,6 +15,16 @@ def register(subparsers) -> None:
     a = sub.add_parser("audit", help="summarise a site's audit log (what it released)")
     a.add_argument("log")
     a.set_defaults(func=audit)
+    s = sub.add_parser(
+        "serve",
+        help="serve the site on a local socket for its Flower SuperNode (see docs/deployment.md)",
+        description="Keep the site (feature table, policy, keys, audit log) loaded and answer the "
+        "messages its SuperNode's ClientApp relays over a Unix socket. Start the SuperNode with "
+        "--node-config 'site-id=\"ID\" site-config=\"CONFIG\" site-socket=\"SOCKET\"'.",
+    )
+    s.add_argument("config", help="the site YAML")
+    s.add_argument("--socket", required=True, help="path of the Unix socket to create (mode 0600)")
+    s.set_defaults(func=serve)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
@@ -38,4 +48,14 @@ def audit(args: argparse.Namespace) -> int:
     print(json.dumps({"entries": len(entries), "bytes": sum(e.get("bytes", 0) for e in entries),
                       "by_task": [{"task": t, "action": a, "kind": k, "n": n} for (t, a, k), n in by.items()]},
                      indent=1))
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    from ehr_fed.federation.transports.flower_site import serve as serve_site
+
+    try:
+        serve_site(args.config, args.socket)
+    except KeyboardInterrupt:
+        pass
     return 0

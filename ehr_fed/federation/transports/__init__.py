@@ -1,6 +1,14 @@
-"""Transports: in-process (here) and Flower (``ehr_fed.federation.transports.flower``, imported lazily)."""
+"""Transports: how a coordinator reaches its sites (in-process, Flower)."""
 
-from ehr_fed.federation.transports.base import SiteFailure, Transport
-from ehr_fed.federation.transports.in_process import InProcessTransport
+from __future__ import annotations
 
-__all__ = ["InProcessTransport", "SiteFailure", "Transport"]
+import importlib
+
+_EXPORTS = {"SiteFailure": "base", "Transport": "base", "InProcessTransport": "in_process"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"ehr_fed.federation.transports.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'ehr_fed.federation.transports' has no attribute {name!r}")

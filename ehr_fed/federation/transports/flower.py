@@ -32,7 +32,6 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from ehr_fed.federation.messages import ProtocolError, Reply, TaskMessage
-from ehr_fed.federation.tasks import _load_builtin_tasks
 from ehr_fed.federation.transports.base import SiteFailure
 
 log = logging.getLogger(__name__)
@@ -173,6 +172,7 @@ _SITE_NODES: dict[str, Any] = {}
 
 def _site_node(context: Context):
     from ehr_fed.federation.site import SiteNode
+    from ehr_fed.federation.tasks import _load_builtin_tasks
 
     _load_builtin_tasks()
     path = context.node_config.get("site-config")
@@ -186,14 +186,21 @@ def _site_node(context: Context):
 
 @clientapp.query("ehrfed_identify")
 def identify(msg: Message, context: Context) -> Message:
-    site_id = context.node_config.get("site-id") or _site_node(context).site_id
+    site_id = context.node_config.get("site-id")
+    if not site_id:
+        site_id = _site_node(context).site_id
     return Message(content=RecordDict({"config": ConfigRecord({"site-id": str(site_id)})}), reply_to=msg)
 
 
 @clientapp.query("ehrfed")
 def answer(msg: Message, context: Context) -> Message:
-    node = _site_node(context)
-    reply = node.handle(TaskMessage.from_flat(from_recorddict(msg.content)))
+    flat = from_recorddict(msg.content)
+    socket_path = context.node_config.get("site-socket")
+    if socket_path:  # the site's long-lived service (see flower_site)
+        from ehr_fed.federation.transports.flower_site import ask
+
+        return Message(content=to_recorddict(ask(str(socket_path), flat)), reply_to=msg)
+    reply = _site_node(context).handle(TaskMessage.from_flat(flat))
     return Message(content=to_recorddict(reply.to_flat()), reply_to=msg)
 
 

@@ -82,11 +82,15 @@ class LoopbackDeployment:
         ``--node-config site-id=... site-config=...``: only that SuperNode reads it).
     workdir : path, optional
         Where certificates, logs and the Flower home go (a temporary folder by default).
+    site_services : bool
+        Run each site as a long-lived service beside its SuperNode (as a hospital does; see
+        :mod:`ehr_fed.federation.transports.flower_site`) instead of building it for every message.
     """
 
     site_configs: dict[str, str | Path]
     workdir: Path | None = None
     port: int = 0
+    site_services: bool = True
     tls: TlsFiles | None = None
     _procs: list[_Proc] = field(default_factory=list)
 
@@ -125,8 +129,11 @@ class LoopbackDeployment:
             ],
         )
         self._wait_for_port(self.port, timeout)
+        sockets = self._start_site_services(timeout) if self.site_services else {}
         for site_id, config in self.site_configs.items():
             node_config = f'site-id="{site_id}" site-config="{Path(config).resolve()}"'
+            if site_id in sockets:
+                node_config += f' site-socket="{sockets[site_id]}"'
             self._spawn(
                 f"supernode-{site_id}",
                 [
@@ -141,6 +148,30 @@ class LoopbackDeployment:
         self._write_flwr_config()
         self._wait_for_nodes(len(self.site_configs), timeout)
         return self
+
+    def _start_site_services(self, timeout: float) -> dict[str, Path]:
+        """One long-lived site service per site (see :mod:`flower_site`), like a hospital runs."""
+        folder = self.workdir / "sockets"
+        if len(str(folder)) > 80:  # AF_UNIX paths are limited to ~107 bytes
+            folder = Path(tempfile.mkdtemp(prefix="ehrfed-sock-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        sockets = {sid: folder / f"{sid}.sock" for sid in self.site_configs}
+        procs = {
+            sid: self._spawn(
+                f"site-{sid}",
+                [sys.executable, "-m", "ehr_fed.federation.transports.flower_site",
+                 str(Path(cfg).resolve()), str(sockets[sid])],
+            )
+            for sid, cfg in self.site_configs.items()
+        }
+        deadline = time.monotonic() + timeout
+        for sid, proc in procs.items():
+            while "ready" not in proc.log_path.read_text(errors="replace"):
+                self._check_alive()
+                if time.monotonic() > deadline:
+                    raise FlowerDeploymentError(f"the site service of {sid} did not start within {timeout:.0f} s")
+                time.sleep(0.2)
+        return sockets
 
     def _write_flwr_config(self) -> None:
         self.flwr_home.mkdir(parents=True, exist_ok=True)
