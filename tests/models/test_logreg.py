@@ -333,3 +333,13 @@ def test_sites_with_different_columns_fail_with_a_diff(tables3):
     with pytest.raises(ValueError, match=r"1 site\(s\) have feature columns that differ") as exc:
         fit_quiet(FederatedLogisticRegression(encrypted=False), plain_federation(tables))
     assert "-los_days" in str(exc.value) and "+length_of_stay" in str(exc.value)
+
+
+def test_package_exports():
+    import ehr_fed.models as models
+    from ehr_fed.models.gbdt import FederatedGradientBoostingClassifier
+
+    assert models.FederatedGradientBoostingClassifier is FederatedGradientBoostingClassifier
+    assert "FederatedGradientBoostingClassifier" in models.__all__
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        models.Nope  # noqa: B018
