@@ -55,7 +55,7 @@ class Quarantine:
     ) -> None:
         self._records.append(QuarantinedRecord(reason, location, resource_type, detail, record))
 
-    def extend(self, other: "Quarantine") -> None:
+    def extend(self, other: Quarantine) -> None:
         self._records.extend(other._records)
 
     def __len__(self) -> int:

@@ -6,7 +6,6 @@ A federated computation over Flower must give exactly the result of the in-proce
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,10 +14,10 @@ import yaml
 
 from ehr_fed.federation import Federation, PrivacyPolicy
 from ehr_fed.federation.keys import SiteKeys, run_ceremony
+from ehr_fed.federation.messages import TaskMessage
 from ehr_fed.federation.transports.flower import from_recorddict, to_recorddict
 from ehr_fed.federation.transports.flower_local import LoopbackDeployment
 from ehr_fed.federation.transports.flower_relay import FlowerRelayTransport
-from ehr_fed.federation.messages import TaskMessage
 from ehr_fed.models import FederatedLogisticRegression
 
 pytestmark = pytest.mark.flower

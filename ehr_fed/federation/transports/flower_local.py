@@ -111,7 +111,7 @@ class LoopbackDeployment:
         self._procs.append(proc)
         return proc
 
-    def start(self, timeout: float = 60.0) -> "LoopbackDeployment":
+    def start(self, timeout: float = 60.0) -> LoopbackDeployment:
         """Start every process and wait until all SuperNodes are registered."""
         self.tls = make_loopback_certificates(self.workdir / "tls")
         self.port = self.port or free_port()
@@ -245,7 +245,7 @@ class LoopbackDeployment:
                 log.warning("%s (pid %s) did not exit", proc.name, proc.popen.pid)
         self._procs.clear()
 
-    def __enter__(self) -> "LoopbackDeployment":
+    def __enter__(self) -> LoopbackDeployment:
         return self.start()
 
     def __exit__(self, *exc) -> None:

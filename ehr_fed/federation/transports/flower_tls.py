@@ -52,7 +52,7 @@ def make_loopback_certificates(
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("ehr-fed loopback CA")
     ca_cert = (
