@@ -60,7 +60,9 @@ def read_source(
     if kind == "omop":
         from ehr_fed.sources.omop import read_omop
 
-        return read_omop(path, options=options, workdir=workdir, progress=progress)
+        return read_omop(
+            path, options=options, known_systems=known_systems, strict=strict, workdir=workdir, progress=progress
+        )
     raise ValueError(
         f"unknown source kind {kind!r}; expected one of {', '.join(repr(k) for k in SOURCE_KINDS)}"
     )
