@@ -352,6 +352,11 @@ def run_demo(cfg: DemoConfig | None = None, echo: Echo = print) -> DemoResult:
     with clock(f"3/6 key ceremony ({cfg.key_bits}-bit Paillier) and federated statistics"):
         keys = key_ceremony(list(sites), cfg)
         fed, test_fed = open_federation(train, keys, study, cfg), open_federation(test, keys, study, cfg)
+        p = fed.policy
+        echo(f"  sites hold the private key; privacy policy: min_cell_count={p.min_cell_count}, "
+             f"min_sites={p.min_sites}, max_params_fraction={p.max_params_fraction}")
+        echo(f"  training split {sum(map(len, train.values()))} index events, "
+             f"test split {sum(map(len, test.values()))}")
         table1 = federated_statistics(fed)
         echo(format_table(table1.head(12)))
     with clock("4/6 encrypted federated training"):
