@@ -294,9 +294,22 @@ def _figures(name: str, res: Any, model: Any) -> list[str]:
     return [f'<img alt="{html.escape(name)}" src="{figure_png(getattr(f, "figure", f))}">' for f in figs]
 
 
+def write_evaluation_reports(folder: Path, fed, models: dict[str, Any], evaluations: dict[str, Any]
+                             ) -> dict[str, Path]:
+    """One ``ehr-fed evaluate`` report per model (:mod:`ehr_fed.evaluation.report`), reusing the evaluations."""
+    from ehr_fed.evaluation.report import build_report, write_html
+
+    paths = {}
+    for name, model in models.items():
+        report = build_report(fed, model, result=evaluations[name], local_only=False, table_one=False)
+        paths[name] = write_html(report, Path(folder) / f"evaluation_{name}.html")
+    return paths
+
+
 def write_report(path: Path, *, sites: dict[str, SiteData], table1: pd.DataFrame, models: dict[str, Any],
-                 evaluations: dict[str, Any], comparison: pd.DataFrame, cfg: DemoConfig) -> Path:
-    """A self-contained HTML report (figures embedded as PNG)."""
+                 evaluations: dict[str, Any], comparison: pd.DataFrame, cfg: DemoConfig,
+                 links: dict[str, Path] | None = None) -> Path:
+    """A self-contained HTML report (figures embedded as PNG), linking the per-model evaluation reports."""
     def tbl(df: pd.DataFrame) -> str:
         return df.to_html(float_format=lambda v: f"{v:.3f}", na_rep="-", border=0, classes="t")
 
@@ -309,6 +322,9 @@ def write_report(path: Path, *, sites: dict[str, SiteData], table1: pd.DataFrame
         f"<p>{cfg.n_sites} synthetic hospitals, about {cfg.n_patients} patients each; Paillier keys of "
         f"{cfg.key_bits} bits; models trained on {100 - round(100 * cfg.test_fraction)} % of each site's "
         "patients and evaluated on the rest. Pooled models are a reference only the demo can compute.</p>",
+        *([("<p>Evaluation reports: " + ", ".join(
+            f'<a href="{html.escape(p.name)}">{html.escape(n)}</a>' for n, p in links.items()) + "</p>")]
+          if links else []),
         "<h2>Sites</h2>", tbl(site_summary(sites)),
         "<h2>Table 1 (federated, training split)</h2>", tbl(table1),
         "<h2>Model comparison (test split)</h2>", tbl(comparison),
@@ -365,11 +381,12 @@ def run_demo(cfg: DemoConfig | None = None, echo: Echo = print) -> DemoResult:
         evaluations = evaluate_models(test_fed, models)
         references = reference_models(train, test, study.feature_names, cfg)
         comparison = comparison_table(evaluations, references)
-    with clock("6/6 report"):
+    with clock("6/6 reports"):
+        links = write_evaluation_reports(Path(cfg.out_dir), test_fed, models, evaluations)
         report = write_report(Path(cfg.out_dir) / "report.html", sites=sites, table1=table1, models=models,
-                              evaluations=evaluations, comparison=comparison, cfg=cfg)
+                              evaluations=evaluations, comparison=comparison, cfg=cfg, links=links)
         echo(format_table(comparison))
-        echo(f"  report: {report}")
+        echo(f"  report: {report} (evaluation reports: {', '.join(str(p) for p in links.values())})")
     fed.close()
     test_fed.close()
     return DemoResult(sites, table1, models, evaluations, comparison, report, timings)

@@ -104,3 +104,6 @@ def test_report_is_written_with_tables_and_figures(result):
     assert text.count("<img") >= 5  # ROC and calibration for both models, GBDT importances
     for sid in ("site_a", "site_b", "site_c"):
         assert f"<th>{sid}</th>" in text
+    for name in ("logreg", "gbdt"):  # the ehr-fed evaluate report of each model, linked from the demo report
+        page = result.report.parent / f"evaluation_{name}.html"
+        assert f'href="{page.name}"' in text and "data:image/png;base64," in page.read_text()
