@@ -109,7 +109,7 @@ def registered_tasks() -> list[str]:
 BUILTIN_TASK_MODULES = (
     "ehr_fed.stats.tasks",
     "ehr_fed.models.logreg_tasks",
-    "ehr_fed.models.gbdt.site_tasks",
+    "ehr_fed.models.gbdt.tasks",
     "ehr_fed.evaluation.tasks",
 )
 
