@@ -19,7 +19,10 @@ from phe import paillier
 
 from .obfuscation import ObfuscatorPool, default_pool
 
-__all__ = ["raw_encrypt_plaintexts", "resolve_workers", "shutdown_workers", "PARALLEL_MIN_CIPHERTEXTS"]
+__all__ = [
+    "raw_encrypt_plaintexts", "raw_decrypt_parallel", "resolve_workers", "shutdown_workers",
+    "PARALLEL_MIN_CIPHERTEXTS", "PARALLEL_MIN_DECRYPTIONS",
+]
 
 #: with ``workers=None``, vectors of at least this many ciphertexts (about a second of work in one process
 #: with a 2048-bit key; 280,000 values) are encrypted in worker processes; shorter ones are not worth the
@@ -103,4 +106,48 @@ def raw_encrypt_plaintexts(
     out = list(head)
     for future in futures:
         out.extend(gmpy2.mpz.from_bytes(c, "big") for c in future.result())
+    return out
+
+
+#: with ``workers=None``, aggregated vectors of at least this many ciphertexts are decrypted by processes
+#: (a CRT decryption costs about as much as 50 DJN encryptions, so the threshold is much lower)
+PARALLEL_MIN_DECRYPTIONS = 256
+
+
+def _worker_decrypt(n: int, p: int, q: int, ciphertexts: list[bytes]) -> list[bytes]:
+    """Worker-process entry point: CRT-decrypt raw ciphertexts with the key (n, p, q)."""
+    from .decryption import raw_decrypt_crt
+
+    public_key = paillier.PaillierPublicKey(n)
+    private_key = paillier.PaillierPrivateKey(public_key, p, q)
+    plaintexts = raw_decrypt_crt(private_key, [gmpy2.mpz.from_bytes(c, "big") for c in ciphertexts])
+    return [int(m).to_bytes(-(-int(m).bit_length() // 8) or 1, "big") for m in plaintexts]
+
+
+def raw_decrypt_parallel(private_key, ciphertexts: list, workers: int | None = None) -> list:
+    """CRT-decrypt raw ciphertexts, spread over worker processes for long aggregated vectors.
+
+    The private key goes to the worker processes of this host only (they are this site's own
+    processes, started by the forkserver); nothing leaves the machine.
+    """
+    from .decryption import raw_decrypt_crt
+
+    count = len(ciphertexts)
+    if workers is None:
+        cpus = os.cpu_count() or 1
+        workers = min(MAX_AUTO_WORKERS, cpus) if count >= PARALLEL_MIN_DECRYPTIONS and cpus > 1 else 1
+    n_workers = resolve_workers(workers, count) if count else 1
+    if n_workers == 1:
+        return raw_decrypt_crt(private_key, ciphertexts)
+    size = -(-count // n_workers)
+    chunks = [ciphertexts[i : i + size] for i in range(0, count, size)]
+    n, p, q = int(private_key.public_key.n), int(private_key.p), int(private_key.q)
+    executor = _executor(n_workers)
+    futures = [
+        executor.submit(_worker_decrypt, n, p, q, [int(c).to_bytes(-(-int(c).bit_length() // 8), "big") for c in chunk])
+        for chunk in chunks
+    ]
+    out: list = []
+    for future in futures:
+        out.extend(gmpy2.mpz.from_bytes(m, "big") for m in future.result())
     return out

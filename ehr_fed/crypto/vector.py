@@ -6,7 +6,6 @@ import gmpy2
 import numpy as np
 from phe import paillier
 
-from .decryption import raw_decrypt_crt
 from .encoding import (
     DEFAULT_FRAC_BITS,
     Layout,
@@ -21,7 +20,7 @@ from .encoding import (
 from .errors import EncodingOverflowError, KeyMismatchError, LayoutMismatchError
 from .keys import check_private_key, check_public_key, key_fingerprint
 from .obfuscation import ObfuscatorPool, default_pool
-from .parallel import raw_encrypt_plaintexts
+from .parallel import raw_decrypt_parallel, raw_encrypt_plaintexts
 
 __all__ = ["EncryptedVector", "encrypt_vector", "decrypt_vector"]
 
@@ -232,8 +231,11 @@ def _encrypt_unpacked(public_key, array, layout: Layout, pool: ObfuscatorPool, t
     return EncryptedVector(public_key, layout, cts, terms, exponents=[e.exponent for e in encodings])
 
 
-def decrypt_vector(private_key, encrypted: EncryptedVector) -> np.ndarray:
+def decrypt_vector(private_key, encrypted: EncryptedVector, *, workers: int | None = None) -> np.ndarray:
     """Decrypt an (aggregated) encrypted vector to float64.
+
+    ``workers``: processes for the CRT decryptions (None: this host's cores for vectors of at least
+    ``PARALLEL_MIN_DECRYPTIONS`` ciphertexts, else one; 1: never start processes).
 
     Raises
     ------
@@ -251,7 +253,7 @@ def decrypt_vector(private_key, encrypted: EncryptedVector) -> np.ndarray:
             f"private key's public key {key_fingerprint(private_key.public_key)[:16]}"
         )
     layout = encrypted.layout
-    plaintexts = raw_decrypt_crt(private_key, encrypted._ciphertexts)
+    plaintexts = raw_decrypt_parallel(private_key, encrypted._ciphertexts, workers)
     if layout.packed:
         return raw_decode(raw_unpack(plaintexts, layout), layout, encrypted.n_terms)
     return _decode_unpacked(private_key, plaintexts, encrypted)

@@ -32,3 +32,17 @@ def test_worker_count_resolution(monkeypatch):
     assert resolve_workers(None, 10 * PARALLEL_MIN_CIPHERTEXTS) == 1
     with pytest.raises(ValueError, match="workers must be None or an int >= 1, got 0"):
         resolve_workers(0, 10)
+
+
+def test_two_worker_processes_decrypt_an_aggregate_exactly(keypair):
+    pk, sk = keypair
+    rng = np.random.default_rng(7)
+    parts = [rng.integers(-1000, 1000, size=900).astype(float) for _ in range(3)]
+    total = sum(encrypt_vector(pk, x, bound=1000.0, max_terms=3) for x in parts)
+    serial = decrypt_vector(sk, total, workers=1)
+    try:
+        parallel = decrypt_vector(sk, total, workers=2)
+    finally:
+        shutdown_workers()
+    np.testing.assert_array_equal(parallel, serial)
+    np.testing.assert_array_equal(serial, parts[0] + parts[1] + parts[2])
