@@ -48,6 +48,17 @@ def model_file(tables, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def gbdt_file(tables, tmp_path_factory) -> Path:
+    from ehr_fed.models.gbdt import FederatedGradientBoostingClassifier
+
+    policy = PrivacyPolicy(min_cell_count=5, max_params_fraction=0.5)
+    fed = Federation.in_process(tables, policy=policy, encrypted=False, study=load_study(STUDY))
+    path = tmp_path_factory.mktemp("model") / "gbdt.json"
+    FederatedGradientBoostingClassifier(n_estimators=3, max_depth=2, max_bin=16, encrypted=False).fit(fed).save(path)
+    return path
+
+
 def predict(capsys, *args: str | Path) -> tuple[int, list[dict], str]:
     """Run ``ehr-fed predict``; return the exit code, the JSON log records and the other stderr lines."""
     code = main(["predict", *map(str, args)])
@@ -165,3 +176,17 @@ def test_scores_a_real_synthea_bulk_export(shared_data, model_file, tmp_path, ca
     assert len(scores) == 49 and scores["person_key"].nunique() == 5
     assert scores["score"].between(0, 1).all() and set(scores["site_id"]) == {"synthea"}
     assert set(scores["model_sha256"]) == {file_sha256(model_file)}
+
+
+def test_scores_with_a_boosting_model_file(fed_dir, tables, gbdt_file, tmp_path, capsys):
+    from ehr_fed import load_model
+
+    out = tmp_path / "gbdt.parquet"
+    code, log, _ = predict(capsys, *site_args(fed_dir, gbdt_file, out))
+    assert code == 0 and log[-1]["model_version"].startswith("gbdt-")
+    scores = pd.read_parquet(out)
+    site = tables["site_b"].sort_values(["person_key", "index_time"], kind="mergesort")
+    model = load_model(gbdt_file)
+    expected = model.predict_proba(site[list(model.feature_names_in_)])[:, 1]
+    np.testing.assert_allclose(scores["score"].to_numpy(), expected, rtol=0, atol=1e-12)
+    assert read_scores_metadata(out)["model_kind"] == "gbdt"
