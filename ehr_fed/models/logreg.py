@@ -23,6 +23,7 @@ import pandas as pd
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_limits
 
 from ehr_fed.models.base import (
     DEFAULT_MISSING,
@@ -153,6 +154,12 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         import ehr_fed.models.logreg_tasks  # noqa: F401  (registers the site tasks)
 
         self._check_params()
+        # In-process sites are threads of this process, computing at the same time: one BLAS thread each
+        # avoids oversubscribing the cores (sites in other processes are not affected).
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._fit(federation, callback)
+
+    def _fit(self, federation: Any, callback: ProgressCallback | None):
         self._check_encryption(federation)
         study = _study_spec(federation)
         names = self._feature_names(federation, study)
@@ -193,7 +200,9 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         try:
             self._newton(federation, prep, terms, n_total, n_pos, n_sites, callback)
         finally:
-            ehr_fed.models.logreg_tasks.clear_design_cache()
+            from ehr_fed.models.logreg_tasks import clear_design_cache
+
+            clear_design_cache()
         self.preprocessor_ = prep
         self.feature_names_in_ = np.asarray(names, dtype=object)
         self.n_features_in_ = len(names)
