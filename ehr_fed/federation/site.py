@@ -137,7 +137,12 @@ class SiteNode:
     def _check_gradient(self, task: SiteTask, arrays: dict[str, np.ndarray]) -> None:
         if task.kind != "gradient":
             return
-        n_params = max((a.shape[0] for a in arrays.values() if a.ndim >= 1), default=0)
+        # a model has as many parameters as its gradient has entries (a Hessian of them is d(d+1)/2
+        # values, but no more parameters); without a "gradient" output, the longest output counts
+        if "gradient" in arrays and np.ndim(arrays["gradient"]) >= 1:
+            n_params = int(np.size(arrays["gradient"]))
+        else:
+            n_params = max((a.shape[0] for a in arrays.values() if a.ndim >= 1), default=0)
         self.policy.check_params(n_params, len(self.table), task.name, self.site_id)
 
     def _release(self, msg: TaskMessage, kind: str, payload: dict[str, Any], **extra: Any) -> Reply:

@@ -162,3 +162,22 @@ def test_secure_sum_result_is_exact_sum(tables):
     out = _fed(tables, lambda p: p).secure_sum("test.vec", {}, {"v": (1e6, 3)})
     np.testing.assert_allclose(out["v"], [300.0, 3.0], atol=1e-9)
     assert FEATURES  # the helper tables carry the study-like features
+
+
+@site_task("test.newton_step", kind="gradient")
+def _newton_step(table, params, ctx: SiteContext):
+    d = int(params["p"])
+    return {"gradient": np.ones(d), "hessian": np.ones(d * (d + 1) // 2), "loglik": np.zeros(1)}
+
+
+def test_max_params_counts_the_gradient_not_the_hessian(tables):
+    """A model's parameters are its gradient entries: 8 of them with 80 rows are allowed although
+    the Hessian triangle has 36 values; 9 are refused."""
+    node = SiteNode("site_a", tables["site_a"], PrivacyPolicy(max_params_fraction=0.1))  # 80 rows -> 8 params
+    layout = {"gradient": [10.0, 3], "hessian": [10.0, 3], "loglik": [10.0, 3]}
+    ok = node.handle(_m(action="secure_sum", task="test.newton_step",
+                        payload={"params": {"p": 8}, "layout": layout, "encrypted": False}))
+    assert ok.ok, ok.error
+    rep = node.handle(_m(action="secure_sum", task="test.newton_step",
+                         payload={"params": {"p": 9}, "layout": layout, "encrypted": False}))
+    assert rep.error_kind == "disclosure" and "9 model parameters" in rep.error
