@@ -1,7 +1,7 @@
 """``ehr-fed predict``: batch scoring for scheduled jobs.
 
 Logs are JSON lines on stderr, one object per event - ``start``, ``harmonized``,
-``done`` or ``error`` - each with ``ts`` (UTC), ``cmd``, ``event``, so cron mail,
+``done`` or ``error``, and ``log`` for library log messages and warnings - each with ``ts`` (UTC), ``cmd``, ``event``, so cron mail,
 Airflow task logs or a log shipper can parse them. An ``error`` carries a short
 ``reason`` code and the ``exit_code``.
 
@@ -16,7 +16,9 @@ Exit codes
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -55,6 +57,26 @@ def log_event(event: str, **fields) -> None:
     print(json.dumps(record, default=str), file=sys.stderr, flush=True)
 
 
+class _JsonLogHandler(logging.Handler):
+    """Library log messages (and warnings) as ``log`` events, so that stderr stays pure JSON lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log_event("log", level=record.levelname.lower(), logger=record.name, message=record.getMessage())
+
+
+@contextlib.contextmanager
+def json_logging():
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [_JsonLogHandler()]
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        root.handlers = saved
+
+
 def _classify(exc: BaseException) -> tuple[str, int]:
     """(reason code, exit code) of a failure."""
     from ehr_fed.cohort import QuarantineThresholdError
@@ -89,9 +111,10 @@ def run(args) -> int:
     log_event("start", model=str(args.model), source=args.source, input=str(args.input),
               mapping=str(args.mapping), study=str(args.study) if args.study else None, out=str(args.out))
     try:
-        result = predict_site(args.model, source=args.source, input=args.input, mapping=args.mapping,
-                              study=args.study, out=args.out, strict=args.strict, workdir=args.workdir,
-                              log=log_event)
+        with json_logging():
+            result = predict_site(args.model, source=args.source, input=args.input, mapping=args.mapping,
+                                  study=args.study, out=args.out, strict=args.strict, workdir=args.workdir,
+                                  log=log_event)
     except Exception as exc:  # every failure becomes one parseable error record and an exit code
         reason, code = _classify(exc)
         extra = {}

@@ -280,7 +280,8 @@ def predict_site(
     study_spec = resolve_study(doc, model_path, study)
     check_study(study_spec, doc)
     model = load_model(model_path)
-    ft = harmonize(source, str(input), mapping, study_spec, strict=strict, workdir=workdir)
+    # no progress bars: scheduled jobs keep stderr for their JSON-lines log
+    ft = harmonize(source, str(input), mapping, study_spec, strict=strict, workdir=workdir, progress=False)
     if log is not None:
         log("harmonized", **{k: ft.summary.get(k) for k in ("index_events", "positives", "persons", "quarantined")})
     dtypes = [f.get("dtype", "float64") for f in doc["feature_schema"]]

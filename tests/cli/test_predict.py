@@ -76,8 +76,8 @@ def site_args(fed_dir: Path, model: Path, out: Path, kind: str = "omop", study: 
 
 def test_scores_every_index_event_with_the_model_hash_and_version(fed_dir, tables, model_file, tmp_path, capsys):
     out = tmp_path / "scores" / "site_b.parquet"
-    code, log, _ = predict(capsys, *site_args(fed_dir, model_file, out))
-    assert code == 0
+    code, log, text = predict(capsys, *site_args(fed_dir, model_file, out))
+    assert code == 0 and text == ""  # stderr holds JSON lines only
     assert [r["event"] for r in log] == ["start", "harmonized", "done"]
     assert all(r["cmd"] == "predict" and r["ts"].endswith("Z") for r in log)
     site = tables["site_b"]
@@ -176,6 +176,29 @@ def test_scores_a_real_synthea_bulk_export(shared_data, model_file, tmp_path, ca
     assert len(scores) == 49 and scores["person_key"].nunique() == 5
     assert scores["score"].between(0, 1).all() and set(scores["site_id"]) == {"synthea"}
     assert set(scores["model_sha256"]) == {file_sha256(model_file)}
+
+
+def test_library_logs_and_warnings_become_json_events(fed_dir, model_file, tmp_path, capsys, monkeypatch):
+    import logging
+    import warnings
+
+    from ehr_fed.models import scoring
+
+    real = scoring.score_table
+
+    def noisy(*args, **kwargs):
+        logging.getLogger("ehr_fed.test").warning("a library message")
+        warnings.warn("a library warning", UserWarning, stacklevel=1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "score_table", noisy)
+    code, log, text = predict(capsys, *site_args(fed_dir, model_file, tmp_path / "s.csv"))
+    assert code == 0 and text == ""
+    events = [(r["event"], r.get("level"), r.get("message", "")) for r in log if r["event"] == "log"]
+    assert ("log", "warning", "a library message") in events
+    assert any("a library warning" in m for _, _, m in events)
+    assert logging.getLogger().handlers == [] or not any(
+        type(h).__name__ == "_JsonLogHandler" for h in logging.getLogger().handlers)
 
 
 def test_scores_with_a_boosting_model_file(fed_dir, tables, gbdt_file, tmp_path, capsys):
