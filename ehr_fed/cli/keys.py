@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     c.add_argument("--out", required=True, help="directory for the key files")
     c.add_argument("--creator", help="site that creates the Paillier keypair")
     c.add_argument("--bits", type=int, default=2048, help="Paillier modulus size (>= 2048)")
-    c.add_argument("--insecure-test-keys", action="store_true", help="allow < 2048 bits (tests only)")
+    c.add_argument("--allow-insecure", "--insecure-test-keys", dest="insecure_test_keys", action="store_true", help="allow < 2048 bits (tests only)")
     c.set_defaults(func=ceremony)
     s = sub.add_parser("show", help="print the public part of a key file")
     s.add_argument("file")

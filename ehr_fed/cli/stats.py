@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--columns", help="comma-separated features (default: all of the study)")
     p.add_argument("--plaintext", action="store_true", help="no encryption (testing only)")
     p.add_argument("--key-bits", type=int, default=None, help="Paillier key size (default from the YAML)")
-    p.add_argument("--insecure-test-keys", action="store_true", help="allow keys < 2048 bits (tests only)")
+    p.add_argument("--allow-insecure", "--insecure-test-keys", dest="insecure_test_keys", action="store_true", help="allow keys < 2048 bits (tests only)")
     p.add_argument("--cache-dir", help="feature table cache (default: beside the federation YAML)")
     p.set_defaults(func=run)
 
