@@ -55,10 +55,8 @@ class DemoConfig:
         "n_estimators": 30, "max_depth": 3, "learning_rate": 0.2, "max_bin": 32})
     #: features of the logistic regression (None: all of the study's)
     lr_features: list[str] | None = field(default_factory=lambda: list(LR_FEATURES))
-    #: PrivacyPolicy overrides. Sites currently check an encrypted Newton step's packed Hessian
-    #: (p(p+1)/2 values) against max_params_fraction x rows, so the demo's small rural hospital needs a
-    #: looser fraction than the default 0.1 (see docs/operations.md).
-    policy: dict[str, Any] = field(default_factory=lambda: {"max_params_fraction": 1.0})
+    #: PrivacyPolicy overrides (none: the defaults every site ships with)
+    policy: dict[str, Any] = field(default_factory=dict)
     cache_dir: Path = Path(".cache")
     out_dir: Path = Path(".cache/demo")
     progress: bool = True

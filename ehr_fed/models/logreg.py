@@ -211,6 +211,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         self.classes_ = np.array([0, 1])
         self.n_samples_, self.n_positives_, self.n_sites_ = int(n_total), int(n_pos), n_sites
         self.study_id_ = _study_id(federation, study)
+        self.study_spec_ = study if hasattr(study, "model_dump") else None
         self._set_coefficients()
         return self
 

@@ -80,7 +80,7 @@ def _json_default(value: Any) -> Any:
 
 def build_model_document(
     *, kind: str, params: dict[str, Any], state: dict[str, Any], feature_names: Sequence[str],
-    study_id: str | None = None, feature_dtypes: Sequence[str] | None = None,
+    study_id: str | None = None, feature_dtypes: Sequence[str] | None = None, study: Any = None,
 ) -> dict[str, Any]:
     """The JSON document of a model (see the module docstring)."""
     from ehr_fed import __version__
@@ -92,6 +92,8 @@ def build_model_document(
         "kind": kind,
         "ehr_fed_version": __version__,
         "study_id": study_id,
+        # the whole study spec, so batch prediction harmonizes exactly as in training (no --study needed)
+        "study": study.model_dump(mode="json") if hasattr(study, "model_dump") else study,
         "feature_schema": [{"name": str(n), "dtype": str(t)} for n, t in zip(feature_names, dtypes, strict=True)],
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "params": params,

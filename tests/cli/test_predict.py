@@ -134,8 +134,20 @@ def test_another_study_exits_3(fed_dir, model_file, tmp_path, capsys):
     assert code == 3 and "trained for study 'readmission_30d'" in log[-1]["message"]
 
 
+def test_the_embedded_study_is_used_without_study(fed_dir, model_file, tmp_path, capsys):
+    with_study = tmp_path / "with.parquet"
+    assert predict(capsys, *site_args(fed_dir, model_file, with_study))[0] == 0
+    code, log, _ = predict(capsys, *site_args(fed_dir, model_file, tmp_path / "s.parquet", study=None))
+    assert code == 0 and log[-1]["event"] == "done"
+    assert (tmp_path / "s.parquet").read_bytes() == with_study.read_bytes()
+
+
 def test_without_a_study_it_exits_2_and_says_to_pass_study(fed_dir, model_file, tmp_path, capsys):
-    code, log, text = predict(capsys, *site_args(fed_dir, model_file, tmp_path / "s.parquet", study=None))
+    bare = tmp_path / "bare.json"
+    doc = json.loads(model_file.read_text())
+    doc["study"] = None  # e.g. a model trained on bare tables, without a study spec
+    bare.write_text(json.dumps(doc))
+    code, log, text = predict(capsys, *site_args(fed_dir, bare, tmp_path / "s.parquet", study=None))
     assert code == 2 and log[-1]["reason"] == "study_required"
     assert "does not embed the study spec it was trained with (study 'readmission_30d'): pass --study FILE" in text
 

@@ -166,6 +166,8 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             a tqdm bar.
         """
         self._validate_params()
+        study = getattr(X, "study", None)
+        self.study_spec_ = study if hasattr(study, "model_dump") else None
         if hasattr(X, "secure_sum"):
             source, mapper, n_total, n_pos, names = self._setup_federated(X)
         else:
