@@ -144,21 +144,24 @@ def site_preprocessing_sums(X: np.ndarray, y: np.ndarray | None = None) -> dict[
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.zeros(X.shape[0]) if y is None else np.asarray(y, dtype=np.float64)
-    obs = ~np.isnan(X)
-    x0 = np.where(obs, X, 0.0)
-    one = x0 == 1.0
-    return {
-        "n": np.array([float(X.shape[0])]),
-        "n_pos": np.array([float(y.sum())]),
-        "n_obs": obs.sum(axis=0).astype(float),
-        "sum": x0.sum(axis=0),
-        "sumsq": (x0 * x0).sum(axis=0),
-        "n_nonbinary": (obs & (x0 != 0.0) & ~one).sum(axis=0).astype(float),
-        "n_one": one.sum(axis=0).astype(float),
-        "n_one_pos": (one * y[:, None]).sum(axis=0),
-        "n_obs_pos": (obs * y[:, None]).sum(axis=0),
-        "n_miss_pos": (~obs * y[:, None]).sum(axis=0),
-    }
+    names = ("n_obs", "sum", "sumsq", "n_nonbinary", "n_one", "n_one_pos", "n_obs_pos", "n_miss_pos")
+    out = {name: np.zeros(X.shape[1]) for name in names}
+    pos = y == 1.0
+    n_pos = float(y.sum())
+    for j in range(X.shape[1]):  # one contiguous column at a time: a few passes over the rows
+        col = X[:, j]
+        obs = ~np.isnan(col)
+        x0 = np.where(obs, col, 0.0)
+        one = x0 == 1.0
+        out["n_obs"][j] = np.count_nonzero(obs)
+        out["sum"][j] = x0.sum()
+        out["sumsq"][j] = np.dot(x0, x0)
+        out["n_nonbinary"][j] = np.count_nonzero(obs & (x0 != 0.0) & ~one)
+        out["n_one"][j] = np.count_nonzero(one)
+        out["n_one_pos"][j] = np.count_nonzero(one & pos)
+        out["n_obs_pos"][j] = np.count_nonzero(obs & pos)
+        out["n_miss_pos"][j] = n_pos - out["n_obs_pos"][j]
+    return {"n": np.array([float(X.shape[0])]), "n_pos": np.array([n_pos]), **out}
 
 
 def add_sums(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -349,18 +352,43 @@ def design_matrix(X: np.ndarray, state: dict[str, Any]) -> np.ndarray:
 
     This is the function sites run on their own rows; it uses only the plain-data ``state``.
     """
+    return design_with_intercept(X, state, fit_intercept=False)
+
+
+def design_with_intercept(X: np.ndarray, state: dict[str, Any], fit_intercept: bool) -> np.ndarray:
+    """:func:`design_matrix`, with a leading column of ones when ``fit_intercept``.
+
+    Built one column at a time into a column-major array (each step touches one contiguous column of
+    ``X`` and of the result), so a site's design costs a few passes over its rows, not one full-size
+    temporary per operation. Element by element it computes exactly ``design_matrix``'s values.
+    """
     X = np.asarray(X, dtype=np.float64)
     src = np.asarray(state["term_source"], dtype=int)
     ind = np.asarray(state["term_is_indicator"], dtype=bool)
-    cols = X[:, src]
-    miss = np.isnan(cols)
-    if state["missing_values"] == "native":
-        if miss[:, ~ind].any():
-            bad = sorted({state["terms"][k] for k in np.flatnonzero(miss.any(axis=0) & ~ind)})
-            raise ValueError(
-                f"missing values (NaN) in {bad}, and missing_values='native' keeps them; this model "
-                "cannot use NaN: choose missing_values='mean_impute_with_indicator' or 'mean_impute'."
-            )
     mean = np.asarray(state["mean"], dtype=float)[src]
-    values = np.where(ind, miss.astype(float), np.where(miss, mean, cols))
-    return (values - np.asarray(state["center"])) / np.asarray(state["scale"])
+    center = np.asarray(state["center"], dtype=float)
+    scale = np.asarray(state["scale"], dtype=float)
+    native = state["missing_values"] == "native"
+    offset = 1 if fit_intercept else 0
+    Z = np.empty((X.shape[0], len(src) + offset), dtype=np.float64, order="F")
+    if fit_intercept:
+        Z[:, 0] = 1.0
+    bad: list[str] = []
+    for k, j in enumerate(src):
+        col = Z[:, k + offset]
+        miss = np.isnan(X[:, j])
+        if ind[k]:
+            np.copyto(col, miss)
+        else:
+            if native and miss.any():
+                bad.append(state["terms"][k])
+            np.copyto(col, X[:, j])
+            col[miss] = mean[k]
+        col -= center[k]
+        col /= scale[k]
+    if bad:
+        raise ValueError(
+            f"missing values (NaN) in {sorted(set(bad))}, and missing_values='native' keeps them; this model "
+            "cannot use NaN: choose missing_values='mean_impute_with_indicator' or 'mean_impute'."
+        )
+    return Z

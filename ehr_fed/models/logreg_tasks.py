@@ -29,12 +29,12 @@ import pandas as pd
 
 from ehr_fed.federation.tasks import SiteContext, site_task
 from ehr_fed.models.base import (
-    design_matrix,
+    design_with_intercept,
     feature_columns,
     site_preprocessing_sums,
     validate_feature_table,
 )
-from ehr_fed.models.logreg_newton import site_newton_statistics, with_intercept
+from ehr_fed.models.logreg_newton import site_newton_statistics
 
 #: largest absolute feature value a site accepts in ``models.preprocess_sums``; the public bound from which the
 #: secure-sum encoding of raw sums is sized (clinical quantities in canonical units are far below it)
@@ -68,7 +68,7 @@ def site_design(table: pd.DataFrame, state: dict, fit_intercept: bool, label: st
             _DESIGNS.move_to_end(key)
             return hit[1], hit[2]
     X = validate_feature_table(table, state["feature_names"], f"site {site_id}")
-    Z = with_intercept(design_matrix(X, state), fit_intercept)
+    Z = design_with_intercept(X, state, fit_intercept)
     y = _labels(table, label)
     try:
         ref = weakref.ref(table)
