@@ -103,11 +103,9 @@ def main(argv: list[str] | None = None) -> dict:
         with fed:
             model.fit(fed, progress=lambda info: rounds.append(time.perf_counter() - t))
         seconds = time.perf_counter() - t
-        from ehr_fed.models.gbdt.packing import field_widths, word_layout
-
+        stats = model.histogram_stats_
+        key_bits = cfg["key_bits"] - 2  # plaintext bits a ciphertext holds
         n_bins = cfg["bins"] + 1
-        words = word_layout(field_widths(model.n_samples_, model.precision_,
-                                         3 if args.min_count_rule == "count" else 2)).n_words
         per_tree = np.diff([0.0] + rounds)
         return {
             "seconds": seconds,
@@ -116,9 +114,12 @@ def main(argv: list[str] | None = None) -> dict:
             "setup_before_first_tree_and_first_tree": rounds[0] if rounds else None,
             "test_auc": float(roc_auc_score(yt, model.predict_proba(test)[:, 1])),
             "precision_bits": model.precision_,
-            "packed_words_per_bin": words,
             "nodes_per_tree": float(np.mean([t.n_nodes for t in model.trees_])),
-            "bins_per_node": n_bins * len(names),
+            "bins_per_node_dense": n_bins * len(names),
+            "bins_per_node_sent": stats["bins_per_node"],
+            "histogram_fields_per_tree": stats["fields"] / len(model.trees_),
+            "histogram_bits_per_field": stats["bits"] / max(stats["fields"], 1),
+            "ciphertexts_per_tree_per_site_approx": stats["bits"] / key_bits / len(model.trees_),
         }, model
 
     plain, m_plain = federated(False)

@@ -85,6 +85,10 @@ class Layout:
         Number of entries of the vector.
     packed : bool
         False for a vector of ordinary ``phe.EncryptedNumber`` (one value per ciphertext).
+    integer : bool
+        True for a vector of signed integers, one per ciphertext (``|x| < 2**slot_bits``, ``slot_bits =
+        bits(n) - 2``), already packed by the caller (see :mod:`ehr_fed.crypto.fields`); no fixed-point
+        encoding, and the caller guarantees that sums stay below ``2**slot_bits`` in absolute value.
     """
 
     bound: float
@@ -94,6 +98,7 @@ class Layout:
     slot_bits: int
     length: int
     packed: bool = True
+    integer: bool = False
 
     @property
     def bound_exponent(self) -> int:
@@ -148,6 +153,7 @@ def make_layout(
     max_terms: int,
     frac_bits: int = DEFAULT_FRAC_BITS,
     pack: bool = True,
+    integer: bool = False,
 ) -> Layout:
     """Build the layout of a vector of ``length`` entries for a key with modulus ``n``.
 
@@ -162,6 +168,10 @@ def make_layout(
     frac_bits = _check_int(frac_bits, "frac_bits", 0)
     if frac_bits > MAX_FRAC_BITS:
         raise ValueError(f"frac_bits must be <= {MAX_FRAC_BITS}, got {frac_bits}")
+    if integer:
+        if bound != 1.0 or frac_bits != 0 or not pack:
+            raise ValueError("an integer layout has bound 1.0, frac_bits 0 and is packed")
+        return Layout(1.0, max_terms, 0, 1, n.bit_length() - 2, length, packed=True, integer=True)
     if not pack:
         return Layout(bound, max_terms, 0, 1, 0, length, packed=False)
     slot_bits = frac_bits + 2 + max_terms.bit_length()

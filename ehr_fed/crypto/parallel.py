@@ -1,6 +1,7 @@
-"""Raw encryption of packed plaintexts, in-process or spread over worker processes.
+"""Raw encryption of packed plaintexts (in-process or over worker processes) and parallel decryption.
 
-Each worker process keeps its own :class:`ObfuscatorPool` per key (its own private DJN base and tables,
+Decryption runs in threads of this process (the exponentiations release the GIL, see
+:mod:`.decryption`), so the private key never leaves the process. For encryption, each worker process keeps its own :class:`ObfuscatorPool` per key (its own private DJN base and tables,
 built once per process), so only plaintexts and ciphertexts cross process boundaries. Workers are started
 with the ``forkserver`` method (safe in multi-threaded programs such as a Flower client), kept for reuse and
 shut down at interpreter exit or by :func:`shutdown_workers`.
@@ -12,7 +13,7 @@ import atexit
 import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import gmpy2
 from phe import paillier
@@ -109,26 +110,25 @@ def raw_encrypt_plaintexts(
     return out
 
 
-#: with ``workers=None``, aggregated vectors of at least this many ciphertexts are decrypted by processes
-#: (a CRT decryption costs about as much as 50 DJN encryptions, so the threshold is much lower)
-PARALLEL_MIN_DECRYPTIONS = 256
+#: with ``workers=None``, aggregated vectors of at least this many ciphertexts are decrypted by several threads
+PARALLEL_MIN_DECRYPTIONS = 16
+
+_THREADS: dict[int, ThreadPoolExecutor] = {}
 
 
-def _worker_decrypt(n: int, p: int, q: int, ciphertexts: list[bytes]) -> list[bytes]:
-    """Worker-process entry point: CRT-decrypt raw ciphertexts with the key (n, p, q)."""
-    from .decryption import raw_decrypt_crt
-
-    public_key = paillier.PaillierPublicKey(n)
-    private_key = paillier.PaillierPrivateKey(public_key, p, q)
-    plaintexts = raw_decrypt_crt(private_key, [gmpy2.mpz.from_bytes(c, "big") for c in ciphertexts])
-    return [int(m).to_bytes(-(-int(m).bit_length() // 8) or 1, "big") for m in plaintexts]
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    with _EXECUTORS_LOCK:
+        pool = _THREADS.get(workers)
+        if pool is None:
+            pool = _THREADS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ehrfed-decrypt")
+        return pool
 
 
 def raw_decrypt_parallel(private_key, ciphertexts: list, workers: int | None = None) -> list:
-    """CRT-decrypt raw ciphertexts, spread over worker processes for long aggregated vectors.
+    """CRT-decrypt raw ciphertexts, in chunks over ``workers`` threads of this process.
 
-    The private key goes to the worker processes of this host only (they are this site's own
-    processes, started by the forkserver); nothing leaves the machine.
+    ``workers=None``: one thread per core (at most ``MAX_AUTO_WORKERS``) for at least
+    ``PARALLEL_MIN_DECRYPTIONS`` ciphertexts, else the calling thread.
     """
     from .decryption import raw_decrypt_crt
 
@@ -140,14 +140,9 @@ def raw_decrypt_parallel(private_key, ciphertexts: list, workers: int | None = N
     if n_workers == 1:
         return raw_decrypt_crt(private_key, ciphertexts)
     size = -(-count // n_workers)
-    chunks = [ciphertexts[i : i + size] for i in range(0, count, size)]
-    n, p, q = int(private_key.public_key.n), int(private_key.p), int(private_key.q)
-    executor = _executor(n_workers)
-    futures = [
-        executor.submit(_worker_decrypt, n, p, q, [int(c).to_bytes(-(-int(c).bit_length() // 8), "big") for c in chunk])
-        for chunk in chunks
-    ]
+    chunks = [list(ciphertexts[i : i + size]) for i in range(0, count, size)]
+    pool = _thread_pool(n_workers)
     out: list = []
-    for future in futures:
-        out.extend(gmpy2.mpz.from_bytes(m, "big") for m in future.result())
+    for part in pool.map(lambda chunk: raw_decrypt_crt(private_key, chunk), chunks):
+        out.extend(part)
     return out

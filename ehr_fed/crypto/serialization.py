@@ -2,7 +2,7 @@
 
 ::
 
-    header   : magic b"EHRFEV" | version u8 | flags u8 (bit 0: packed) | key fingerprint (32 bytes)
+    header   : magic b"EHRFEV" | version u8 | flags u8 (bit 0: packed, bit 1: integer) | key fingerprint (32 bytes)
                | bound f64 | max_terms u64 | frac_bits u16 | slots_per_ciphertext u16 | slot_bits u32
                | length u64 | n_terms u64 | n_ciphertexts u64 | ciphertext_bytes u32        (big-endian)
     exponents: n_ciphertexts x i32 (unpacked vectors only: phe's EncodedNumber exponents)
@@ -47,7 +47,7 @@ def vector_to_bytes(vector) -> bytes:
     header = _HEADER.pack(
         MAGIC,
         FORMAT_VERSION,
-        1 if layout.packed else 0,
+        (1 if layout.packed else 0) | (2 if layout.integer else 0),
         raw_fingerprint(public_key.n),
         layout.bound,
         layout.max_terms,
@@ -85,6 +85,10 @@ class _Header(NamedTuple):
     @property
     def packed(self) -> bool:
         return bool(self.flags & 1)
+
+    @property
+    def integer(self) -> bool:
+        return bool(self.flags & 2)
 
     def payload_size(self) -> int:
         exponents = 0 if self.packed else 4 * self.count
@@ -165,9 +169,12 @@ def vector_from_bytes(public_key, data: bytes):
 
 def _check_layout(public_key, h: _Header) -> Layout:
     """The layout this key gives for the header's parameters, which must match the header's slots."""
+    if h.flags & ~3:
+        raise PayloadError(f"payload carries unknown layout flags {h.flags:#04x}; upgrade ehr-fed on the reading side")
     try:
         layout = make_layout(
-            public_key.n, h.length, bound=h.bound, max_terms=h.max_terms, frac_bits=h.frac_bits, pack=h.packed
+            public_key.n, h.length, bound=h.bound, max_terms=h.max_terms, frac_bits=h.frac_bits, pack=h.packed,
+            integer=h.integer,
         )
     except (ValueError, TypeError, EncodingOverflowError) as exc:
         raise PayloadError(f"payload carries an invalid layout: {exc}") from None

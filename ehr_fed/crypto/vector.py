@@ -22,7 +22,7 @@ from .keys import check_private_key, check_public_key, key_fingerprint
 from .obfuscation import ObfuscatorPool, default_pool
 from .parallel import raw_decrypt_parallel, raw_encrypt_plaintexts
 
-__all__ = ["EncryptedVector", "encrypt_vector", "decrypt_vector"]
+__all__ = ["EncryptedVector", "encrypt_vector", "decrypt_vector", "encrypt_integers", "decrypt_integers"]
 
 _MPZ = type(gmpy2.mpz(0))
 
@@ -234,8 +234,8 @@ def _encrypt_unpacked(public_key, array, layout: Layout, pool: ObfuscatorPool, t
 def decrypt_vector(private_key, encrypted: EncryptedVector, *, workers: int | None = None) -> np.ndarray:
     """Decrypt an (aggregated) encrypted vector to float64.
 
-    ``workers``: processes for the CRT decryptions (None: this host's cores for vectors of at least
-    ``PARALLEL_MIN_DECRYPTIONS`` ciphertexts, else one; 1: never start processes).
+    ``workers``: threads for the CRT decryptions (None: this host's cores for vectors of at least
+    ``PARALLEL_MIN_DECRYPTIONS`` ciphertexts, else the calling thread; 1: the calling thread).
 
     Raises
     ------
@@ -253,6 +253,9 @@ def decrypt_vector(private_key, encrypted: EncryptedVector, *, workers: int | No
             f"private key's public key {key_fingerprint(private_key.public_key)[:16]}"
         )
     layout = encrypted.layout
+    if layout.integer:
+        raise TypeError("this vector holds packed integers: open it with decrypt_integers (or "
+                        "ehr_fed.crypto.fields.decrypt_fields)")
     plaintexts = raw_decrypt_parallel(private_key, encrypted._ciphertexts, workers)
     if layout.packed:
         return raw_decode(raw_unpack(plaintexts, layout), layout, encrypted.n_terms)
@@ -274,4 +277,73 @@ def _decode_unpacked(private_key, plaintexts, encrypted: EncryptedVector) -> np.
                 f"entry {i} decodes to {value!r}, beyond n_terms x bound = {limit!r}: the ciphertext was altered"
             )
         out[i] = value
+    return out
+
+
+def encrypt_integers(public_key, values, *, max_terms: int, workers: int | None = None,
+                     pool: ObfuscatorPool | None = None) -> EncryptedVector:
+    """Encrypt signed integers, one per ciphertext (the caller packs many small fields into each).
+
+    Each value must satisfy ``|x| < 2**(bits(n) - 2)``; it is encrypted as ``x mod n``. Sums of up to
+    ``max_terms`` such vectors decrypt exactly (:func:`decrypt_integers`) as long as every sum stays below
+    ``2**(bits(n) - 2)`` in absolute value, which :func:`ehr_fed.crypto.fields.pack_fields` guarantees for
+    fields whose sums respect their widths.
+
+    Raises
+    ------
+    EncodingOverflowError
+        If a value is not an integer or is too large for the key (the message names the index).
+    """
+    check_public_key(public_key)
+    values = [int(v) for v in values]
+    layout = make_layout(public_key.n, len(values), bound=1.0, max_terms=max_terms, frac_bits=0, integer=True)
+    limit = 1 << layout.slot_bits
+    for index, v in enumerate(values):
+        if not -limit < v < limit:
+            raise EncodingOverflowError(
+                f"integer {index} has {abs(v).bit_length()} bits; a {public_key.n.bit_length()}-bit key holds at most "
+                f"{layout.slot_bits} bits per ciphertext"
+            )
+    if pool is None:
+        pool = default_pool(public_key, upcoming=len(values))
+    elif pool.public_key != public_key:
+        raise KeyMismatchError("the obfuscator pool was built for a different public key than the vector's")
+    n = public_key.n
+    ciphertexts = raw_encrypt_plaintexts(public_key, [v % n for v in values], pool=pool, workers=workers)
+    return EncryptedVector(public_key, layout, ciphertexts, 1)
+
+
+def decrypt_integers(private_key, encrypted: EncryptedVector, *, workers: int | None = None) -> list[int]:
+    """Decrypt a (summed) vector of :func:`encrypt_integers` to signed Python integers.
+
+    Raises
+    ------
+    KeyMismatchError
+        If ``encrypted`` was encrypted under another key.
+    EncodingOverflowError
+        If a plaintext lies outside ``(-2**slot_bits, 2**slot_bits)`` (an altered ciphertext, or sums beyond
+        the packing's widths).
+    """
+    check_private_key(private_key)
+    if not isinstance(encrypted, EncryptedVector):
+        raise TypeError(f"encrypted must be an EncryptedVector, got {type(encrypted).__name__}")
+    if not encrypted.layout.integer:
+        raise TypeError("this vector holds fixed-point floats: open it with decrypt_vector")
+    if private_key.public_key != encrypted.public_key:
+        raise KeyMismatchError(
+            f"the vector was encrypted under key {key_fingerprint(encrypted.public_key)[:16]}, not under this "
+            f"private key's public key {key_fingerprint(private_key.public_key)[:16]}"
+        )
+    n = private_key.public_key.n
+    half, limit = n // 2, 1 << encrypted.layout.slot_bits
+    out = []
+    for index, m in enumerate(raw_decrypt_parallel(private_key, encrypted._ciphertexts, workers)):
+        v = int(m)
+        v = v - n if v > half else v
+        if not -limit < v < limit:
+            raise EncodingOverflowError(
+                f"ciphertext {index} decrypts outside the packed range: the ciphertext was altered or its sum "
+                "overflowed"
+            )
+        out.append(v)
     return out

@@ -78,7 +78,15 @@ def open_sum(site, msg: TaskMessage) -> tuple[dict[str, np.ndarray], list[str]]:
             raise ProtocolError(
                 f"the coordinator's sum of {name!r} is not the sum of the signed contributions; refusing to decrypt"
             )
-        vec = he.decrypt(site._sk, pk, mine)
+        spec = (p.get("layout") or {}).get(name)
+        if isinstance(spec, dict):
+            try:
+                widths = he.field_widths(spec)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ProtocolError(f"the decrypt request's layout of {name!r} is invalid: {exc}") from None
+            vec = he.decrypt_fields(site._sk, pk, mine, widths)
+        else:
+            vec = he.decrypt(site._sk, pk, mine)
         out[name] = vec.reshape([int(s) for s in shapes[name]])
     return out, sorted(seen)
 

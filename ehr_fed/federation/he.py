@@ -37,6 +37,33 @@ def encrypt(pk, values: np.ndarray, bound: float, max_terms: int) -> bytes | np.
     return crypto.encrypt_vector(pk, values, bound=bound, max_terms=max_terms).to_bytes()
 
 
+def field_widths(spec: Any) -> np.ndarray:
+    """Widths of an integer-field layout ``{"widths": [[repeat, [w, ...]], ...], "max_terms": T}``."""
+    from ehr_fed.crypto.fields import expand_segments
+
+    return expand_segments(spec["widths"])
+
+
+def encrypt_fields(pk, values: np.ndarray, widths: np.ndarray, max_terms: int) -> bytes | np.ndarray:
+    """Encrypt exact integer fields packed bit-tight (or return them as float64 when ``pk`` is None)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if pk is None:
+        return values
+    from ehr_fed.crypto.fields import encrypt_fields as _encrypt
+
+    return _encrypt(pk, values, widths, max_terms=max_terms).to_bytes()
+
+
+def decrypt_fields(sk, pk, total: Any, widths: np.ndarray) -> np.ndarray:
+    if pk is None:
+        return np.asarray(total, dtype=np.float64)
+    from ehr_fed import crypto
+    from ehr_fed.crypto.fields import decrypt_fields as _decrypt
+
+    ev = crypto.EncryptedVector.from_bytes(pk, total)
+    return _decrypt(sk, ev, widths).astype(np.float64)
+
+
 def add(pk, parts: list[Any]) -> bytes | np.ndarray:
     """Sum of contributions (ciphertexts added homomorphically, or arrays added)."""
     if pk is None:

@@ -212,9 +212,13 @@ class SiteNode:
         plain = {k: np.asarray(v, dtype=np.float64) for k, v in result.items()}
         self._check_gradient(task, plain)
         for name, a in plain.items():
-            bound, max_terms = layout[name]
             if not np.isfinite(a).all():
                 raise ProtocolError(f"task {task.name!r} output {name!r} has NaN or infinite values")
+            if isinstance(layout[name], dict):
+                arrays[name] = self._encrypt_fields(task, name, a, layout[name], encrypted)
+                shapes[name] = list(a.shape)
+                continue
+            bound, max_terms = layout[name]
             if a.size and np.abs(a).max() > bound:
                 raise ProtocolError(
                     f"task {task.name!r} output {name!r}: |value| {np.abs(a).max():g} exceeds the layout "
@@ -227,6 +231,25 @@ class SiteNode:
         payload = {"arrays": arrays, "shapes": shapes, "signature": self.keys.sign(digest),
                    "encrypted": encrypted}
         return self._release(msg, task.kind, payload, encrypted=encrypted)
+
+    def _encrypt_fields(self, task: SiteTask, name: str, a: np.ndarray, spec: dict, encrypted: bool):
+        try:
+            widths = he.field_widths(spec)
+        except ValueError as exc:
+            raise ProtocolError(f"layout of {name!r}: {exc}") from None
+        flat = a.ravel()
+        if flat.size != widths.size:
+            raise ProtocolError(f"task {task.name!r} output {name!r} has {flat.size} values, the layout declares "
+                                f"{widths.size} integer fields")
+        if np.any(flat != np.rint(flat)):
+            raise ProtocolError(f"task {task.name!r} output {name!r} is declared as integer fields but holds "
+                                "non-integer values")
+        over = np.abs(flat) >= np.ldexp(1.0, widths - 1)
+        if over.any():
+            i = int(np.flatnonzero(over)[0])
+            raise ProtocolError(f"task {task.name!r} output {name!r}: field {i} = {flat[i]:g} does not fit its "
+                                f"{int(widths[i])}-bit width ({int(over.sum())} fields over); widen the layout")
+        return he.encrypt_fields(self._pk if encrypted else None, flat, widths, int(spec["max_terms"]))
 
     def _decrypt(self, msg: TaskMessage) -> Reply:
         from ehr_fed.federation.decrypt import open_sum

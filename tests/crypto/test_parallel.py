@@ -34,7 +34,7 @@ def test_worker_count_resolution(monkeypatch):
         resolve_workers(0, 10)
 
 
-def test_two_worker_processes_decrypt_an_aggregate_exactly(keypair):
+def test_two_threads_decrypt_an_aggregate_exactly(keypair):
     pk, sk = keypair
     rng = np.random.default_rng(7)
     parts = [rng.integers(-1000, 1000, size=900).astype(float) for _ in range(3)]

@@ -45,7 +45,7 @@ from .binning import BinMapper, local_bin_edges
 from .federated import FederatedHistogramSource, check_all_sites
 from .grower import GrowParams, LocalHistogramSource, grow_tree
 from .histogram import sigmoid
-from .packing import choose_precision, field_widths, word_layout
+from .packing import DEFAULT_PRECISION
 from .predictor import Tree, predict_margin
 from .splitting import SplitParams
 from .xgboost_json import HESSIAN_EXPORT, model_from_json, model_to_json
@@ -82,9 +82,9 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
     hessian_export : {"keep", "coarsen", "strip"}, default "keep"
         Per-node Hessian sums written to exported models (see :mod:`.xgboost_json`).
     precision : int or None, default None
-        Fractional bits of the fixed-point gradients and Hessians (grid ``2**-precision``). None: the
-        largest value in [8, 16] that packs a bin into the fewest words for the pooled number of rows
-        (:func:`.packing.choose_precision`); the pooled learner makes the same choice for the same rows.
+        Fractional bits of the fixed-point gradients and Hessians (grid ``2**-precision``). None:
+        ``packing.DEFAULT_PRECISION`` (12). Every site, and the pooled learner, use the same grid, so their
+        histograms are the same integers.
     bin_edges : list of arrays or None
         Cut values per feature; None = federated quantiles (local quantiles for a local table).
 
@@ -97,6 +97,9 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
     feature_names_in_ : ndarray of str
     n_features_in_ : int
     feature_importances_ : ndarray, mean split gain per feature, normalised to sum 1 (XGBoost's "gain")
+    histogram_stats_ : dict (federated fits)
+        What each site sent: ``requests`` (one per level), integer ``fields``, their ``bits``, and the real
+        bins per node (``bins_per_node``).
     classes_ : ndarray [0, 1]
     """
 
@@ -178,6 +181,9 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         self.n_samples_, self.n_positives_ = int(n_total), int(n_pos)
         self.bin_edges_ = [c.copy() for c in mapper.cuts]
         self.trees_ = self._boost(source, mapper, progress)
+        if hasattr(source, "n_fields"):
+            self.histogram_stats_ = {"requests": source.n_requests, "fields": source.n_fields,
+                                     "bits": source.n_bits, "bins_per_node": int(source.mask.sum())}
         return self
 
     def _min_count(self, federation: Any = None) -> int:
@@ -189,7 +195,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
     def _precision(self, n_total: float) -> int:
         if self.precision is not None:
             return int(self.precision)
-        return choose_precision(int(n_total), 3 if self.min_count_rule == "count" else 2)
+        return DEFAULT_PRECISION
 
     def _setup_local(self, X: Any, y: Any):
         if isinstance(X, pd.DataFrame) and y is None:
@@ -254,8 +260,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             "channels": 3 if self.min_count_rule == "count" else 2,
             "min_count": int(self._min_count_),
         }
-        words = word_layout(field_widths(int(n_total), self.precision_, common["channels"]))
-        source = FederatedHistogramSource(fed, common, words, sites=sites)
+        source = FederatedHistogramSource(fed, common, int(n_total), mapper.n_bins, sites=sites)
         self.n_sites_ = n_sites
         return source, mapper, n_total, n_pos, names
 

@@ -1,10 +1,12 @@
 """The coordinator's side: node histograms from a federation, one ``secure_sum`` per tree level.
 
-Bounds (layout). Every site returns one array ``hist`` of shape ``(n_nodes, n_features, n_bins, n_words)``:
-the integer gradient, Hessian (and count) sums of each bin packed into words ``K * 2**-53`` with
-``|K| < 2**52`` (see :mod:`.packing`), so the layout is ``{"hist": (1.0, n_sites)}``. Field widths come
-from the pooled number of rows, so the decoded sum is the exact integer histogram: encrypted and
-plaintext federations, and the pooled learner, see the same numbers and grow the same trees.
+Layout. Every site returns one flat array ``hist``: for each requested node, the gradient, Hessian (and
+count) sums of the real bins (see :mod:`.packing`), declared as exact integer fields whose widths come from
+the pooled row count of each node (the root's is the pooled row count; a child's is its count from the
+level above, or the pooled count when counts are not collected). The decoded sum is the exact integer
+histogram: encrypted and plaintext federations, and the pooled learner, see the same numbers and grow the
+same trees. Before use, every node's histogram is checked to add up to the same totals for every feature
+(each row sits in exactly one bin of each feature), which catches a corrupted or inconsistent sum.
 """
 
 from __future__ import annotations
@@ -14,15 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .packing import WordLayout, unpack
+from .packing import bin_mask, from_wire, histogram_segments
 from .predictor import Tree
 
-__all__ = ["FederatedHistogramSource", "IncompleteSumError", "check_all_sites", "histogram_layout"]
-
-
-def histogram_layout(n_sites: int) -> dict[str, tuple[float, int]]:
-    """The ``secure_sum`` layout of ``gbdt.histograms``."""
-    return {"hist": (1.0, int(n_sites))}
+__all__ = ["FederatedHistogramSource", "IncompleteSumError", "InconsistentHistogramError", "check_all_sites"]
 
 
 class FederatedHistogramSource:
@@ -34,44 +31,72 @@ class FederatedHistogramSource:
     common : dict
         Request parameters shared by every round (features, cuts, max_bin, precision, base_score,
         channels, min_count).
-    words : WordLayout
-        How each bin's fields are packed.
+    n_total : int
+        Pooled number of rows (bounds the root's sums).
+    n_bins : int
+        Bins per feature of the dense histograms (value bins + missing bin).
     sites : list of str, optional
         The sites that contributed to the pooled counts; every histogram must come from exactly these
         (a sum missing a site would not be the pooled histogram, and sibling subtraction would break).
     """
 
-    def __init__(self, federation: Any, common: dict, words: WordLayout, training_id: str | None = None,
+    def __init__(self, federation: Any, common: dict, n_total: int, n_bins: int, training_id: str | None = None,
                  sites: list[str] | None = None):
         self.fed = federation
         self.common = dict(common)
         self.common["training_id"] = training_id or uuid.uuid4().hex
-        self.common.update(widths=list(words.widths), word=list(words.word), offset=list(words.offset),
-                           n_words=int(words.n_words))
-        self.words = words
+        self.n_total = int(n_total)
+        self.channels = int(common["channels"])
+        self.precision = int(common["precision"])
+        n_cuts = np.array([len(c) for c in common["cuts"]], dtype=np.int64)
+        self.mask = bin_mask(n_cuts, n_bins)
         self.sites = sorted(federation.site_ids) if sites is None else sorted(sites)
-        self.layout = histogram_layout(len(federation.site_ids))
+        self.n_sites = len(federation.site_ids)
         self.trees: list[dict] = []
         self.n_requests = 0
-        self.n_values = 0  # packed values each site encrypted, in total
+        self.n_fields = 0  # integer fields each site sent, in total
+        self.n_bits = 0  # bits of those fields
 
     def begin_tree(self, trees: list[Tree]) -> None:
         self.trees = [_routing_payload(t) for t in trees]
+
+    def _node_rows(self, tree: Tree, nodes: list[int]) -> list[int]:
+        if self.channels < 3 or tree.n_nodes == 0:
+            return [self.n_total] * len(nodes)
+        return [int(tree.count[nid]) if tree.count[nid] > 0 else self.n_total for nid in nodes]
 
     def histograms(self, tree: Tree, nodes: list[int]) -> np.ndarray:
         params = dict(self.common)
         params["trees"] = self.trees
         params["tree"] = _routing_payload(tree)
         params["nodes"] = np.asarray(nodes, dtype=np.int64)
-        res = self.fed.secure_sum("gbdt.histograms", params, self.layout)
+        segments = histogram_segments(self._node_rows(tree, nodes), int(self.mask.sum()), self.precision,
+                                      self.channels)
+        res = self.fed.secure_sum("gbdt.histograms", params,
+                                  {"hist": {"widths": segments, "max_terms": self.n_sites}})
         check_all_sites(res, self.sites, "gbdt.histograms")
-        out = np.asarray(res["hist"])
+        hist = from_wire(np.asarray(res["hist"]), self.mask, len(nodes), self.channels)
+        check_consistent(hist, self.channels, nodes)
         self.n_requests += 1
-        self.n_values += int(out.size)
-        fields = unpack(out, self.words)
-        hist = np.zeros(fields.shape[:-1] + (3,), dtype=np.int64)
-        hist[..., : fields.shape[-1]] = fields
+        self.n_fields += sum(r * len(w) for r, w in segments)
+        self.n_bits += sum(r * sum(w) for r, w in segments)
         return hist
+
+
+class InconsistentHistogramError(RuntimeError):
+    """A summed histogram does not add up to the same node totals for every feature."""
+
+
+def check_consistent(hist: np.ndarray, channels: int, nodes: list[int]) -> None:
+    """Every feature's bins of a node must add up to the same (G, H, C) totals."""
+    sums = hist[..., :channels].sum(axis=2)  # (n_nodes, n_features, channels)
+    bad = np.flatnonzero((sums != sums[:, :1, :]).any(axis=(1, 2)))
+    if bad.size:
+        raise InconsistentHistogramError(
+            f"the summed histograms of nodes {[int(nodes[i]) for i in bad]} do not add up to the same totals "
+            "for every feature: a site sent rows it does not hold in every feature, or a sum was corrupted. "
+            "Check that every site runs the same ehr-fed version and the same feature table, then fit again."
+        )
 
 
 class IncompleteSumError(RuntimeError):

@@ -13,10 +13,10 @@ Replies:
 
 ``gbdt.schema``      ``{"features": [...]}`` (query): the feature columns of the site's table.
 ``gbdt.init``        ``{"stats": [n_rows, n_positive]}`` (for the base score and the layout bounds).
-``gbdt.histograms``  ``{"hist": (n_nodes, n_features, n_bins, n_words)}``: per node the gradient, Hessian
-                     (and, with the count rule, row-count) histograms, gradients and Hessians quantised to
-                     ``2**-precision`` (see :mod:`.histogram`), the integer sums of each bin packed into
-                     one or two exact words (see :mod:`.packing`).
+``gbdt.histograms``  ``{"hist": flat integer fields}``: per node the gradient, Hessian (and, with the count
+                     rule, row-count) sums of every real bin (see :mod:`.packing`), gradients and Hessians
+                     quantised to ``2**-precision`` (see :mod:`.histogram`); the coordinator's layout gives
+                     the bit width of each field.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ehr_fed.privacy import DisclosureError
 
 from .binning import BinMapper
 from .histogram import build_histograms, logistic_grad_hess, quantize
-from .packing import WordLayout, pack
+from .packing import bin_mask, to_wire
 from .predictor import apply_tree, base_margin
 
 __all__ = ["site_schema", "site_init", "site_histograms", "clear_cache"]
@@ -77,6 +77,7 @@ def _state(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
             "y": table["label"].to_numpy(dtype=np.float64),
             "bins": mapper.transform(X32),
             "n_bins": mapper.n_bins,
+            "mask": bin_mask(mapper.n_cuts(), mapper.n_bins),
             "applied": [],
             "margin": None,
             "base_score": None,
@@ -136,10 +137,7 @@ def site_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict
     row_node = apply_tree(params["tree"], st["X32"])
     hist = build_histograms(st["bins"], gq, hq, row_node, np.asarray(params["nodes"], dtype=np.int64),
                             st["n_bins"])
-    n_channels = int(params.get("channels", 3))
-    layout = WordLayout(tuple(params["widths"]), tuple(params["word"]), tuple(params["offset"]),
-                        int(params["n_words"]))
-    return {"hist": pack(hist[..., :n_channels], layout)}
+    return {"hist": to_wire(hist, st["mask"], int(params.get("channels", 3)))}
 
 site_task("gbdt.schema", kind="other")(site_schema)
 site_task("gbdt.init", kind="count")(site_init)

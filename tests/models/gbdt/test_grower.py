@@ -33,7 +33,13 @@ def test_one_request_per_level_and_only_the_smaller_sibling():
     X, y, mapper, src = _setup()
     params = GrowParams(max_depth=4, learning_rate=0.3, split=SplitParams(precision=12, min_count=10))
     tree = grow_tree(src, mapper, params)
-    assert len(src.requests) <= 4 + 1 and src.requests[0] == [0]
+    assert tree.depth() == 4
+    # one round per level that splits: depth-4 leaves never need histograms
+    assert len(src.requests) == 4 and src.requests[0] == [0]
+    depth = {0: 0}
+    for nid in range(1, tree.n_nodes):
+        depth[nid] = depth[tree.parent[nid]] + 1
+    assert max(depth[nid] for level in src.requests for nid in level) == 3
     for level in src.requests[1:]:
         for nid in level:
             sib = nid + 1 if tree.left[tree.parent[nid]] == nid else nid - 1

@@ -1,45 +1,43 @@
 import numpy as np
 import pytest
 
-from ehr_fed.models.gbdt.packing import choose_precision, field_widths, pack, unpack, word_layout
+from ehr_fed.crypto.fields import expand_segments, field_plan, pack_fields, unpack_fields
+from ehr_fed.models.gbdt.packing import bin_mask, field_widths, from_wire, histogram_segments, to_wire
 
 
 @pytest.mark.parametrize("channels", [2, 3])
-def test_sum_of_packed_words_unpacks_to_sum_of_fields(channels):
-    # Prepare: 5 sites whose pooled sums sit at the extremes of the bounds
-    n_sites, n_total, p = 5, 250_000, 14
-    words = word_layout(field_widths(n_total, p, channels))
+def test_extreme_pooled_sums_fit_their_fields_and_decode_exactly(channels):
+    # Prepare: 5 sites whose pooled node sums sit at the extremes of the bounds of a 250,000-row node
+    n_sites, p = 5, 10
+    widths = expand_segments(histogram_segments([250_000], 40, p, channels))
+    plan = field_plan(widths, 2046)
     rng = np.random.default_rng(2)
-    site_rows = [50_000] * n_sites
     parts = []
-    for n in site_rows:
-        g = rng.choice([-1, 1]) * np.full(40, n << p)
-        h = np.full(40, (n << p) >> 2)
-        c = np.full(40, n)
-        f = np.stack([g, h, c][:channels], axis=-1)
+    for n in [50_000] * n_sites:
+        sign = rng.choice([-1, 1])
+        f = np.stack([np.full(40, sign * (n << p)), np.full(40, (n << p) >> 2), np.full(40, n)][:channels], axis=-1)
         f[:20] = rng.integers(0, 50, size=(20, channels)) * np.array([-1, 1, 1][:channels])
-        parts.append(f)
-    # Execute: floats summed the way the plaintext federation sums them
-    summed = np.sum(np.stack([pack(f, words) for f in parts]), axis=0)
+        parts.append(f.ravel())
+    # Execute: packed per site, summed as Paillier sums plaintexts
+    total = [sum(k) for k in zip(*[pack_fields(f, plan) for f in parts], strict=True)]
     # Assert
-    assert np.array_equal(unpack(summed, words), np.sum(parts, axis=0))
-    assert np.abs(np.stack([pack(f, words) for f in parts])).max() <= 1.0
+    assert np.array_equal(unpack_fields(total, plan), np.sum(parts, axis=0))
 
 
-def test_layout_packs_fields_into_fewest_words():
-    assert word_layout([35, 33, 19]).n_words == 2
-    assert word_layout([27, 25]).n_words == 1
-    with pytest.raises(ValueError, match="more than a word"):
-        word_layout([60])
+def test_deeper_nodes_need_fewer_bits():
+    assert field_widths(250_000, 10, 3) == [29, 27, 19]
+    assert field_widths(7_000, 10, 3) == [24, 22, 14]
+    assert field_widths(7_000, 10, 2) == [24, 22]
 
 
-def test_choose_precision_prefers_fewest_words_then_finest_grid():
-    assert choose_precision(250_000, 2) == 8  # G and H share one word
-    assert choose_precision(250_000, 3) == 16  # two words either way: keep precision
-    assert word_layout(field_widths(250_000, 8, 2)).n_words == 1
-
-
-def test_overflowing_field_is_refused():
-    words = word_layout(field_widths(10, 4, 3))
-    with pytest.raises(OverflowError, match="exceeds its"):
-        pack(np.array([[10**6, 0, 0]]), words)
+def test_wire_form_keeps_only_real_bins():
+    mask = bin_mask(np.array([2, 0, 4]), 6)  # 6 bins: 5 value bins + missing bin
+    assert mask.sum(axis=1).tolist() == [4, 2, 6]
+    assert mask[:, -1].all()
+    hist = np.zeros((2, 3, 6, 3), dtype=np.int64)
+    hist[:, mask] = np.arange(2 * int(mask.sum()) * 3).reshape(2, -1, 3)
+    flat = to_wire(hist, mask, 3)
+    assert flat.size == 2 * 12 * 3
+    assert np.array_equal(from_wire(flat.astype(float), mask, 2, 3), hist)
+    with pytest.raises(ValueError, match="histogram fields for 2 nodes"):
+        from_wire(flat[:-1], mask, 2, 3)

@@ -4,21 +4,21 @@ import pytest
 from ehr_fed.federation import SiteContext
 from ehr_fed.models.gbdt import tasks as site_tasks
 from ehr_fed.models.gbdt.binning import local_bin_edges
-from ehr_fed.models.gbdt.packing import field_widths, unpack, word_layout
+from ehr_fed.models.gbdt.binning import BinMapper
+from ehr_fed.models.gbdt.packing import bin_mask, from_wire
 from ehr_fed.models.gbdt.predictor import Tree
 from ehr_fed.privacy import DisclosureError, PrivacyPolicy
 
 from .conftest import FEATURES
 
 
-def _params(table, words, trees=(), tree=None, **extra):
+def _params(table, trees=(), tree=None, **extra):
     X = table[FEATURES].to_numpy()
     t = tree or Tree()
     p = {
         "training_id": "t1", "features": FEATURES, "cuts": local_bin_edges(X, 8), "max_bin": 8,
         "precision": 10, "base_score": 0.3, "channels": 3, "min_count": 10,
-        "widths": list(words.widths), "word": list(words.word), "offset": list(words.offset),
-        "n_words": words.n_words, "trees": [x.to_routing() for x in trees], "tree": t.to_routing(),
+        "trees": [x.to_routing() for x in trees], "tree": t.to_routing(),
         "nodes": [0],
     }
     p.update(extra)
@@ -27,40 +27,42 @@ def _params(table, words, trees=(), tree=None, **extra):
 
 def test_histograms_of_the_root_count_every_row_once(small_data):
     table = small_data["tables"]["site_1"]
-    words = word_layout(field_widths(3000, 10, 3))
     ctx = SiteContext(site_id="site_1", policy=PrivacyPolicy())
-    out = site_tasks.site_histograms(table, _params(table, words), ctx)
-    hist = unpack(out["hist"], words)
+    params = _params(table)
+    out = site_tasks.site_histograms(table, params, ctx)
+    mapper = BinMapper(params["cuts"], 8)
+    mask = bin_mask(mapper.n_cuts(), mapper.n_bins)
+    # only real bins travel: each feature's value bins up to its last cut, and its missing bin
+    assert out["hist"].size == int(mask.sum()) * 3 <= len(FEATURES) * 9 * 3
+    hist = from_wire(out["hist"], mask, 1, 3)
     assert hist.shape == (1, len(FEATURES), 9, 3)
     assert (hist[0, :, :, 2].sum(axis=1) == len(table)).all()
-    assert np.abs(out["hist"]).max() <= 1.0
+    assert np.array_equal(out["hist"], np.rint(out["hist"]))
 
 
 def test_cached_and_recomputed_answers_agree(small_data):
     table = small_data["tables"]["site_2"]
-    words = word_layout(field_widths(3000, 10, 3))
     ctx = SiteContext(site_id="site_2", policy=PrivacyPolicy())
     t = Tree()
     lo, hi = t.split(0, 1, 3, 0.0, True, 1.0)
     t.leaf_value[lo], t.leaf_value[hi] = -0.1, 0.2
     site_tasks.clear_cache()
-    site_tasks.site_histograms(table, _params(table, words), ctx)  # warm cache with no trees applied
-    warm = site_tasks.site_histograms(table, _params(table, words, trees=[t], tree=t, nodes=[lo, hi]), ctx)
+    site_tasks.site_histograms(table, _params(table), ctx)  # warm cache with no trees applied
+    warm = site_tasks.site_histograms(table, _params(table, trees=[t], tree=t, nodes=[lo, hi]), ctx)
     site_tasks.clear_cache()
-    cold = site_tasks.site_histograms(table, _params(table, words, trees=[t], tree=t, nodes=[lo, hi]), ctx)
+    cold = site_tasks.site_histograms(table, _params(table, trees=[t], tree=t, nodes=[lo, hi]), ctx)
     assert np.array_equal(warm["hist"], cold["hist"])
     # a different history (e.g. another coordinator run with the same id) is not served from the cache
     t.leaf_value[lo] = 0.5
-    other = site_tasks.site_histograms(table, _params(table, words, trees=[t], tree=t, nodes=[lo, hi]), ctx)
+    other = site_tasks.site_histograms(table, _params(table, trees=[t], tree=t, nodes=[lo, hi]), ctx)
     assert not np.array_equal(other["hist"], cold["hist"])
 
 
 def test_site_refuses_small_leaves_and_reports_schema(small_data):
     table = small_data["tables"]["site_0"]
-    words = word_layout(field_widths(3000, 10, 3))
     ctx = SiteContext(site_id="site_0", policy=PrivacyPolicy(min_cell_count=25))
     with pytest.raises(DisclosureError, match="below this site's minimum cell count 25"):
-        site_tasks.site_histograms(table, _params(table, words), ctx)
+        site_tasks.site_histograms(table, _params(table), ctx)
     assert site_tasks.site_schema(table, {}, ctx) == {"features": FEATURES}
     stats = site_tasks.site_init(table, {}, ctx)["stats"]
     assert stats.tolist() == [len(table), float(table["label"].sum())]

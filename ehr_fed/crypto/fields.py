@@ -1,0 +1,191 @@
+"""Exact integer fields of varying widths, packed bit-tight into Paillier plaintexts.
+
+Histograms of integer sums (counts, quantised gradients) need few bits per entry, and the bits they need
+vary from entry to entry (a gradient sum needs more than a row count; a small tree node less than the
+root). A fixed-point slot per entry wastes most of a plaintext; here every field ``i`` gets exactly
+``widths[i]`` bits.
+
+Encoding
+--------
+Field ``i`` holds a signed integer with ``|x_i| < 2**(w_i - 1)`` (``w_i = widths[i]``, at most
+``MAX_FIELD_BITS``). Fields are laid out in order, each one whole in one plaintext, filling a plaintext
+up to ``capacity = bits(n) - 2`` bits. A plaintext holds the signed integer ``K = sum_i x_i 2**o_i``
+(``o_i`` the field's bit offset), encrypted as ``K mod n`` (:func:`ehr_fed.crypto.encrypt_integers`).
+
+Invariant: adding ciphertexts adds the ``K``; the sum ``sum_t K_t = sum_i X_i 2**o_i`` of field sums
+``X_i = sum_t x_ti`` decodes exactly as long as every ``|X_i| < 2**(w_i - 1)``: adding the bias
+``B = sum_i 2**(w_i - 1) 2**o_i`` gives ``sum_i (X_i + 2**(w_i - 1)) 2**o_i`` whose terms lie in
+``[1, 2**w_i)``, i.e. plain bit fields with no carries. Widths are therefore sized from the bound of the
+*pooled* sum, which every partial sum of sites also respects.
+
+Widths are described by segments ``[[repeat, [w_1, ..., w_k]], ...]``: the pattern ``w_1..w_k`` repeated
+``repeat`` times, segments concatenated (e.g. ``[[1281, [27, 25, 16]]]`` for the gradient, Hessian and
+count fields of 1,281 histogram bins).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .errors import EncodingOverflowError
+from .keys import check_private_key, check_public_key
+from .vector import EncryptedVector, decrypt_integers, encrypt_integers
+
+__all__ = [
+    "MAX_FIELD_BITS",
+    "FieldPlan",
+    "expand_segments",
+    "field_plan",
+    "pack_fields",
+    "unpack_fields",
+    "encrypt_fields",
+    "decrypt_fields",
+]
+
+#: widest field: sums stay exact in int64 and in float64 (the plaintext federation adds floats)
+MAX_FIELD_BITS = 54
+
+
+def expand_segments(segments) -> np.ndarray:
+    """Field widths (int64 array) from ``[[repeat, [w, ...]], ...]``; raises ValueError on a bad spec."""
+    try:
+        parts = [np.tile(np.asarray(pattern, dtype=np.int64), int(repeat)) for repeat, pattern in segments]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"field widths must be [[repeat, [width, ...]], ...], got {segments!r}: {exc}") from None
+    if any(int(repeat) < 0 for repeat, _ in segments):
+        raise ValueError(f"a segment repeats a negative number of times: {segments!r}")
+    widths = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    if widths.size and (widths.min() < 2 or widths.max() > MAX_FIELD_BITS):
+        raise ValueError(f"field widths must lie in [2, {MAX_FIELD_BITS}] bits, got {int(widths.min())}.."
+                         f"{int(widths.max())}")
+    return widths
+
+
+@dataclass(frozen=True)
+class FieldPlan:
+    """Where every field sits: its plaintext (chunk) and the chunks' bit ranges."""
+
+    widths: np.ndarray  # (n_fields,)
+    capacity: int
+    field_starts: tuple[int, ...]  # first field of each chunk, plus n_fields
+    bit_starts: tuple[int, ...]  # first bit (in the concatenation of all fields) of each chunk, plus total
+    biases: tuple[int, ...]  # B of each chunk
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.field_starts) - 1
+
+
+def field_plan(widths: np.ndarray, capacity: int) -> FieldPlan:
+    """Assign fields, in order, to plaintexts of at most ``capacity`` bits."""
+    widths = np.asarray(widths, dtype=np.int64)
+    return _plan(widths.tobytes(), int(capacity))
+
+
+@lru_cache(maxsize=64)
+def _plan(widths_bytes: bytes, capacity: int) -> FieldPlan:
+    widths = np.frombuffer(widths_bytes, dtype=np.int64)
+    if widths.size and widths.max() > capacity:
+        raise EncodingOverflowError(f"a field of {int(widths.max())} bits does not fit a {capacity}-bit plaintext")
+    ends = np.cumsum(widths)
+    field_starts, bit_starts = [0], [0]
+    while field_starts[-1] < widths.size:
+        # the last field whose end stays within capacity bits of the chunk's first bit
+        last = int(np.searchsorted(ends, bit_starts[-1] + capacity, side="right"))
+        field_starts.append(last)
+        bit_starts.append(int(ends[last - 1]))
+    biases = []
+    for a, b in zip(field_starts[:-1], field_starts[1:], strict=True):
+        w = widths[a:b]
+        offsets = np.concatenate([[0], np.cumsum(w)[:-1]])
+        biases.append(sum(1 << int(o + x - 1) for o, x in zip(offsets, w, strict=True)))
+    return FieldPlan(widths.copy(), capacity, tuple(field_starts), tuple(bit_starts), tuple(biases))
+
+
+def _field_bits(u: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bits of each unsigned field, least significant first, concatenated; and the (n_fields, 64) mask."""
+    shifts = np.arange(64, dtype=np.uint64)
+    mask = shifts[None, :] < widths[:, None].astype(np.uint64)
+    bits = ((u[:, None] >> shifts[None, :]) & np.uint64(1)).astype(np.uint8)
+    return bits[mask], mask
+
+
+def pack_fields(values, plan: FieldPlan) -> list[int]:
+    """Signed integer fields -> one signed integer ``K`` per plaintext (see the module docstring).
+
+    Raises
+    ------
+    EncodingOverflowError
+        If a value is not an integer or does not fit its width (the message names the first one).
+    """
+    x = np.asarray(values)
+    if x.shape != plan.widths.shape:
+        raise ValueError(f"{x.size} field values for a plan of {plan.widths.size} fields")
+    if x.dtype.kind == "f":
+        if not np.all(np.isfinite(x)) or np.any(x != np.rint(x)):
+            bad = int(np.flatnonzero(~np.isfinite(x) | (x != np.rint(x)))[0])
+            raise EncodingOverflowError(f"field {bad} is {float(x[bad])!r}, not an integer")
+    x = x.astype(np.int64)
+    half = np.left_shift(np.int64(1), plan.widths - 1)
+    over = np.abs(x) >= half
+    if over.any():
+        i = int(np.flatnonzero(over)[0])
+        raise EncodingOverflowError(
+            f"field {i} = {int(x[i])} does not fit its {int(plan.widths[i])}-bit width (|x| < {int(half[i])}); "
+            f"{int(over.sum())} fields over their widths"
+        )
+    flat, _ = _field_bits((x + half).astype(np.uint64), plan.widths)
+    out = []
+    for c in range(plan.n_chunks):
+        chunk = flat[plan.bit_starts[c] - plan.bit_starts[0] : plan.bit_starts[c + 1] - plan.bit_starts[0]]
+        u = int.from_bytes(np.packbits(chunk, bitorder="little").tobytes(), "little")
+        out.append(u - plan.biases[c])
+    return out
+
+
+def unpack_fields(packed: list[int], plan: FieldPlan) -> np.ndarray:
+    """Summed plaintexts ``K`` -> int64 field sums, inverting :func:`pack_fields`.
+
+    Raises
+    ------
+    EncodingOverflowError
+        If a plaintext is outside the range of its fields (an altered ciphertext, or a sum beyond the widths).
+    """
+    if len(packed) != plan.n_chunks:
+        raise EncodingOverflowError(f"{len(packed)} packed integers for a plan of {plan.n_chunks} plaintexts")
+    parts = []
+    for c, k in enumerate(packed):
+        n_bits = plan.bit_starts[c + 1] - plan.bit_starts[c]
+        u = int(k) + plan.biases[c]
+        if not 0 <= u < (1 << n_bits):
+            raise EncodingOverflowError(
+                f"plaintext {c} does not decode into its {plan.field_starts[c + 1] - plan.field_starts[c]} "
+                "fields: the ciphertext was altered or a field sum left its width"
+            )
+        raw = np.frombuffer(u.to_bytes((n_bits + 7) // 8, "little"), dtype=np.uint8)
+        parts.append(np.unpackbits(raw, bitorder="little")[:n_bits])
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
+    widths = plan.widths
+    shifts = np.arange(64, dtype=np.uint64)
+    mask = shifts[None, :] < widths[:, None].astype(np.uint64)
+    bits = np.zeros(mask.shape, dtype=np.uint64)
+    bits[mask] = flat
+    u = (bits << shifts[None, :]).sum(axis=1, dtype=np.uint64)
+    return u.astype(np.int64) - np.left_shift(np.int64(1), widths - 1)
+
+
+def encrypt_fields(public_key, values, widths, *, max_terms: int, workers: int | None = None) -> EncryptedVector:
+    """Encrypt integer fields of the given widths (sums of up to ``max_terms`` vectors decrypt exactly)."""
+    check_public_key(public_key)
+    plan = field_plan(np.asarray(widths, dtype=np.int64), public_key.n.bit_length() - 2)
+    return encrypt_integers(public_key, pack_fields(values, plan), max_terms=max_terms, workers=workers)
+
+
+def decrypt_fields(private_key, encrypted: EncryptedVector, widths, *, workers: int | None = None) -> np.ndarray:
+    """Decrypt a (summed) vector of :func:`encrypt_fields` to its int64 field sums."""
+    check_private_key(private_key)
+    plan = field_plan(np.asarray(widths, dtype=np.int64), private_key.public_key.n.bit_length() - 2)
+    return unpack_fields(decrypt_integers(private_key, encrypted, workers=workers), plan)
