@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--min-count-rule", default="count", choices=["count", "hessian"])
     ap.add_argument("--skip-encrypted", action="store_true", help="plaintext federation and xgboost only")
     ap.add_argument("--trees", type=int, default=None, help="override the number of trees")
+    ap.add_argument("--workers", default="processes", choices=["processes", "threads"],
+                    help="sites as separate processes (as hospitals are separate machines; default) or as "
+                         "threads of this process")
     args = ap.parse_args(argv)
 
     import xgboost as xgb
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     pooled = pd.concat(tables.values(), ignore_index=True)
     Xt, yt = make_data(cfg["test_rows"], cfg["features"], seed=7)
     test = pd.DataFrame(Xt, columns=names)
-    result: dict = {"config": {**cfg, **params, "min_count_rule": args.min_count_rule,
+    result: dict = {"config": {**cfg, **params, "min_count_rule": args.min_count_rule, "site_workers": args.workers,
                                "cpu_count": os.cpu_count()}}
 
     t0 = time.perf_counter()
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     def federated(encrypted: bool) -> tuple[dict, FederatedGradientBoostingClassifier]:
         t_keys = time.perf_counter()
         fed = Federation.in_process(tables, encrypted=encrypted, key_bits=cfg["key_bits"],
-                                    allow_insecure=cfg["key_bits"] < 2048)
+                                    allow_insecure=cfg["key_bits"] < 2048, workers=args.workers)
         keys = time.perf_counter() - t_keys
         model = FederatedGradientBoostingClassifier(encrypted=encrypted, min_count_rule=args.min_count_rule,
                                                     **params)

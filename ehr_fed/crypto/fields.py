@@ -97,12 +97,15 @@ def _plan(widths_bytes: bytes, capacity: int) -> FieldPlan:
         last = int(np.searchsorted(ends, bit_starts[-1] + capacity, side="right"))
         field_starts.append(last)
         bit_starts.append(int(ends[last - 1]))
-    biases = []
-    for a, b in zip(field_starts[:-1], field_starts[1:], strict=True):
-        w = widths[a:b]
-        offsets = np.concatenate([[0], np.cumsum(w)[:-1]])
-        biases.append(sum(1 << int(o + x - 1) for o, x in zip(offsets, w, strict=True)))
+    flat, _ = _field_bits(np.left_shift(np.uint64(1), (widths - 1).astype(np.uint64)), widths)
+    biases = _chunk_ints(flat, bit_starts)
     return FieldPlan(widths.copy(), capacity, tuple(field_starts), tuple(bit_starts), tuple(biases))
+
+
+def _chunk_ints(flat: np.ndarray, bit_starts: list[int] | tuple[int, ...]) -> list[int]:
+    """The integers whose little-endian bits are ``flat[bit_starts[c]:bit_starts[c + 1]]``."""
+    return [int.from_bytes(np.packbits(flat[a:b], bitorder="little").tobytes(), "little")
+            for a, b in zip(bit_starts[:-1], bit_starts[1:], strict=True)]
 
 
 def _field_bits(u: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,12 +141,7 @@ def pack_fields(values, plan: FieldPlan) -> list[int]:
             f"{int(over.sum())} fields over their widths"
         )
     flat, _ = _field_bits((x + half).astype(np.uint64), plan.widths)
-    out = []
-    for c in range(plan.n_chunks):
-        chunk = flat[plan.bit_starts[c] - plan.bit_starts[0] : plan.bit_starts[c + 1] - plan.bit_starts[0]]
-        u = int.from_bytes(np.packbits(chunk, bitorder="little").tobytes(), "little")
-        out.append(u - plan.biases[c])
-    return out
+    return [u - b for u, b in zip(_chunk_ints(flat, plan.bit_starts), plan.biases, strict=True)]
 
 
 def unpack_fields(packed: list[int], plan: FieldPlan) -> np.ndarray:

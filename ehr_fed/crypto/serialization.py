@@ -192,9 +192,14 @@ def _check_layout(public_key, h: _Header) -> Layout:
 def _check_ciphertexts(public_key, ciphertexts: list[int]) -> None:
     n = gmpy2.mpz(public_key.n)
     nsquare = n * n
+    product = gmpy2.mpz(1)
     for index, c in enumerate(ciphertexts):
         if not 0 < c < nsquare:
             raise PayloadError(f"ciphertext {index} is out of range: it must lie in [1, n**2)")
+        product = product * c % n
+    if gmpy2.gcd(product, n) == 1:  # every ciphertext is invertible modulo n (one gcd instead of one each)
+        return
+    for index, c in enumerate(ciphertexts):
         if gmpy2.gcd(c, n) != 1:
             raise PayloadError(
                 f"ciphertext {index} is not invertible modulo n: not a valid Paillier ciphertext"

@@ -65,13 +65,19 @@ class FederatedHistogramSource:
             return [self.n_total] * len(nodes)
         return [int(tree.count[nid]) if tree.count[nid] > 0 else self.n_total for nid in nodes]
 
+    def _node_hessians(self, tree: Tree, nodes: list[int]) -> list[int | None]:
+        """Exact quantised Hessian totals of known nodes (``sum_hessian`` is ``H_q 2**-p``, exact in float64)."""
+        if tree.n_nodes == 0:
+            return [None] * len(nodes)
+        return [int(round(tree.sum_hessian[nid] * 2.0**self.precision)) if nid > 0 else None for nid in nodes]
+
     def histograms(self, tree: Tree, nodes: list[int]) -> np.ndarray:
         params = dict(self.common)
         params["trees"] = self.trees
         params["tree"] = _routing_payload(tree)
         params["nodes"] = np.asarray(nodes, dtype=np.int64)
         segments = histogram_segments(self._node_rows(tree, nodes), int(self.mask.sum()), self.precision,
-                                      self.channels)
+                                      self.channels, self._node_hessians(tree, nodes))
         res = self.fed.secure_sum("gbdt.histograms", params,
                                   {"hist": {"widths": segments, "max_terms": self.n_sites}})
         check_all_sites(res, self.sites, "gbdt.histograms")

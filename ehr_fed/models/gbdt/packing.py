@@ -8,7 +8,8 @@ sent as integer fields packed bit-tight (:mod:`ehr_fed.crypto.fields`) with widt
 count of the node, which the coordinator knows from the level above (the root's is the pooled row count):
 
 * ``|G| <= n 2**p``  ->  ``bits(n 2**p) + 1`` bits
-* ``0 <= H <= n 2**(p-2)`` (``h <= 1/4``)  ->  ``bits(n 2**(p-2)) + 1`` bits
+* ``0 <= H <= n 2**(p-2)`` (``h <= 1/4``), and at most the node's own Hessian total when the level above
+  gave it  ->  ``bits(bound) + 1`` bits
 * ``0 <= C <= n``  ->  ``bits(n) + 1`` bits
 
 so a deep node costs fewer bits than the root, and any partial or total sum of sites fits its field.
@@ -26,12 +27,19 @@ __all__ = ["DEFAULT_PRECISION", "field_widths", "bin_mask", "histogram_segments"
 DEFAULT_PRECISION = 12
 
 
-def field_widths(n_rows: int, precision: int, channels: int) -> list[int]:
-    """Bits of the (G, H[, C]) fields of a node of at most ``n_rows`` pooled rows."""
+def field_widths(n_rows: int, precision: int, channels: int, hessian: int | None = None) -> list[int]:
+    """Bits of the (G, H[, C]) fields of a node of at most ``n_rows`` pooled rows.
+
+    ``hessian``: the node's exact quantised Hessian sum when known (a child's comes with its parent's
+    split); no bin of the node holds more, so it bounds the H field more tightly than ``n 2**(p-2)``.
+    """
     n = max(int(n_rows), 1)
+    h_bound = (n << precision) >> 2
+    if hessian is not None:
+        h_bound = min(h_bound, max(int(hessian), 1))
     widths = [
         (n << precision).bit_length() + 1,  # |G| <= n 2**p
-        ((n << precision) >> 2).bit_length() + 1,  # H <= n 2**(p-2)
+        h_bound.bit_length() + 1,  # 0 <= H <= node total <= n 2**(p-2)
     ]
     if channels == 3:
         widths.append(n.bit_length() + 1)  # C <= n
@@ -46,9 +54,11 @@ def bin_mask(n_cuts: np.ndarray, n_bins: int) -> np.ndarray:
     return mask
 
 
-def histogram_segments(node_rows: list[int], n_valid: int, precision: int, channels: int) -> list:
+def histogram_segments(node_rows: list[int], n_valid: int, precision: int, channels: int,
+                       node_hessians: list[int | None] | None = None) -> list:
     """Integer-field widths of a request (one segment per node, ``n_valid`` bins each)."""
-    return [[int(n_valid), field_widths(n, precision, channels)] for n in node_rows]
+    hess = node_hessians or [None] * len(node_rows)
+    return [[int(n_valid), field_widths(n, precision, channels, h)] for n, h in zip(node_rows, hess, strict=True)]
 
 
 def to_wire(hist: np.ndarray, mask: np.ndarray, channels: int) -> np.ndarray:

@@ -28,6 +28,9 @@ def test_deeper_nodes_need_fewer_bits():
     assert field_widths(250_000, 10, 3) == [29, 27, 19]
     assert field_widths(7_000, 10, 3) == [24, 22, 14]
     assert field_widths(7_000, 10, 2) == [24, 22]
+    # a child's exact Hessian total (from its parent's split) bounds its H field more tightly
+    assert field_widths(7_000, 10, 3, hessian=600 << 10) == [24, 21, 14]
+    assert field_widths(7_000, 10, 3, hessian=10**12) == [24, 22, 14]  # never looser than n 2**(p-2)
 
 
 def test_wire_form_keeps_only_real_bins():
