@@ -6,9 +6,9 @@ addition and decryption of an aggregated vector, the same for plain ``phe`` (one
 their ratios, and bytes on the wire per value.
 
 Configurations follow the callers (default frac_bits = 53 everywhere): ``logreg`` (bound 1e6, max_terms 10:
-gradients and Hessians of 10 sites), ``gbdt_words`` (bound 1, max_terms 5: the boosting learner's packed
-histogram words from 5 sites) and ``rows_250k`` (bound 1, max_terms 250,000: per-row terms summed over up to
-250,000 rows, the widest slots).
+gradients and Hessians of 10 sites), ``gbdt_words`` (bound 1, max_terms 5: unit-bounded
+floats summed over 5 sites) and ``rows_250k`` (bound 1, max_terms 250,000: per-row terms summed over up to
+250,000 rows, the widest slots). Boosting histograms travel as integer fields (``ehr_fed.crypto.fields``).
 """
 
 from __future__ import annotations

@@ -65,3 +65,37 @@ def test_secure_sum_encrypted_equals_plaintext(tables):
         np.testing.assert_allclose(a[k], b[k], rtol=1e-9, atol=1e-9)
         assert a[k].shape == b[k].shape
     assert a.contributors == ["site_a", "site_b", "site_c"]
+
+
+@site_task("test.counts", kind="histogram")
+def _counts(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
+    x = table[FEATURES[0]].fillna(0).to_numpy(float)
+    bins = np.clip(np.floor(x).astype(int) + 5, 0, 9)
+    counts = np.bincount(bins, minlength=10)
+    signed = np.bincount(bins, weights=np.where(x > 0, 1.0, -1.0), minlength=10)
+    return {"h": np.stack([signed, counts], axis=-1) * float(params.get("scale", 1))}
+
+
+FIELDS = {"h": {"widths": [[10, [11, 10]]], "max_terms": 3}}  # |signed| <= 300 < 2**10, counts <= 300 < 2**9
+
+
+def test_integer_fields_sum_exactly_encrypted_and_plaintext(tables):
+    keys, _ = test_ceremony()
+    enc = Federation.in_process(tables, encrypted=True, site_keys=keys)
+    plain = Federation.in_process(tables, encrypted=False)
+    a = enc.secure_sum("test.counts", {}, FIELDS)
+    b = plain.secure_sum("test.counts", {}, FIELDS)
+    pooled = _counts(pd.concat(tables.values()), {}, None)["h"]
+    assert a["h"].shape == (10, 2)
+    assert np.array_equal(a["h"], pooled) and np.array_equal(b["h"], pooled)
+    assert a["h"][:, 1].sum() == sum(len(t) for t in tables.values())
+
+
+def test_integer_fields_over_their_width_are_refused_at_the_site(tables):
+    fed = Federation.in_process(tables, encrypted=False)
+    with pytest.raises(FederationError, match="does not fit its 10-bit width"):
+        fed.secure_sum("test.counts", {"scale": 8}, FIELDS)
+    with pytest.raises(FederationError, match="integer-field layout"):
+        fed.secure_sum("test.counts", {}, {"h": {"widths": [[10, [60, 10]]], "max_terms": 3}})
+    with pytest.raises(FederationError, match="declares 10 integer fields"):
+        fed.secure_sum("test.counts", {}, {"h": {"widths": [[5, [11, 10]]], "max_terms": 3}})

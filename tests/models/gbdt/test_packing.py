@@ -44,3 +44,14 @@ def test_wire_form_keeps_only_real_bins():
     assert np.array_equal(from_wire(flat.astype(float), mask, 2, 3), hist)
     with pytest.raises(ValueError, match="histogram fields for 2 nodes"):
         from_wire(flat[:-1], mask, 2, 3)
+
+
+def test_a_histogram_that_does_not_add_up_is_refused():
+    from ehr_fed.models.gbdt.federated import InconsistentHistogramError, check_consistent
+
+    hist = np.zeros((2, 3, 4, 3), dtype=np.int64)
+    hist[:, :, 1] = [5, 7, 2]  # every feature of both nodes: the same totals
+    check_consistent(hist, 3, [3, 4])
+    hist[1, 2, 0, 2] += 1  # one more row in one feature of node 4
+    with pytest.raises(InconsistentHistogramError, match=r"nodes \[4\] do not add up"):
+        check_consistent(hist, 3, [3, 4])
