@@ -53,7 +53,6 @@ def raw_decrypt_crt(private_key, ciphertexts: list[int]) -> list:
     """Decrypt raw ciphertexts (gmpy2 integers in ``[1, n**2)``, unchecked) to raw plaintexts in ``[0, n)``."""
     k = crt_key(private_key)
     p, q, psquare, qsquare = k.p, k.q, k.psquare, k.qsquare
-    ciphertexts = [gmpy2.mpz(c) for c in ciphertexts]
     up = gmpy2.powmod_base_list([c % psquare for c in ciphertexts], p - 1, psquare)
     uq = gmpy2.powmod_base_list([c % qsquare for c in ciphertexts], q - 1, qsquare)
     out = []

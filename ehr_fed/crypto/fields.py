@@ -39,6 +39,7 @@ __all__ = [
     "FieldPlan",
     "expand_segments",
     "field_plan",
+    "check_fields",
     "pack_fields",
     "unpack_fields",
     "encrypt_fields",
@@ -97,8 +98,7 @@ def _plan(widths_bytes: bytes, capacity: int) -> FieldPlan:
         last = int(np.searchsorted(ends, bit_starts[-1] + capacity, side="right"))
         field_starts.append(last)
         bit_starts.append(int(ends[last - 1]))
-    flat, _ = _field_bits(np.left_shift(np.uint64(1), (widths - 1).astype(np.uint64)), widths)
-    biases = _chunk_ints(flat, bit_starts)
+    biases = _chunk_ints(_field_bits(np.left_shift(np.uint64(1), (widths - 1).astype(np.uint64)), widths), bit_starts)
     return FieldPlan(widths.copy(), capacity, tuple(field_starts), tuple(bit_starts), tuple(biases))
 
 
@@ -108,12 +108,46 @@ def _chunk_ints(flat: np.ndarray, bit_starts: list[int] | tuple[int, ...]) -> li
             for a, b in zip(bit_starts[:-1], bit_starts[1:], strict=True)]
 
 
-def _field_bits(u: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bits of each unsigned field, least significant first, concatenated; and the (n_fields, 64) mask."""
-    shifts = np.arange(64, dtype=np.uint64)
-    mask = shifts[None, :] < widths[:, None].astype(np.uint64)
-    bits = ((u[:, None] >> shifts[None, :]) & np.uint64(1)).astype(np.uint8)
-    return bits[mask], mask
+_SHIFTS = np.arange(64, dtype=np.uint64)
+
+
+def _field_mask(widths: np.ndarray) -> np.ndarray:
+    """``(n_fields, 64)``: which of the 64 bit positions of each field belong to it."""
+    return _SHIFTS[None, :] < widths[:, None].astype(np.uint64)
+
+
+def _field_bits(u: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Bits of each unsigned field, least significant first, concatenated."""
+    bits = ((u[:, None] >> _SHIFTS[None, :]) & np.uint64(1)).astype(np.uint8)
+    return bits[_field_mask(widths)]
+
+
+def check_fields(values, widths: np.ndarray) -> np.ndarray:
+    """``values`` as int64 after checking there is one integer per field, each within its width.
+
+    Raises
+    ------
+    EncodingOverflowError
+        Naming the first value that is not an integer or does not fit its width.
+    """
+    x = np.asarray(values).ravel()
+    if x.size != widths.size:
+        raise EncodingOverflowError(f"{x.size} values, but the layout declares {widths.size} integer fields")
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x) | (x != np.rint(x))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise EncodingOverflowError(f"field {i} is {float(x[i])!r}, not an integer")
+    x = x.astype(np.int64)
+    half = np.left_shift(np.int64(1), widths - 1)
+    over = np.abs(x) >= half
+    if over.any():
+        i = int(np.flatnonzero(over)[0])
+        raise EncodingOverflowError(
+            f"field {i} = {int(x[i])} does not fit its {int(widths[i])}-bit width (|x| < {int(half[i])}); "
+            f"{int(over.sum())} fields over their widths"
+        )
+    return x
 
 
 def pack_fields(values, plan: FieldPlan) -> list[int]:
@@ -122,25 +156,11 @@ def pack_fields(values, plan: FieldPlan) -> list[int]:
     Raises
     ------
     EncodingOverflowError
-        If a value is not an integer or does not fit its width (the message names the first one).
+        If a value is not an integer or does not fit its width (see :func:`check_fields`).
     """
-    x = np.asarray(values)
-    if x.shape != plan.widths.shape:
-        raise ValueError(f"{x.size} field values for a plan of {plan.widths.size} fields")
-    if x.dtype.kind == "f":
-        if not np.all(np.isfinite(x)) or np.any(x != np.rint(x)):
-            bad = int(np.flatnonzero(~np.isfinite(x) | (x != np.rint(x)))[0])
-            raise EncodingOverflowError(f"field {bad} is {float(x[bad])!r}, not an integer")
-    x = x.astype(np.int64)
+    x = check_fields(values, plan.widths)
     half = np.left_shift(np.int64(1), plan.widths - 1)
-    over = np.abs(x) >= half
-    if over.any():
-        i = int(np.flatnonzero(over)[0])
-        raise EncodingOverflowError(
-            f"field {i} = {int(x[i])} does not fit its {int(plan.widths[i])}-bit width (|x| < {int(half[i])}); "
-            f"{int(over.sum())} fields over their widths"
-        )
-    flat, _ = _field_bits((x + half).astype(np.uint64), plan.widths)
+    flat = _field_bits((x + half).astype(np.uint64), plan.widths)
     return [u - b for u, b in zip(_chunk_ints(flat, plan.bit_starts), plan.biases, strict=True)]
 
 
@@ -166,13 +186,11 @@ def unpack_fields(packed: list[int], plan: FieldPlan) -> np.ndarray:
         raw = np.frombuffer(u.to_bytes((n_bits + 7) // 8, "little"), dtype=np.uint8)
         parts.append(np.unpackbits(raw, bitorder="little")[:n_bits])
     flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
-    widths = plan.widths
-    shifts = np.arange(64, dtype=np.uint64)
-    mask = shifts[None, :] < widths[:, None].astype(np.uint64)
+    mask = _field_mask(plan.widths)
     bits = np.zeros(mask.shape, dtype=np.uint64)
     bits[mask] = flat
-    u = (bits << shifts[None, :]).sum(axis=1, dtype=np.uint64)
-    return u.astype(np.int64) - np.left_shift(np.int64(1), widths - 1)
+    u = (bits << _SHIFTS[None, :]).sum(axis=1, dtype=np.uint64)
+    return u.astype(np.int64) - np.left_shift(np.int64(1), plan.widths - 1)
 
 
 def encrypt_fields(public_key, values, widths, *, max_terms: int, workers: int | None = None) -> EncryptedVector:

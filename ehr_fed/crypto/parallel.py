@@ -1,8 +1,9 @@
 """Raw encryption of packed plaintexts (in-process or over worker processes) and parallel decryption.
 
 Decryption runs in threads of this process (the exponentiations release the GIL, see
-:mod:`.decryption`), so the private key never leaves the process. For encryption, each worker process keeps its own :class:`ObfuscatorPool` per key (its own private DJN base and tables,
-built once per process), so only plaintexts and ciphertexts cross process boundaries. Workers are started
+:mod:`.decryption`), so the private key never leaves the process. For encryption, each worker process
+keeps its own :class:`ObfuscatorPool` per key (its own private DJN base and tables, built once per
+process), so only plaintexts and ciphertexts cross process boundaries. Workers are started
 with the ``forkserver`` method (safe in multi-threaded programs such as a Flower client), kept for reuse and
 shut down at interpreter exit or by :func:`shutdown_workers`.
 """

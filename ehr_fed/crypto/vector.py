@@ -208,15 +208,21 @@ def encrypt_vector(
     )
     if terms > layout.max_terms:
         raise EncodingOverflowError(f"terms={terms} exceeds max_terms={layout.max_terms}")
-    if pool is None:
-        pool = default_pool(public_key, upcoming=layout.n_ciphertexts)
-    elif pool.public_key != public_key:
-        raise KeyMismatchError("the obfuscator pool was built for a different public key than the vector's")
+    pool = _pool_for(public_key, pool, layout.n_ciphertexts)
     if not layout.packed:
         return _encrypt_unpacked(public_key, array, layout, pool, terms)
     plaintexts = raw_pack(raw_encode(array, layout, terms), layout)
     ciphertexts = raw_encrypt_plaintexts(public_key, plaintexts, pool=pool, workers=workers)
     return EncryptedVector(public_key, layout, ciphertexts, terms)
+
+
+def _pool_for(public_key, pool: ObfuscatorPool | None, upcoming: int) -> ObfuscatorPool:
+    """The given pool (checked against the key) or the process-wide pool of the key."""
+    if pool is None:
+        return default_pool(public_key, upcoming=upcoming)
+    if pool.public_key != public_key:
+        raise KeyMismatchError("the obfuscator pool was built for a different public key than the vector's")
+    return pool
 
 
 def _encrypt_unpacked(public_key, array, layout: Layout, pool: ObfuscatorPool, terms: int) -> EncryptedVector:
@@ -244,14 +250,7 @@ def decrypt_vector(private_key, encrypted: EncryptedVector, *, workers: int | No
     EncodingOverflowError
         If a slot is out of its range (altered ciphertext or inconsistent layout / term count).
     """
-    check_private_key(private_key)
-    if not isinstance(encrypted, EncryptedVector):
-        raise TypeError(f"encrypted must be an EncryptedVector, got {type(encrypted).__name__}")
-    if private_key.public_key != encrypted.public_key:
-        raise KeyMismatchError(
-            f"the vector was encrypted under key {key_fingerprint(encrypted.public_key)[:16]}, not under this "
-            f"private key's public key {key_fingerprint(private_key.public_key)[:16]}"
-        )
+    _check_decryptable(private_key, encrypted)
     layout = encrypted.layout
     if layout.integer:
         raise TypeError("this vector holds packed integers: open it with decrypt_integers (or "
@@ -260,6 +259,18 @@ def decrypt_vector(private_key, encrypted: EncryptedVector, *, workers: int | No
     if layout.packed:
         return raw_decode(raw_unpack(plaintexts, layout), layout, encrypted.n_terms)
     return _decode_unpacked(private_key, plaintexts, encrypted)
+
+
+def _check_decryptable(private_key, encrypted) -> None:
+    """A private key and an EncryptedVector under its public key, or the error that says which is wrong."""
+    check_private_key(private_key)
+    if not isinstance(encrypted, EncryptedVector):
+        raise TypeError(f"encrypted must be an EncryptedVector, got {type(encrypted).__name__}")
+    if private_key.public_key != encrypted.public_key:
+        raise KeyMismatchError(
+            f"the vector was encrypted under key {key_fingerprint(encrypted.public_key)[:16]}, not under this "
+            f"private key's public key {key_fingerprint(private_key.public_key)[:16]}"
+        )
 
 
 def _decode_unpacked(private_key, plaintexts, encrypted: EncryptedVector) -> np.ndarray:
@@ -304,10 +315,7 @@ def encrypt_integers(public_key, values, *, max_terms: int, workers: int | None 
                 f"integer {index} has {abs(v).bit_length()} bits; a {public_key.n.bit_length()}-bit key holds at most "
                 f"{layout.slot_bits} bits per ciphertext"
             )
-    if pool is None:
-        pool = default_pool(public_key, upcoming=len(values))
-    elif pool.public_key != public_key:
-        raise KeyMismatchError("the obfuscator pool was built for a different public key than the vector's")
+    pool = _pool_for(public_key, pool, len(values))
     n = public_key.n
     ciphertexts = raw_encrypt_plaintexts(public_key, [v % n for v in values], pool=pool, workers=workers)
     return EncryptedVector(public_key, layout, ciphertexts, 1)
@@ -324,16 +332,9 @@ def decrypt_integers(private_key, encrypted: EncryptedVector, *, workers: int | 
         If a plaintext lies outside ``(-2**slot_bits, 2**slot_bits)`` (an altered ciphertext, or sums beyond
         the packing's widths).
     """
-    check_private_key(private_key)
-    if not isinstance(encrypted, EncryptedVector):
-        raise TypeError(f"encrypted must be an EncryptedVector, got {type(encrypted).__name__}")
+    _check_decryptable(private_key, encrypted)
     if not encrypted.layout.integer:
         raise TypeError("this vector holds fixed-point floats: open it with decrypt_vector")
-    if private_key.public_key != encrypted.public_key:
-        raise KeyMismatchError(
-            f"the vector was encrypted under key {key_fingerprint(encrypted.public_key)[:16]}, not under this "
-            f"private key's public key {key_fingerprint(private_key.public_key)[:16]}"
-        )
     n = private_key.public_key.n
     half, limit = n // 2, 1 << encrypted.layout.slot_bits
     out = []

@@ -45,10 +45,14 @@ def field_widths(spec: Any) -> np.ndarray:
 
 
 def encrypt_fields(pk, values: np.ndarray, widths: np.ndarray, max_terms: int) -> bytes | np.ndarray:
-    """Encrypt exact integer fields packed bit-tight (or return them as float64 when ``pk`` is None)."""
-    values = np.asarray(values, dtype=np.float64).ravel()
+    """Encrypt exact integer fields packed bit-tight (or return them as float64 when ``pk`` is None).
+
+    Either way the values are checked against the widths first (``EncodingOverflowError``).
+    """
+    from ehr_fed.crypto.fields import check_fields
+
     if pk is None:
-        return values
+        return check_fields(values, widths).astype(np.float64)
     from ehr_fed.crypto.fields import encrypt_fields as _encrypt
 
     return _encrypt(pk, values, widths, max_terms=max_terms).to_bytes()

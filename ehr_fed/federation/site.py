@@ -233,23 +233,16 @@ class SiteNode:
         return self._release(msg, task.kind, payload, encrypted=encrypted)
 
     def _encrypt_fields(self, task: SiteTask, name: str, a: np.ndarray, spec: dict, encrypted: bool):
+        from ehr_fed.crypto import EncodingOverflowError
+
         try:
             widths = he.field_widths(spec)
         except ValueError as exc:
             raise ProtocolError(f"layout of {name!r}: {exc}") from None
-        flat = a.ravel()
-        if flat.size != widths.size:
-            raise ProtocolError(f"task {task.name!r} output {name!r} has {flat.size} values, the layout declares "
-                                f"{widths.size} integer fields")
-        if np.any(flat != np.rint(flat)):
-            raise ProtocolError(f"task {task.name!r} output {name!r} is declared as integer fields but holds "
-                                "non-integer values")
-        over = np.abs(flat) >= np.ldexp(1.0, widths - 1)
-        if over.any():
-            i = int(np.flatnonzero(over)[0])
-            raise ProtocolError(f"task {task.name!r} output {name!r}: field {i} = {flat[i]:g} does not fit its "
-                                f"{int(widths[i])}-bit width ({int(over.sum())} fields over); widen the layout")
-        return he.encrypt_fields(self._pk if encrypted else None, flat, widths, int(spec["max_terms"]))
+        try:
+            return he.encrypt_fields(self._pk if encrypted else None, a, widths, int(spec["max_terms"]))
+        except EncodingOverflowError as exc:
+            raise ProtocolError(f"task {task.name!r} output {name!r}: {exc}; widen the layout") from None
 
     def _decrypt(self, msg: TaskMessage) -> Reply:
         from ehr_fed.federation.decrypt import open_sum

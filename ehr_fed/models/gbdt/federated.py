@@ -61,14 +61,12 @@ class FederatedHistogramSource:
         self.trees = [_routing_payload(t) for t in trees]
 
     def _node_rows(self, tree: Tree, nodes: list[int]) -> list[int]:
-        if self.channels < 3 or tree.n_nodes == 0:
+        if self.channels < 3:
             return [self.n_total] * len(nodes)
         return [int(tree.count[nid]) if tree.count[nid] > 0 else self.n_total for nid in nodes]
 
     def _node_hessians(self, tree: Tree, nodes: list[int]) -> list[int | None]:
         """Exact quantised Hessian totals of known nodes (``sum_hessian`` is ``H_q 2**-p``, exact in float64)."""
-        if tree.n_nodes == 0:
-            return [None] * len(nodes)
         return [int(round(tree.sum_hessian[nid] * 2.0**self.precision)) if nid > 0 else None for nid in nodes]
 
     def histograms(self, tree: Tree, nodes: list[int]) -> np.ndarray:
