@@ -13,7 +13,8 @@ Measured, each in its own subprocess so peak RSS is that of one run:
 * the full ``harmonize`` (read + mapping + cohort + features) when ``ehr_fed.cohort.harmonize``
   and the shipped Synthea mapping and study exist.
 
-Prints one JSON object. ``--quick``: a small smoke run (50k resources, 2k baseline sample).
+Prints one JSON object and exits 1 when a measurement's child process failed (``checks``).
+``--quick``: a small smoke run (50k resources, 2k baseline sample).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 import orjson
+from _common import child_ran, finish
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_FHIR = ROOT.parent / "shared" / "data" / "fhir"
@@ -174,7 +176,7 @@ def harmonize_available() -> bool:
     return (ROOT / "mappings/sites/synthea_fhir.yaml").exists()
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--sizes", type=int, nargs="+", help="site sizes in resources")
@@ -201,16 +203,20 @@ def main(argv: list[str] | None = None) -> None:
         folder = args.root / f"site_{n}" / "fhir"
         entry = {"target_resources": n, "site": make_site(folder, n, template)}
         entry["read_fhir"] = run_child("read", folder)
+        child_ran(report, f"read_fhir_{n}_ran", entry["read_fhir"])
         _speedups(entry["read_fhir"], base)
         if do_harmonize:
             entry["harmonize"] = run_child("harmonize", folder)
+            child_ran(report, f"harmonize_{n}_ran", entry["harmonize"])
             _speedups(entry["harmonize"], base)
+
         report["sizes"].append(entry)
         print(json.dumps(entry), file=sys.stderr)
     if not do_harmonize:
         report["harmonize"] = "skipped: ehr_fed.cohort.harmonize or mappings/sites/synthea_fhir.yaml absent"
-    print(json.dumps(report, indent=2))
+    return report
 
 
 if __name__ == "__main__":
-    main()
+    report = main()
+    sys.exit(0 if report is None else finish(report))

@@ -3,7 +3,8 @@
 Run ``python benchmarks/paillier.py`` (2048-bit key, 10,000 values per configuration) or ``--quick`` for a
 smoke run. Prints one JSON document on stdout: values per second per core for encryption, homomorphic
 addition and decryption of an aggregated vector, the same for plain ``phe`` (one ciphertext per value),
-their ratios, and bytes on the wire per value.
+their ratios, and bytes on the wire per value. Exits 1 when a check fails (``checks``: every decrypted sum
+within its error bound, exact serialization round trips).
 
 Configurations follow the callers (default frac_bits = 53 everywhere): ``logreg`` (bound 1e6, max_terms 10:
 gradients and Hessians of 10 sites), ``gbdt_words`` (bound 1, max_terms 5: unit-bounded
@@ -14,7 +15,6 @@ floats summed over 5 sites) and ``rows_250k`` (bound 1, max_terms 250,000: per-r
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -22,6 +22,7 @@ import sys
 import time
 
 import numpy as np
+from _common import check, finish
 
 from ehr_fed.crypto import (
     EncryptedVector,
@@ -61,7 +62,6 @@ def bench_phe(public_key, private_key, n_values: int, seed: int = 0) -> dict:
     b = [public_key.encrypt(v) for v in x]
     t_add, total = _timed(lambda: [u + v for u, v in zip(a, b, strict=True)], repeat=3)
     t_dec, out = _timed(lambda: [private_key.decrypt(v) for v in total], repeat=2)
-    assert np.allclose(out, 2 * np.asarray(x))
     width = (public_key.nsquare.bit_length() + 7) // 8
     return {
         "values": n_values,
@@ -69,6 +69,7 @@ def bench_phe(public_key, private_key, n_values: int, seed: int = 0) -> dict:
         "add_values_per_s": n_values / t_add,
         "decrypt_values_per_s": n_values / t_dec,
         "bytes_per_value": width,
+        "sum_correct": bool(np.allclose(out, 2 * np.asarray(x))),
     }
 
 
@@ -97,11 +98,10 @@ def bench_engine(
     t_dec, out = _timed(lambda: decrypt_vector(private_key, total), repeat=3)
     exact = np.array([math.fsum(column) for column in zip(*xs, strict=True)])  # correctly rounded sums
     error = float(np.max(np.abs(out - exact)))
-    assert error <= total.layout.error_bound(total.n_terms) + float(np.max(np.spacing(np.abs(exact)))), error
+    allowed = total.layout.error_bound(total.n_terms) + float(np.max(np.spacing(np.abs(exact))))
     data = total.to_bytes()
     t_ser, _ = _timed(lambda: total.to_bytes(), repeat=3)
     t_de, back = _timed(lambda: EncryptedVector.from_bytes(public_key, data), repeat=3)
-    assert back.ciphertexts == total.ciphertexts
     t_fill, _ = _timed(lambda: pool.fill(total.layout.n_ciphertexts))
     t_pooled, _ = _timed(
         lambda: encrypt_vector(public_key, xs[0], bound=bound, max_terms=max_terms, workers=1, pool=pool)
@@ -122,6 +122,8 @@ def bench_engine(
         "serialize_values_per_s": n_values / t_ser,
         "deserialize_checked_values_per_s": n_values / t_de,
         "bytes_per_value": len(data) / n_values,
+        "sum_within_error_bound": error <= allowed,
+        "serialization_roundtrip_exact": back.ciphertexts == total.ciphertexts,
     }
 
 
@@ -178,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
         "phe": phe,
         "configs": {},
     }
+    check(report, "phe_sum_correct", phe["sum_correct"])
     for name, config in CONFIGS.items():
         ours = bench_engine(pk, sk, pool, n_values, **config)
         ratios = {
@@ -187,12 +190,13 @@ def main(argv: list[str] | None = None) -> dict:
             "bytes_per_value": phe["bytes_per_value"] / ours["bytes_per_value"],
         }
         report["configs"][name] = {**config, "ehr_fed": ours, "ratio_vs_phe": ratios}
+        check(report, f"{name}_sum_within_error_bound", ours["sum_within_error_bound"],
+              max_abs_error=ours["max_abs_error_of_sum"], error_bound=ours["error_bound_of_sum"])
+        check(report, f"{name}_serialization_roundtrip_exact", ours["serialization_roundtrip_exact"])
     if args.workers > 1:
         report["parallel"] = bench_parallel(pk, 6 * n_values, **CONFIGS["gbdt_words"], workers=args.workers)
-    json.dump(report, sys.stdout, indent=2)
-    print()
     return report
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(finish(main()))

@@ -2,7 +2,8 @@
 
 Each size runs in its own subprocess (one site, FHIR and OMOP), which reports its wall time,
 patients/s, resources/s (FHIR resources + OMOP rows) and peak RSS. Sizes: 10k and 100k
-patients; ``--full`` adds 1 million. Outputs go to a temporary folder under /tmp.
+patients; ``--full`` adds 1 million. Outputs go to a temporary folder under /tmp. Exits 1 when a child run
+failed (its last stderr line is in the JSON).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import child_ran, finish
 
 
 def _child(out: str, patients: int, fmt: str) -> None:
@@ -50,11 +53,18 @@ def main() -> int:
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="ehr-fed-synth-bench-", dir="/tmp") as tmp:
             run = subprocess.run([sys.executable, __file__, "--format", args.format, "--child",
-                                  str(Path(tmp) / "fed"), str(n)], capture_output=True, text=True, check=True)
-            results.append(json.loads(run.stdout.strip().splitlines()[-1]))
+                                  str(Path(tmp) / "fed"), str(n)], capture_output=True, text=True, check=False)
+            if run.returncode != 0:
+                tail = run.stderr.strip().splitlines()
+                results.append({"patients": n, "format": args.format,
+                                "error": tail[-1] if tail else f"exit code {run.returncode}"})
+            else:
+                results.append(json.loads(run.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[-1]), file=sys.stderr)
-    print(json.dumps({"benchmark": "synth", "results": results}, indent=2))
-    return 0
+    report = {"benchmark": "synth", "results": results}
+    for result in results:
+        child_ran(report, f"synth_{result['patients']}_ran", result)
+    return finish(report)
 
 
 if __name__ == "__main__":
