@@ -4,7 +4,7 @@ A policy is plain data (YAML), validated when loaded::
 
     min_cell_count: 10          # any count, histogram bin or category below this is suppressed or merged
     min_sites: 3                # a decrypted aggregate must combine at least this many distinct sites
-    max_params_fraction: 0.1    # a model may not have more parameters than this fraction of the site's rows
+    max_params_fraction: 0.33   # a model may not have more parameters than this fraction of the site's rows
     allowed_tasks: null         # null = every registered task; else a list of task names or prefixes "stats.*"
     audit_log: audit.jsonl      # where the site appends one JSON line per released payload (optional)
 """
@@ -37,6 +37,11 @@ class PrivacyPolicy(BaseModel):
         Smallest number of distinct, signed site contributions a decrypted sum may combine.
     max_params_fraction : float
         For model (``kind="gradient"``) tasks: number of parameters <= this fraction of the site's rows.
+        The default, 0.33, is DataSHIELD's ``nfilter.glm``: a site with ``n`` rows answers a model of at
+        most ``n / 3`` parameters, so its ``p`` gradient equations leave at least ``2p`` of its ``n`` labels
+        undetermined and no row can be solved for from one reply. A logistic regression of the shipped
+        readmission study (27 terms) then needs 82 rows per site; 0.1 (the old default) needed 270 and
+        refused ordinary small hospitals. Lower it in a site's policy to be stricter.
     allowed_tasks : list of str or None
         Task names (shell patterns such as ``"stats.*"`` allowed) this site will run; ``None`` = all.
     audit_log : str or None
@@ -47,7 +52,7 @@ class PrivacyPolicy(BaseModel):
 
     min_cell_count: int = Field(10, ge=1)
     min_sites: int = Field(3, ge=1)
-    max_params_fraction: float = Field(0.1, gt=0, le=1)
+    max_params_fraction: float = Field(0.33, gt=0, le=1)
     allowed_tasks: list[str] | None = None
     audit_log: str | None = None
 
