@@ -32,7 +32,7 @@ import numpy as np
 
 from .errors import EncodingOverflowError
 from .keys import check_private_key, check_public_key
-from .vector import EncryptedVector, decrypt_integers, encrypt_integers
+from .vector import EncryptedVector, decode_integers, decrypt_integers, encrypt_integers
 
 __all__ = [
     "MAX_FIELD_BITS",
@@ -44,6 +44,7 @@ __all__ = [
     "unpack_fields",
     "encrypt_fields",
     "decrypt_fields",
+    "decode_fields",
 ]
 
 #: widest field: sums stay exact in int64 and in float64 (the plaintext federation adds floats)
@@ -205,3 +206,20 @@ def decrypt_fields(private_key, encrypted: EncryptedVector, widths, *, workers: 
     check_private_key(private_key)
     plan = field_plan(np.asarray(widths, dtype=np.int64), private_key.public_key.n.bit_length() - 2)
     return unpack_fields(decrypt_integers(private_key, encrypted, workers=workers), plan)
+
+
+def decode_fields(encrypted: EncryptedVector, plaintexts, widths) -> np.ndarray:
+    """Decode raw plaintexts of a (summed) vector of :func:`encrypt_fields` to its int64 field sums.
+
+    The second half of :func:`decrypt_fields`: ``plaintexts`` are the raw decryptions in ``[0, n)`` of
+    ``encrypted.ciphertexts``, in order (e.g. from :func:`ehr_fed.crypto.combine_partials`).
+
+    Raises
+    ------
+    EncodingOverflowError
+        If a plaintext is outside the range of its fields (an altered ciphertext, or a sum beyond the widths).
+    """
+    if not isinstance(encrypted, EncryptedVector):
+        raise TypeError(f"encrypted must be an EncryptedVector, got {type(encrypted).__name__}")
+    plan = field_plan(np.asarray(widths, dtype=np.int64), encrypted.public_key.n.bit_length() - 2)
+    return unpack_fields(decode_integers(encrypted, plaintexts), plan)

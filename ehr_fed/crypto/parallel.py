@@ -22,7 +22,8 @@ from phe import paillier
 from .obfuscation import ObfuscatorPool, default_pool
 
 __all__ = [
-    "raw_encrypt_plaintexts", "raw_decrypt_parallel", "resolve_workers", "shutdown_workers",
+    "raw_encrypt_plaintexts", "raw_decrypt_parallel", "resolve_workers", "shutdown_workers", "map_in_threads",
+    "thread_workers",
     "PARALLEL_MIN_CIPHERTEXTS", "PARALLEL_MIN_DECRYPTIONS",
 ]
 
@@ -125,6 +126,33 @@ def _thread_pool(workers: int) -> ThreadPoolExecutor:
         return pool
 
 
+def thread_workers(workers: int | None, count: int) -> int:
+    """Threads to use for ``count`` GIL-free exponentiations (``None``: one per core, at most
+    ``MAX_AUTO_WORKERS``, for at least ``PARALLEL_MIN_DECRYPTIONS`` items, else 1)."""
+    if workers is None:
+        cpus = os.cpu_count() or 1
+        workers = min(MAX_AUTO_WORKERS, cpus) if count >= PARALLEL_MIN_DECRYPTIONS and cpus > 1 else 1
+    return resolve_workers(workers, count) if count else 1
+
+
+def map_in_threads(fn, items: list, workers: int | None = None) -> list:
+    """``fn(items)`` computed as ``fn`` of consecutive chunks over threads of this process, concatenated.
+
+    ``fn`` maps a list to a list of the same length and should release the GIL (``gmpy2.powmod_base_list``
+    does); ``workers`` as in :func:`thread_workers`.
+    """
+    count = len(items)
+    n_workers = thread_workers(workers, count)
+    if n_workers == 1:
+        return list(fn(items))
+    size = -(-count // n_workers)
+    chunks = [list(items[i : i + size]) for i in range(0, count, size)]
+    out: list = []
+    for part in _thread_pool(n_workers).map(fn, chunks):
+        out.extend(part)
+    return out
+
+
 def raw_decrypt_parallel(private_key, ciphertexts: list, workers: int | None = None) -> list:
     """CRT-decrypt raw ciphertexts, in chunks over ``workers`` threads of this process.
 
@@ -133,17 +161,4 @@ def raw_decrypt_parallel(private_key, ciphertexts: list, workers: int | None = N
     """
     from .decryption import raw_decrypt_crt
 
-    count = len(ciphertexts)
-    if workers is None:
-        cpus = os.cpu_count() or 1
-        workers = min(MAX_AUTO_WORKERS, cpus) if count >= PARALLEL_MIN_DECRYPTIONS and cpus > 1 else 1
-    n_workers = resolve_workers(workers, count) if count else 1
-    if n_workers == 1:
-        return raw_decrypt_crt(private_key, ciphertexts)
-    size = -(-count // n_workers)
-    chunks = [list(ciphertexts[i : i + size]) for i in range(0, count, size)]
-    pool = _thread_pool(n_workers)
-    out: list = []
-    for part in pool.map(lambda chunk: raw_decrypt_crt(private_key, chunk), chunks):
-        out.extend(part)
-    return out
+    return map_in_threads(lambda chunk: raw_decrypt_crt(private_key, chunk), ciphertexts, workers)

@@ -22,7 +22,10 @@ from .keys import check_private_key, check_public_key, key_fingerprint
 from .obfuscation import ObfuscatorPool, default_pool
 from .parallel import raw_decrypt_parallel, raw_encrypt_plaintexts
 
-__all__ = ["EncryptedVector", "encrypt_vector", "decrypt_vector", "encrypt_integers", "decrypt_integers"]
+__all__ = [
+    "EncryptedVector", "encrypt_vector", "decrypt_vector", "encrypt_integers", "decrypt_integers",
+    "decode_vector", "decode_integers",
+]
 
 _MPZ = type(gmpy2.mpz(0))
 
@@ -251,14 +254,70 @@ def decrypt_vector(private_key, encrypted: EncryptedVector, *, workers: int | No
         If a slot is out of its range (altered ciphertext or inconsistent layout / term count).
     """
     _check_decryptable(private_key, encrypted)
+    if encrypted.layout.integer:
+        raise TypeError(_INTEGER_VECTOR)
+    return decode_vector(encrypted, raw_decrypt_parallel(private_key, encrypted._ciphertexts, workers))
+
+
+_INTEGER_VECTOR = ("this vector holds packed integers: open it with decrypt_integers (or "
+                   "ehr_fed.crypto.fields.decrypt_fields)")
+
+
+def check_plaintexts(encrypted: EncryptedVector, plaintexts) -> list:
+    """``plaintexts`` as a list after checking there is one integer in ``[0, n)`` per ciphertext of ``encrypted``.
+
+    Raises
+    ------
+    TypeError
+        If ``encrypted`` is not an EncryptedVector or a plaintext is not an integer.
+    ValueError
+        If the count differs from ``encrypted``'s ciphertexts or a plaintext is outside ``[0, n)``.
+    """
+    if not isinstance(encrypted, EncryptedVector):
+        raise TypeError(f"encrypted must be an EncryptedVector, got {type(encrypted).__name__}")
+    plaintexts = list(plaintexts)
+    if len(plaintexts) != len(encrypted._ciphertexts):
+        raise ValueError(
+            f"{len(plaintexts)} plaintexts for a vector of {len(encrypted._ciphertexts)} ciphertexts: decode "
+            "the raw decryption of exactly this vector's ciphertexts, in order"
+        )
+    n = encrypted.public_key.n
+    for index, m in enumerate(plaintexts):
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer, _MPZ)):
+            raise TypeError(f"plaintext {index} must be an integer, got {type(m).__name__}")
+        if not 0 <= m < n:
+            raise ValueError(f"plaintext {index} is outside [0, n): not a raw decryption under this vector's key")
+    return plaintexts
+
+
+def decode_vector(encrypted: EncryptedVector, plaintexts) -> np.ndarray:
+    """Decode the raw plaintexts of a float vector (the second half of :func:`decrypt_vector`).
+
+    Parameters
+    ----------
+    encrypted : EncryptedVector
+        The (aggregated) vector that was decrypted: its layout and term count say how to decode.
+    plaintexts : sequence of int, shape (n_ciphertexts,)
+        Raw decryptions in ``[0, n)`` of ``encrypted.ciphertexts``, in order (e.g. from
+        :func:`ehr_fed.crypto.combine_partials`).
+
+    Returns
+    -------
+    ndarray of float64, shape (length,)
+
+    Raises
+    ------
+    EncodingOverflowError
+        If a slot is out of its range (altered ciphertext or inconsistent layout / term count).
+    """
+    plaintexts = check_plaintexts(encrypted, plaintexts)
     layout = encrypted.layout
     if layout.integer:
-        raise TypeError("this vector holds packed integers: open it with decrypt_integers (or "
-                        "ehr_fed.crypto.fields.decrypt_fields)")
-    plaintexts = raw_decrypt_parallel(private_key, encrypted._ciphertexts, workers)
+        raise TypeError("this vector holds packed integers: decode it with decode_integers (or "
+                        "ehr_fed.crypto.fields.decode_fields)")
     if layout.packed:
         return raw_decode(raw_unpack(plaintexts, layout), layout, encrypted.n_terms)
-    return _decode_unpacked(private_key, plaintexts, encrypted)
+    return _decode_unpacked(plaintexts, encrypted)
 
 
 def _check_decryptable(private_key, encrypted) -> None:
@@ -273,14 +332,14 @@ def _check_decryptable(private_key, encrypted) -> None:
         )
 
 
-def _decode_unpacked(private_key, plaintexts, encrypted: EncryptedVector) -> np.ndarray:
+def _decode_unpacked(plaintexts, encrypted: EncryptedVector) -> np.ndarray:
     from phe import EncodedNumber
 
     limit = encrypted.layout.bound * encrypted.n_terms
     out = np.empty(len(plaintexts), dtype=np.float64)
     for i, (m, e) in enumerate(zip(plaintexts, encrypted._exponents, strict=True)):
         try:
-            value = EncodedNumber(private_key.public_key, int(m), e).decode()
+            value = EncodedNumber(encrypted.public_key, int(m), e).decode()
         except OverflowError:
             value = float("inf")
         if not abs(value) <= limit * (1 + 1e-12):
@@ -335,10 +394,27 @@ def decrypt_integers(private_key, encrypted: EncryptedVector, *, workers: int | 
     _check_decryptable(private_key, encrypted)
     if not encrypted.layout.integer:
         raise TypeError("this vector holds fixed-point floats: open it with decrypt_vector")
-    n = private_key.public_key.n
+    return decode_integers(encrypted, raw_decrypt_parallel(private_key, encrypted._ciphertexts, workers))
+
+
+def decode_integers(encrypted: EncryptedVector, plaintexts) -> list[int]:
+    """Decode the raw plaintexts of an integer vector (the second half of :func:`decrypt_integers`).
+
+    ``plaintexts``: raw decryptions in ``[0, n)`` of ``encrypted.ciphertexts``, in order.
+
+    Raises
+    ------
+    EncodingOverflowError
+        If a plaintext lies outside ``(-2**slot_bits, 2**slot_bits)`` (an altered ciphertext, or sums beyond
+        the packing's widths).
+    """
+    plaintexts = check_plaintexts(encrypted, plaintexts)
+    if not encrypted.layout.integer:
+        raise TypeError("this vector holds fixed-point floats: decode it with decode_vector")
+    n = encrypted.public_key.n
     half, limit = n // 2, 1 << encrypted.layout.slot_bits
     out = []
-    for index, m in enumerate(raw_decrypt_parallel(private_key, encrypted._ciphertexts, workers)):
+    for index, m in enumerate(plaintexts):
         v = int(m)
         v = v - n if v > half else v
         if not -limit < v < limit:
