@@ -98,20 +98,23 @@ class PrivacyPolicy(BaseModel):
         """Raise :class:`DisclosureError` when ``name`` is not an allowed task."""
         if not self.allows_task(name):
             raise DisclosureError(
-                f"site {site_id or '?'} does not allow task {name!r} (allowed_tasks: "
+                f"site {site_id or '?'} does not allow task {name!r} (rule allowed_tasks: "
                 f"{self.allowed_tasks}); ask the site to add it to its privacy policy",
                 rule="allowed_tasks",
                 site_id=site_id,
             )
 
     def check_params(self, n_params: int, n_rows: int, task: str, site_id: str | None = None) -> None:
-        """Raise :class:`DisclosureError` when a model has too many parameters for the site's rows."""
+        """Raise :class:`DisclosureError` when a model has too many parameters for the site's rows.
+
+        The refusal names the rule and the model's (public) number of parameters, never the site's rows.
+        """
         limit = self.max_params_fraction * n_rows
         if n_params > limit:
             raise DisclosureError(
                 f"site {site_id or '?'} refuses task {task!r}: {n_params} model parameters exceed "
-                f"max_params_fraction={self.max_params_fraction} x {n_rows} rows = {limit:g}; "
-                "use fewer features or a site with more rows",
+                f"max_params_fraction={self.max_params_fraction} of the site's rows (rule max_params_fraction); "
+                "use fewer features or ask the site to raise max_params_fraction",
                 rule="max_params_fraction",
                 site_id=site_id,
             )
@@ -121,7 +124,17 @@ class PrivacyPolicy(BaseModel):
         if n_sites < self.min_sites:
             raise DisclosureError(
                 f"site {site_id or '?'} refuses to decrypt {what}: it combines {n_sites} distinct "
-                f"signed site contribution(s), the policy requires min_sites={self.min_sites}",
+                f"signed site contribution(s), the policy requires min_sites={self.min_sites} (rule min_sites)",
                 rule="min_sites",
+                site_id=site_id,
+            )
+
+    def check_min_count(self, requested: int, what: str, site_id: str | None = None) -> None:
+        """Raise :class:`DisclosureError` when a request asks for cells smaller than ``min_cell_count``."""
+        if int(requested) < self.min_cell_count:
+            raise DisclosureError(
+                f"site {site_id or '?'} refuses {what}: the request allows cells of {int(requested)} rows, "
+                f"below its rule min_cell_count={self.min_cell_count}; request at least {self.min_cell_count}",
+                rule="min_cell_count",
                 site_id=site_id,
             )

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ehr_fed.stats.tasks import META_COLUMNS
+from ehr_fed.stats.tasks import META_COLUMNS, MOMENT_COUNTS
 
 FINE_BINS = 1024
 _BIG = 1e12
@@ -63,7 +63,8 @@ def moments(fed, columns: Sequence[str], by: str | None = None, *, sum_bound: fl
             sumsq_bound: float = SUMSQ_BOUND) -> dict[str, np.ndarray]:
     """Pooled moments of ``columns`` per group, arrays of shape (n_groups, n_columns), small cells NaN.
 
-    Keys: ``n`` (non-missing), ``n_rows``, ``n_missing``, ``sum``, ``sumsq``, ``mean`` and ``m2`` (sum of
+    Keys: ``n`` (non-missing), ``n_rows``, ``n_missing``, ``n_ones`` / ``n_zeros`` (0/1 columns; 0
+    elsewhere), ``sum``, ``sumsq``, ``mean`` and ``m2`` (sum of
     squared deviations from the mean). Two rounds: raw sums with the public bounds, then sums of
     deviations from that approximate mean, with bounds derived from the first round's aggregates
     (a site's sum of squared deviations about the pooled mean never exceeds the pooled one), so
@@ -72,23 +73,26 @@ def moments(fed, columns: Sequence[str], by: str | None = None, *, sum_bound: fl
     """
     k = _n_sites(fed)
     cols = list(columns)
-    layout = {"n": (ROW_BOUND, k), "n_rows": (ROW_BOUND, k), "n_missing": (ROW_BOUND, k),
-              "sum": (sum_bound, k), "sumsq": (sumsq_bound, k)}
+    counts = {c: (ROW_BOUND, k) for c in MOMENT_COUNTS}
+    layout = {**counts, "sum": (sum_bound, k), "sumsq": (sumsq_bound, k)}
     raw = {key: np.asarray(v, dtype=float) for key, v in
            fed.secure_sum("stats.moments", {"columns": cols, "by": by}, layout).items()}
     n = raw["n"]
     with np.errstate(invalid="ignore", divide="ignore"):
         center = np.where(n > 0, raw["sum"] / n, 0.0)
         approx_m2 = raw["sumsq"] - n * center**2
-    center = np.nan_to_num(center)
+    # a hidden cell gets no centre (NaN): the sites send 0 for it, so its sums bound nothing
+    center = np.where(np.isnan(n) | np.isnan(raw["sum"]), np.nan, center)
     n_tot = float(np.nansum(raw["n_rows"][:, :1])) or 1.0
     m2_bound = float(np.nanmax(np.abs(approx_m2), initial=0.0))
     m2_bound = 2.0 * m2_bound + 1e-3 * max(1.0, k * sumsq_bound * 2.0**-50) + 1e-6
     dev_bound = float(np.sqrt(n_tot * m2_bound)) + 1e-6
     dev = fed.secure_sum("stats.centered", {"columns": cols, "by": by, "center": center},
-                         {"dev": (dev_bound, k), "m2": (m2_bound, k), "n": (ROW_BOUND, k)})
+                         {**counts, "dev": (dev_bound, k), "m2": (m2_bound, k)})
     with np.errstate(invalid="ignore", divide="ignore"):
         d = np.asarray(dev["dev"], dtype=float)
+        for c in MOMENT_COUNTS:  # a cell hidden in either release is hidden in both
+            raw[c] = np.where(np.isnan(np.asarray(dev[c], dtype=float)), np.nan, raw[c])
         raw["mean"] = center + d / n
         raw["m2"] = np.maximum(np.asarray(dev["m2"], dtype=float) - d * d / n, 0.0)
     return raw

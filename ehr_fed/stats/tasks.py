@@ -1,7 +1,8 @@
 """Site tasks of the federated statistics (local plaintext statistics on the site's feature table).
 
-Every task returns only aggregates; counts are declared so the site (and the decrypting site, on sums)
-suppresses cells below ``min_cell_count``.
+Every task returns only aggregates; every count-bearing output (derived ones too: missing counts, the
+ones and zeros of a 0/1 column) is declared so the site (and the decrypting site, on sums) suppresses
+cells below ``min_cell_count`` and, complementarily, the cells that would give them back.
 """
 
 from __future__ import annotations
@@ -44,24 +45,58 @@ def count(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     return {"n": n, "positives": pos}
 
 
-@site_task("stats.moments", kind="moments",
-           counts={"n": ("sum", "sumsq"), "n_rows": (), "n_missing": ()})
+#: the count outputs of the moment tasks, each with what it must hide along with it. Per cell
+#: ``n + n_missing = n_rows`` and, for a 0/1 column, ``n_ones + n_zeros = n`` (the sum of a 0/1 column is
+#: the count ``n_ones``; its sum of squares, mean and spread give it too), so hiding one count hides its
+#: partners and every sum that would give it back; axis 0 (the ``by`` groups) partitions the rows, so a
+#: hidden group hides another group too (:func:`ehr_fed.privacy.suppress`).
+MOMENT_COUNTS = {
+    "n_rows": ("n", "n_missing", "n_ones", "n_zeros"),
+    "n_missing": ("n", "n_ones", "n_zeros"),
+    "n": ("n_missing", "n_ones", "n_zeros"),
+    "n_ones": ("n_zeros",),
+    "n_zeros": ("n_ones",),
+}
+
+
+def _moment_counts(*sums: str) -> dict[str, tuple[str, ...]]:
+    return {k: (*deps, *sums) for k, deps in MOMENT_COUNTS.items()}
+
+
+def _counts(x: np.ndarray, mask: np.ndarray, binary: np.ndarray) -> dict[str, np.ndarray]:
+    xs = x[mask]
+    ok = ~np.isnan(xs)
+    return {
+        "n": ok.sum(axis=0).astype(float),
+        "n_rows": np.full(x.shape[1], float(mask.sum())),
+        "n_missing": (~ok).sum(axis=0).astype(float),
+        "n_ones": np.where(binary, (xs == 1).sum(axis=0), 0).astype(float),
+        "n_zeros": np.where(binary, (xs == 0).sum(axis=0), 0).astype(float),
+    }
+
+
+def _binary(x: np.ndarray) -> np.ndarray:
+    """Columns whose every observed value at this site is 0 or 1."""
+    with np.errstate(invalid="ignore"):
+        return np.all(np.isnan(x) | (x == 0) | (x == 1), axis=0)
+
+
+@site_task("stats.moments", kind="moments", counts=_moment_counts("sum", "sumsq"))
 def moments(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Per group (``by``: None or "label") and column: non-missing count, sum, sum of squares,
-    number of rows and number missing. Arrays of shape (n_groups, n_columns)."""
+    number of rows and number missing, and for 0/1 columns the numbers of ones and zeros (0 elsewhere).
+    Arrays of shape (n_groups, n_columns)."""
     cols = feature_columns(table, params.get("columns"))
     by = params.get("by")
     x = table[cols].to_numpy(dtype=np.float64)
-    out = {k: [] for k in ("n", "sum", "sumsq", "n_rows", "n_missing")}
+    binary = _binary(x)
+    out: dict[str, list] = {k: [] for k in ("n", "sum", "sumsq", "n_rows", "n_missing", "n_ones", "n_zeros")}
     for mask in _groups(table, by):
-        xs = x[mask]
-        ok = ~np.isnan(xs)
-        xz = np.where(ok, xs, 0.0)
-        out["n"].append(ok.sum(axis=0).astype(float))
+        xz = np.where(np.isnan(x[mask]), 0.0, x[mask])
         out["sum"].append(xz.sum(axis=0))
         out["sumsq"].append((xz * xz).sum(axis=0))
-        out["n_rows"].append(np.full(len(cols), float(mask.sum())))
-        out["n_missing"].append((~ok).sum(axis=0).astype(float))
+        for k, v in _counts(x, mask, binary).items():
+            out[k].append(v)
     return {k: np.array(v, dtype=np.float64).reshape(-1, len(cols)) for k, v in out.items()}
 
 
@@ -97,18 +132,20 @@ def columns(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     return {"columns": feature_columns(table)}
 
 
-@site_task("stats.centered", kind="moments", counts={"n": ("dev", "m2")})
+@site_task("stats.centered", kind="moments", counts=_moment_counts("dev", "m2"))
 def centered(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
-    """Sums of deviations and squared deviations from a public ``center`` (n_groups, n_columns)."""
+    """Sums of deviations and squared deviations from a public ``center`` (n_groups, n_columns), with the
+    same counts as ``stats.moments`` (so the same cells are hidden in both releases)."""
     cols = feature_columns(table, params.get("columns"))
     center = np.asarray(params["center"], dtype=np.float64)
     x = table[cols].to_numpy(dtype=np.float64)
-    dev, m2, n = [], [], []
+    binary = _binary(x)
+    out: dict[str, list] = {k: [] for k in ("dev", "m2", "n", "n_rows", "n_missing", "n_ones", "n_zeros")}
     for g, mask in enumerate(_groups(table, params.get("by"))):
         d = x[mask] - center[g]
-        ok = ~np.isnan(d)
-        dz = np.where(ok, d, 0.0)
-        dev.append(dz.sum(axis=0))
-        m2.append((dz * dz).sum(axis=0))
-        n.append(ok.sum(axis=0).astype(float))
-    return {"dev": np.array(dev), "m2": np.array(m2), "n": np.array(n)}
+        dz = np.where(np.isnan(d), 0.0, d)
+        out["dev"].append(dz.sum(axis=0))
+        out["m2"].append((dz * dz).sum(axis=0))
+        for k, v in _counts(x, mask, binary).items():
+            out[k].append(v)
+    return {k: np.array(v, dtype=np.float64).reshape(-1, len(cols)) for k, v in out.items()}

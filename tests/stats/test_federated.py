@@ -79,7 +79,61 @@ def test_small_cells_suppressed_in_aggregates_and_by_site():
     by_site = stats.describe_by_site(fed, ["age"])
     assert np.isnan(by_site.loc[("site_c", "age"), "mean"]) and np.isnan(by_site.loc[("site_c", "age"), "n"])
     res = fed.query("stats.moments", {"columns": ["age"]})
-    assert res.suppressed["site_c"] == {"n": [0], "n_rows": [0]}
+    assert res.suppressed["site_c"] == {"n_rows": [0]}  # its partners n, n_missing, sums went with it
+    assert all(v is None or np.isnan(v).all() for k, v in res["site_c"].items())
+
+
+def _binary_tables():
+    """Three sites; pooled: 7 missing creatinine values, 9 of label 1 have flag=1, 60 of label 0."""
+    tables = make_tables()
+    for i, t in enumerate(tables.values()):
+        t["lab_creatinine"] = t["lab_creatinine"].fillna(1.0)
+        t.loc[t.index[: (3, 2, 2)[i]], "lab_creatinine"] = np.nan
+        t["flag"] = 0.0
+        pos = t.index[t["label"] == 1][: (3, 3, 3)[i]]
+        neg = t.index[t["label"] == 0][:20]
+        t.loc[pos, "flag"] = 1.0
+        t.loc[neg, "flag"] = 1.0
+    return tables
+
+
+def test_complementary_suppression_in_table_one_and_moments():
+    tables = _binary_tables()
+    pooled = pd.concat(tables.values(), ignore_index=True)
+    assert pooled["lab_creatinine"].isna().sum() == 7
+    assert ((pooled["flag"] == 1) & (pooled["label"] == 1)).sum() == 9
+    fed = Federation.in_process(tables, encrypted=False)
+    m = stats.moments(fed, ["lab_creatinine", "flag"])
+    # 7 missing: hidden, and n (which would give N - n = 7) with it; N itself stays
+    assert np.isnan(m["n_missing"][0, 0]) and np.isnan(m["n"][0, 0]) and m["n_rows"][0, 0] == 300
+    g = stats.moments(fed, ["flag"], by="label")
+    # label=1 holds 9 ones: hidden; label=0's ones are hidden too (overall - label=0 would give 9)
+    assert np.isnan(g["n_ones"][:, 0]).all() and np.isnan(g["sum"][:, 0]).all()
+    assert np.isnan(g["mean"][:, 0]).all() and np.isnan(g["m2"][:, 0]).all()
+    t1 = stats.table_one(fed, ["lab_creatinine", "flag"])
+    assert t1.loc["flag, n (%)", "Overall"].startswith("69 (")
+    assert (t1.loc["flag, n (%)", "label=0"], t1.loc["flag, n (%)", "label=1"]) == ("suppressed", "suppressed")
+    assert t1.loc["lab_creatinine missing, n (%)", "Overall"] == "suppressed"
+    cells = " ".join(t1.to_numpy().ravel().tolist())
+    assert " 9 (" not in f" {cells}" and "7 (" not in cells
+
+
+def test_no_count_below_minimum_is_recoverable_from_moments():
+    """Every released count cell, and every difference a reader can form (N - n, overall - group,
+    ones = n - zeros), is 0 or >= 10."""
+    tables = _binary_tables()
+    fed = Federation.in_process(tables, encrypted=False)
+    cols = ["age", "lab_creatinine", "flag"]
+    o, g = stats.moments(fed, cols), stats.moments(fed, cols, by="label")
+    derived = [o["n_rows"] - o["n"], o["n_rows"] - o["n_missing"], o["n"] - o["n_ones"], o["n"] - o["n_zeros"],
+               o["n"] - g["n"], o["n_missing"] - g["n_missing"], o["n_ones"] - g["n_ones"],
+               g["n_rows"] - g["n"], g["n_rows"] - g["n_missing"]]
+    for k in ("n", "n_rows", "n_missing", "n_ones", "n_zeros"):
+        derived += [o[k], g[k]]
+    for arr in derived:
+        a = np.asarray(arr, dtype=float)
+        a = a[np.isfinite(a)]
+        assert not np.any((a > 0) & (a < 10)), a
 
 
 def test_histogram_small_bins_merged(fed, pooled):
