@@ -4,7 +4,12 @@
 
     ehr-fed evaluate --federation federation.yaml --model model.json --out report.html \\
         [--json report.json] [--study study.yaml] [--plaintext] [--key-bits N --allow-insecure] \\
-        [--bins 10000] [--folds 5] [--no-local-only]
+        [--bins 10000] [--folds 5] [--no-local-only] [--validation split|loso|in-sample] [--test-fraction 0.3]
+
+By default the evaluation is out of sample: each site's persons are split by a hash of their key, the model's
+specification is refit on 70 % and evaluated on the other 30 % (``--validation loso``: leave-one-site-out;
+``--validation in-sample``: the model file on all rows, labelled as such). The report and stderr say what
+was evaluated and on how many rows (see :mod:`ehr_fed.cli.validation`).
 
 The overall metrics are printed on stdout; progress and errors go to stderr. Exit code 0 on success, 1 when
 the federation, the model or the policy stops the evaluation (the message says which and what to do).
@@ -34,6 +39,11 @@ def register(subparsers) -> None:
     p.add_argument("--bins", type=int, default=10_000, help="score bins for AUC / ROC (10000)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the local-only models (5)")
     p.add_argument("--no-local-only", action="store_true", help="skip the local-only model comparison")
+    p.add_argument("--validation", choices=("split", "loso", "in-sample"), default="split",
+                   help="split (default): refit on a split of the persons, evaluate on the held-out ones; "
+                        "loso: leave-one-site-out; in-sample: the model file on all rows (optimistic)")
+    p.add_argument("--test-fraction", type=float, default=0.3,
+                   help="share of each site's persons held out with --validation split (0.3)")
     p.set_defaults(func=run)
 
 
@@ -50,28 +60,92 @@ def _errors():
 
 def run(args: argparse.Namespace) -> int:
     from ehr_fed import load_model
-    from ehr_fed.evaluation.report import build_report, write_html, write_json
+    from ehr_fed.cli.common import check_writable
+    from ehr_fed.evaluation.report import write_html, write_json
     from ehr_fed.federation import Federation
 
+    check_writable(args.out)
+    if args.json:
+        check_writable(args.json)
     try:
         model = load_model(args.model)
         with Federation.from_yaml(args.federation, study=args.study, encrypted=not args.plaintext,
                                   key_bits=args.key_bits, allow_insecure=args.allow_insecure) as fed:
             print(f"evaluating {args.model} over {len(fed.site_ids)} sites "
                   f"({'plaintext' if args.plaintext else 'Paillier-encrypted'} sums)", file=sys.stderr)
-            report = build_report(fed, model, local_only=not args.no_local_only, k=args.folds,
-                                  n_bins=args.bins)
+            report, validation = _evaluate(fed, model, args)
     except _errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    report["validation"] = validation.as_dict()
     write_html(report, args.out)
+    _add_validation_html(args.out, validation)
+    print(f"validation: {validation.description}", file=sys.stderr)
     print(f"report written to {args.out}", file=sys.stderr)
     if args.json:
         write_json(report, args.json)
+        _add_validation_json(args.json, validation)
         print(f"data written to {args.json}", file=sys.stderr)
     res = report["result"]
+    print(f"evaluated on: {validation.scheme} ({validation.evaluated_rows} index events)")
     print(res.to_frame().to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))
-    for sid, row in res.per_site.iterrows():
-        if not row["released"]:
-            print(f"{sid}: {row['note']}", file=sys.stderr)
+    if res.per_site is not None:
+        for sid, row in res.per_site.iterrows():
+            if not row.get("released", True):
+                print(f"{sid}: {row.get('note')}", file=sys.stderr)
     return 0
+
+
+def _evaluate(fed, model, args):
+    """(report, validation) under ``args.validation`` (see :mod:`ehr_fed.cli.validation`)."""
+    from ehr_fed.cli import validation as v
+    from ehr_fed.evaluation import evaluate
+    from ehr_fed.evaluation.report import build_report
+    from ehr_fed.privacy import DisclosureError
+
+    opts = {"local_only": not args.no_local_only, "k": args.folds}
+    if args.validation == "split":
+        train_fed, test_fed, n_train, n_test = v.split_federations(fed, args.test_fraction)
+        with train_fed, test_fed:
+            print(f"refitting the model's specification on {n_train} index events; {n_test} held out",
+                  file=sys.stderr)
+            try:
+                fitted = v.refit(model, train_fed)
+            except DisclosureError as exc:
+                raise DisclosureError(
+                    f"{exc}\nWith --validation split only {1 - args.test_fraction:.0%} of each site's persons "
+                    "train the refit: hold out fewer (--test-fraction 0.1), or use --validation loso.",
+                    rule=exc.rule, site_id=exc.site_id) from None
+            result = evaluate(test_fed, fitted, n_bins=args.bins)
+            report = build_report(test_fed, model, result=result, **opts)
+        return report, v.Validation("split", v.describe_split(args.test_fraction, n_train, n_test), n_test,
+                                    train_rows=n_train, test_fraction=args.test_fraction)
+    report = build_report(fed, model, n_bins=args.bins, **opts)
+    n_rows = int(report["result"].overall.get("n") or 0)
+    if args.validation == "loso":
+        from ehr_fed.evaluation.external import leave_one_site_out
+
+        table = leave_one_site_out(fed, model)
+        report["result"].per_site = table
+        return report, v.Validation("loso", v.describe_loso(table, n_rows), n_rows)
+    return report, v.Validation("in-sample", v.describe_in_sample(n_rows), n_rows)
+
+
+def _add_validation_html(path: Path, validation) -> None:
+    """Put the validation statement right under the report's title."""
+    import html
+
+    text = path.read_text(encoding="utf-8")
+    block = (f"<h2>What was evaluated</h2><p class='validation'><b>{html.escape(validation.scheme)}</b>: "
+             f"{html.escape(validation.description)}</p>")
+    at = text.find("</h1>")
+    text = text[:at + 5] + block + text[at + 5:] if at >= 0 else text.replace("<body>", "<body>" + block, 1)
+    path.write_text(text, encoding="utf-8")
+
+
+def _add_validation_json(path: Path, validation) -> None:
+    import json
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["validation"] = validation.as_dict()
+    path.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")

@@ -56,7 +56,33 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the chosen sub-command; a user mistake becomes one ``error:`` line and an exit code.
+
+    Errors the user can fix (see :func:`ehr_fed.cli.common.user_error_types`) exit 1 (2 for usage
+    mistakes); anything else is a bug: exit 70 with a one-line message, the traceback only with
+    ``--verbose``.
+    """
+    from ehr_fed.cli.common import EXIT_ERROR, EXIT_USAGE, UsageError, user_error_types, user_message
+
+    log = logging.getLogger("ehr_fed.cli")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except user_error_types() as exc:
+        log.debug("%s failed", args.command, exc_info=True)
+        print(f"error: {user_message(exc)}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
+    except Exception as exc:  # a bug, not a user mistake: still no traceback unless asked for
+        log.debug("%s failed", args.command, exc_info=True)
+        print(f"error: unexpected {type(exc).__name__} in 'ehr-fed {args.command}': {exc} (this is a bug; "
+              "rerun with --verbose for the traceback and report it)", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--if-missing", action="store_true",
                    help="do nothing when OUT already holds a federation generated with these parameters")
+    p.add_argument("--force", action="store_true", help="replace a federation that OUT already holds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -42,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     if args.if_missing and is_generated(args.out, args.sites, args.patients, args.seed, args.format, args.study):
         print(f"{args.out}/federation.yaml is up to date (same parameters); nothing to do")
         return 0
+    if (Path(args.out) / "federation.yaml").exists() and not (args.force or args.if_missing):
+        print(f"ehr-fed synth: {args.out} already holds a federation (federation.yaml); pass --force to "
+              "replace it, or choose another --out", file=sys.stderr)
+        return 2
     total = sum(site_sizes(default_profiles(args.sites), args.patients))
     bar = None
     if not args.no_progress and sys.stderr.isatty():
@@ -59,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - t0
+    _default_policy(path)
     manifest = json.loads((path.parent / MANIFEST).read_text())
     for s in manifest["sites"]:
         events = s["index_events"].get(args.study, 0)
@@ -67,3 +74,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"{s['site_id']}: {s['patients']} patients, {events} {args.study} index events, {rate} positive")
     print(f"wrote {path} ({total} patients in {elapsed:.1f} s)")
     return 0
+
+
+def _default_policy(fed_yaml: Path) -> None:
+    """Write the toolkit's default ``max_params_fraction`` into the federation's ``privacy:`` section.
+
+    The generator writes 0.1, the value before the default became 0.33 (see
+    :class:`ehr_fed.privacy.PrivacyPolicy`); a synthetic federation runs under the default policy.
+    """
+    import yaml
+
+    from ehr_fed.privacy import PrivacyPolicy
+
+    text = fed_yaml.read_text(encoding="utf-8")
+    privacy = (yaml.safe_load(text) or {}).get("privacy") or {}
+    default = PrivacyPolicy.model_fields["max_params_fraction"].default
+    if privacy.get("max_params_fraction") not in (None, default):
+        old = f"max_params_fraction: {privacy['max_params_fraction']}"
+        if text.count(old) == 1:
+            fed_yaml.write_text(text.replace(old, f"max_params_fraction: {default}"), encoding="utf-8")

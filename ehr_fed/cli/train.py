@@ -43,6 +43,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-bits", type=int, help="Paillier key size (default: the federation YAML's, 2048)")
     p.add_argument("--allow-insecure", action="store_true", help="allow keys below 2048 bits (tests only)")
     p.add_argument("--checkpoint-dir", type=Path, help="journal of completed rounds; a rerun resumes from it")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out model file")
 
 
 def register(subparsers) -> None:
@@ -54,8 +55,12 @@ def register(subparsers) -> None:
                            description="Federated logistic regression: equals the pooled fit, with "
                                        "standard errors, confidence intervals and odds ratios.")
     _common(lr)
-    lr.add_argument("--penalty", choices=("none", "l2"), default="none")
-    lr.add_argument("--C", type=float, default=1.0, help="inverse L2 strength (with --penalty l2)")
+    lr.add_argument("--penalty", choices=("none", "l2"), default="l2",
+                    help="l2 (default, as scikit-learn's LogisticRegression: finite estimates even when a rare "
+                         "term separates the classes) or none (unpenalized maximum likelihood, the pooled "
+                         "statsmodels fit; refused up front when a term separates the classes)")
+    lr.add_argument("--C", type=float, default=1.0,
+                    help="inverse L2 strength (with --penalty l2; larger is weaker, 1.0)")
     lr.add_argument("--no-intercept", action="store_true", help="fit without an intercept")
     lr.add_argument("--max-iter", type=int, default=25, help="maximum Newton rounds (25)")
     lr.add_argument("--tol", type=float, default=1e-8, help="convergence: largest Newton step (1e-8)")
@@ -96,9 +101,23 @@ def _errors():
     return (FederationError, FederationConfigError, DisclosureError, ValueError, FileNotFoundError)
 
 
+def _check_out(args) -> None:
+    from ehr_fed.cli.common import check_overwrite, check_writable
+
+    check_overwrite(args.out, args.force, "model file")
+    check_writable(args.out)
+
+
+def _separation_hint(exc: Exception) -> str:
+    """The estimator's advice in the words of this command line."""
+    return str(exc).replace("or fit with penalty='l2'", "or train with --penalty l2 (--C sets its strength)")
+
+
 def run_logreg(args) -> int:
     from ehr_fed.models import FederatedLogisticRegression
+    from ehr_fed.models.logreg_newton import PerfectSeparationError
 
+    _check_out(args)
     features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
     model = FederatedLogisticRegression(
         penalty=args.penalty, C=args.C, fit_intercept=not args.no_intercept, max_iter=args.max_iter,
@@ -108,8 +127,12 @@ def run_logreg(args) -> int:
         with _federation(args) as fed, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             print(f"training logistic regression over {len(fed.site_ids)} sites "
-                  f"({'plaintext' if args.plaintext else 'Paillier-encrypted'} sums)", file=sys.stderr)
+                  f"({'plaintext' if args.plaintext else 'Paillier-encrypted'} sums, penalty "
+                  f"{args.penalty}{f', C={args.C:g}' if args.penalty == 'l2' else ''})", file=sys.stderr)
             model.fit(fed, callback=_report_round)
+    except PerfectSeparationError as exc:
+        print(f"error: {_separation_hint(exc)}", file=sys.stderr)
+        return 1
     except _errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -129,6 +152,7 @@ def run_gbdt(args) -> int:
     from ehr_fed.models.gbdt import FederatedGradientBoostingClassifier
 
     params = {name: getattr(args, name) for name, _, _ in GBDT_FLAGS if getattr(args, name) is not None}
+    _check_out(args)
 
     def progress(entry: dict[str, Any]) -> None:
         print(f"tree {entry.get('tree')}/{entry.get('n_estimators')}: {entry.get('n_nodes')} nodes, depth "

@@ -44,6 +44,7 @@ from ehr_fed.models.logreg_newton import (
     penalty_diagonal,
     separated_binary_terms,
 )
+from ehr_fed.models.preflight import check_model_size
 
 #: public per-site bound on a row count, used to size the encoding of the first (preprocessing) sum
 ROW_BOUND = 1.0e9
@@ -192,6 +193,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
                 "logistic regression needs both 0 and 1"
             )
         terms = (["intercept"] if self.fit_intercept else []) + list(prep.terms_)
+        check_model_size(federation, len(terms), model="logistic regression")  # every site, before round 1
         if self.penalty == "none":
             sep = separated_binary_terms(sums, names, list(prep.terms_))
             if sep:

@@ -61,7 +61,7 @@ def test_evaluate_writes_html_and_json_reports(setup, tmp_path, capsys):
     fed_yaml, model_file, tables, model = setup
     out, js = tmp_path / "report.html", tmp_path / "report.json"
     rc = main(["evaluate", "--federation", str(fed_yaml), "--model", str(model_file), "--out", str(out),
-               "--json", str(js), "--plaintext", "--bins", "5000", "--folds", "3"])
+               "--json", str(js), "--plaintext", "--bins", "5000", "--folds", "3", "--validation", "in-sample"])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "over 3 sites (plaintext sums)" in cap.err and f"report written to {out}" in cap.err
@@ -75,6 +75,63 @@ def test_evaluate_writes_html_and_json_reports(setup, tmp_path, capsys):
     assert data["evaluation"]["lace"]["auc"] == pytest.approx(roc_auc_score(pooled["label"], pooled["lace"]))
     assert [r["site_id"] for r in data["evaluation"]["local_only"]] == ["site_a", "site_b", "site_c"]
     assert data["evaluation"]["local_only"][0]["k"] == 3
+    assert data["validation"]["scheme"] == "in-sample" and data["validation"]["evaluated_rows"] == 970
+    assert "IN-SAMPLE: the model file on all 970 index events" in html and "optimistic" in cap.err
+
+
+def test_evaluate_by_default_refits_on_a_person_split_and_scores_the_held_out_persons(setup, tmp_path, capsys):
+    from sklearn.metrics import roc_auc_score
+
+    from ehr_fed.cli.validation import held_out
+    from ehr_fed.federation import Federation
+    from ehr_fed.models import FederatedLogisticRegression
+
+    fed_yaml, model_file, tables, _ = setup
+    out, js = tmp_path / "report.html", tmp_path / "report.json"
+    rc = main(["evaluate", "--federation", str(fed_yaml), "--model", str(model_file), "--out", str(out),
+               "--json", str(js), "--plaintext", "--bins", "5000", "--no-local-only"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    masks = {s: held_out(t, 0.3) for s, t in tables.items()}
+    n_test = sum(int(m.sum()) for m in masks.values())
+    assert 0.2 * 970 < n_test < 0.4 * 970
+    with Federation.in_process({s: t[~masks[s]] for s, t in tables.items()}, policy=yaml.safe_load(
+            fed_yaml.read_text())["privacy"], encrypted=False) as fed:
+        refit = FederatedLogisticRegression(encrypted=False, features=FEATURES).fit(fed)
+    test = pd.concat([t[masks[s]] for s, t in tables.items()])
+    auc = roc_auc_score(test["label"], refit.predict_proba(test)[:, 1])
+    data = json.loads(js.read_text())
+    assert abs(data["evaluation"]["overall"]["auc"] - auc) < 1e-3
+    assert data["evaluation"]["overall"]["n"] == n_test
+    assert data["validation"] == {"scheme": "split", "evaluated_rows": n_test, "train_rows": 970 - n_test,
+                                  "test_fraction": 0.3, "description": data["validation"]["description"]}
+    assert f"evaluated on the other {n_test} index events" in out.read_text()
+    assert f"evaluated on: split ({n_test} index events)" in cap.out
+
+
+def test_evaluate_loso_reports_each_held_out_site_or_why_not(setup, tmp_path, capsys):
+    fed_yaml, model_file, _, _ = setup
+    out = tmp_path / "r.html"
+    rc = main(["evaluate", "--federation", str(fed_yaml), "--model", str(model_file), "--out", str(out),
+               "--plaintext", "--no-local-only", "--bins", "1000", "--validation", "loso"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    html = out.read_text()
+    assert "leave-one-site-out" in html and "not permitted by the privacy policy" in html
+    assert "0 of 3 site(s) permitted" in cap.err
+
+
+def test_evaluate_split_says_what_to_do_when_a_site_is_too_small_for_the_refit(setup, tmp_path, capsys):
+    fed_yaml, model_file, _, _ = setup
+    cfg = yaml.safe_load(fed_yaml.read_text())
+    cfg["privacy"]["max_params_fraction"] = 0.015  # 5 parameters need 334 rows: every training part is short
+    strict = fed_yaml.with_name("small.yaml")
+    strict.write_text(yaml.safe_dump(cfg))
+    rc = main(["evaluate", "--federation", str(strict), "--model", str(model_file),
+               "--out", str(tmp_path / "r.html"), "--plaintext"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "would refuse this logistic regression before round 1" in err
+    assert "--test-fraction 0.1" in err and "Traceback" not in err
 
 
 def test_evaluate_without_local_only(setup, tmp_path, capsys):

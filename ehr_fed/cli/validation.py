@@ -1,0 +1,126 @@
+"""Out-of-sample validation for ``ehr-fed evaluate``: a held-out split by person, or leave-one-site-out.
+
+``split`` (the default)
+    Every site splits its rows by person: a person whose ``sha256(person_key)`` falls below
+    ``test_fraction`` is held out (all of that person's index events together, so no patient is on both
+    sides; the same rule as :func:`ehr_fed.demo.split_tables`). The model file's specification (its kind
+    and parameters, :func:`sklearn.base.clone`) is refit on the other persons and evaluated on the held-out
+    ones: the metrics describe data the evaluated model never saw.
+``loso``
+    Leave-one-site-out (:func:`ehr_fed.evaluation.external.leave_one_site_out`): refit without each site,
+    validate on it; the per-site table holds those external validations.
+``in-sample``
+    The model file itself on all rows - the data it was (most likely) trained on. Optimistic; the report
+    says so.
+
+The split needs the sites' tables in this process (an ``in_process`` federation, as ``ehr-fed synth``
+writes); over Flower the sites would have to split their own rows, so ``split`` refuses with a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SCHEMES = ("split", "loso", "in-sample")
+
+
+@dataclass
+class Validation:
+    """What an evaluation was computed on (shown in the report and on stderr)."""
+
+    scheme: str
+    description: str
+    evaluated_rows: int
+    train_rows: int | None = None
+    test_fraction: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scheme": self.scheme, "description": self.description, "evaluated_rows": self.evaluated_rows,
+                "train_rows": self.train_rows, "test_fraction": self.test_fraction, **self.details}
+
+
+def held_out(table: pd.DataFrame, test_fraction: float) -> np.ndarray:
+    """Boolean mask of the rows whose person is held out (a hash of ``person_key`` below the fraction)."""
+    if "person_key" not in table.columns:
+        raise ValueError("the feature table has no person_key column, so it cannot be split by person")
+    u = table["person_key"].astype(str).map(
+        lambda k: int(hashlib.sha256(k.encode()).hexdigest()[:8], 16) / 2**32)
+    return (u < test_fraction).to_numpy()
+
+
+def site_tables(fed: Any, what: str) -> dict[str, pd.DataFrame]:
+    """The in-process sites' feature tables; a clear error for transports whose sites are elsewhere."""
+    nodes = getattr(fed.transport, "nodes", None)
+    if not isinstance(nodes, dict) or not all(hasattr(n, "table") for n in nodes.values()):
+        raise ValueError(
+            f"{what} needs the sites' feature tables in this process (an in_process federation); this "
+            f"federation's sites run elsewhere ({type(fed.transport).__name__}). Use --validation loso, or "
+            "--validation in-sample (labelled as in-sample in the report)")
+    return {sid: n.table for sid, n in nodes.items()}
+
+
+def _rebuild(fed: Any, tables: dict[str, pd.DataFrame]) -> Any:
+    """An in-process federation of ``tables`` with the sites' own keys and policies."""
+    from ehr_fed.federation import Federation
+
+    nodes = fed.transport.nodes
+    return Federation.in_process(
+        tables, policy=fed.policy, encrypted=fed.encrypted, study=fed.study,
+        site_policies={sid: nodes[sid].policy for sid in tables},
+        site_keys={sid: nodes[sid].keys for sid in tables},
+    )
+
+
+def split_federations(fed: Any, test_fraction: float) -> tuple[Any, Any, int, int]:
+    """(training federation, held-out federation, training rows, held-out rows) split by person."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"--test-fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    train, test = {}, {}
+    for sid, table in site_tables(fed, "--validation split").items():
+        mask = held_out(table, test_fraction)
+        train[sid] = table[~mask].reset_index(drop=True)
+        test[sid] = table[mask].reset_index(drop=True)
+    empty = [sid for sid, t in test.items() if len(t) == 0]
+    if empty:
+        raise ValueError(f"site(s) {empty} hold no held-out person at --test-fraction {test_fraction}; "
+                         "raise --test-fraction or use --validation loso")
+    return (_rebuild(fed, train), _rebuild(fed, test), sum(map(len, train.values())),
+            sum(map(len, test.values())))
+
+
+def refit(model: Any, fed: Any) -> Any:
+    """The model's specification (same kind and parameters) fitted on ``fed``."""
+    import warnings
+
+    from sklearn.base import clone
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the CLI's train command reports them; here only the metrics count
+        return clone(model).fit(fed)
+
+
+def describe_split(test_fraction: float, n_train: int, n_test: int) -> str:
+    return (f"held-out split by person: the model's specification was refit on {n_train} index events "
+            f"({1 - test_fraction:.0%} of each site's persons) and evaluated on the other {n_test} index "
+            f"events ({test_fraction:.0%} of the persons), which it never saw. The coefficient or importance "
+            "table shows the model file itself.")
+
+
+def describe_loso(table: pd.DataFrame, n_rows: int) -> str:
+    ok = int((table["status"] == "ok").sum()) if "status" in table else 0
+    return (f"leave-one-site-out: for each site, the model's specification refit on the other sites and "
+            f"validated on that site ({ok} of {len(table)} site(s) permitted and released; see 'Per site'). "
+            f"The overall metrics are the model file on all {n_rows} index events: in-sample.")
+
+
+def describe_in_sample(n_rows: int) -> str:
+    return (f"IN-SAMPLE: the model file on all {n_rows} index events of the federation, the data it was "
+            "trained on unless it was trained elsewhere. These metrics are optimistic (a calibration slope "
+            "near 1 is expected by construction); use the default --validation split or --validation loso "
+            "for out-of-sample figures.")
