@@ -6,9 +6,10 @@
 Rounds (all through the federation, subject to each site's policy):
 
 1. ``evaluation.row_count`` (secure sum): pooled rows, to size the encodings.
-2. ``evaluation.score_histograms`` (secure sum): positives / negatives per fine score bin, calibration
-   sums and totals; gives AUC (exact on the bin grid, with a bound), AUPRC, Brier score,
-   calibration-in-the-large and the calibration curve (small cells merged per the policy).
+2. ``evaluation.score_histograms`` (secure sum): positives / negatives per fine score bin, which the
+   decrypting site merges until every released group holds 0 or at least ``min_cell_count`` index
+   events, and totals; gives AUC (with a certain bound ``auc_tie_bound`` covering the merging), AUPRC,
+   Brier score, calibration-in-the-large and the calibration curve.
 3. ``evaluation.calibration_step`` (secure sum, a few rounds): Newton-Raphson for the calibration
    intercept and slope, y ~ a + b logit(p).
 4. ``evaluation.site_metrics`` (query): each site's own metrics, released only with enough events.
@@ -73,16 +74,18 @@ def evaluate(fed: Any, model: Any, *, n_bins: int = 10_000, n_cal_bins: int = 10
         raise EvaluationError(f"the pooled label has {int(n_pos)} positive of {int(n_total)} index events: "
                               "discrimination needs both outcomes; evaluate on a cohort with events")
     bound = (max(n_total, 1.0), n_sites)
-    params = {"model": text, "n_bins": int(n_bins), "n_cal_bins": int(n_cal_bins)}
-    layout = {k: bound for k in ("pos", "neg", "cal_n", "cal_p", "cal_y", "totals")}
-    sums = fed.secure_sum("evaluation.score_histograms", params, layout)
-    sums = {k: np.asarray(v, dtype=np.float64) for k, v in sums.items()}
-    overall = summarize(sums, fed.policy.min_cell_count)
+    params = {"model": text, "n_bins": int(n_bins)}
+    layout = {"pos": bound, "neg": bound, "n": bound, "sums": bound}
+    out = fed.secure_sum("evaluation.score_histograms", params, layout)
+    pos = MergedHistogram(out["pos"], out.suppressed.get("pos", []))
+    neg = MergedHistogram(out["neg"], out.suppressed.get("neg", []))
+    overall = summarize(_summary_sums(pos, neg, out, int(n_cal_bins)), fed.policy.min_cell_count)
+    overall["auc"], overall["auc_tie_bound"] = merged_auc(pos, neg)
     curve = overall.pop("calibration_curve")
     a, b = federated_calibration(fed, text, n_total, calibration_rounds, tol)
     overall.update({"calibration_intercept": a, "calibration_slope": b})
     return EvaluationResult(
-        overall=overall, calibration_curve=curve, pos=sums["pos"], neg=sums["neg"],
+        overall=overall, calibration_curve=curve, pos=pos.spread, neg=neg.spread,
         per_site=site_table(fed, text) if per_site else None,
         lace=lace_baseline(fed) if lace else None,
         sites=list(fed.site_ids), n_bins=int(n_bins), encrypted=bool(fed.encrypted),
@@ -96,6 +99,10 @@ def pooled_counts(fed: Any) -> tuple[float, float]:
     from ehr_fed.models.logreg import ROW_BOUND
 
     n = np.asarray(fed.secure_sum("evaluation.row_count", {}, {"n": (ROW_BOUND, len(fed.site_ids))})["n"])
+    if np.isnan(n).any():
+        raise EvaluationError(
+            f"the decrypting site suppressed the pooled index events or positives (fewer than its minimum cell "
+            f"count, min_cell_count={fed.policy.min_cell_count}): evaluate on a larger cohort")
     return float(n[0]), float(n[1])
 
 
@@ -144,14 +151,84 @@ def lace_baseline(fed: Any) -> dict[str, Any]:
 
     bound = (ROW_BOUND, len(fed.site_ids))
     s = fed.secure_sum("evaluation.lace_histograms", {}, {"pos": bound, "neg": bound})
-    pos, neg = np.asarray(s["pos"], dtype=float), np.asarray(s["neg"], dtype=float)
-    n = float(pos.sum() + neg.sum())
+    pos = MergedHistogram(s["pos"], s.suppressed.get("pos", []))
+    neg = MergedHistogram(s["neg"], s.suppressed.get("neg", []))
+    if np.isnan(pos.counts).any() or np.isnan(neg.counts).any():
+        return {"available": False, "auc": None, "n": None,
+                "reason": "fewer index events with a LACE value than the sites' minimum cell count"}
+    n = float(pos.counts.sum() + neg.counts.sum())
     if n == 0:
         return {"available": False, "auc": None, "n": 0,
                 "reason": "the study has no LACE index values at any site (column 'lace' absent or empty)"}
-    if pos.sum() == 0 or neg.sum() == 0:
+    if pos.counts.sum() == 0 or neg.counts.sum() == 0:
         return {"available": False, "auc": None, "n": int(n),
                 "reason": "the index events with a LACE value have only one outcome"}
-    auc, _ = auc_from_histograms(pos, neg)
-    return {"available": True, "auc": auc, "n": int(round(n)), "reason": "",
-            "values": f"0..{LACE_MAX} (each value one bin: ties counted 1/2, exact)"}
+    auc, auc_bound = merged_auc(pos, neg)
+    exact = not pos.merged and not neg.merged
+    return {"available": True, "auc": auc, "n": int(round(n)), "reason": "", "auc_bound": auc_bound,
+            "values": f"0..{LACE_MAX} (each value one bin: ties counted 1/2"
+                      + (", exact)" if exact else "; values with few events merged at the sites, AUC within "
+                         "auc_bound)")}
+
+
+class MergedHistogram:
+    """A released histogram whose small bins the decrypting site merged.
+
+    ``counts``: the released counts (a merged group's count in its first bin); ``groups``: every
+    non-empty group as ``(first_bin, last_bin, count)``; ``spread``: the counts spread evenly over each
+    group's bins (the estimate used for metrics); ``merged``: whether any bins were merged.
+    """
+
+    def __init__(self, counts: Any, merged: list[list[int]]):
+        self.counts = np.asarray(counts, dtype=np.float64).ravel()
+        ends = {int(g[1]): int(g[-1]) for g in merged or []}  # entries are [row, bin, bin, ...]
+        self.merged = bool(ends)
+        c = np.nan_to_num(self.counts)
+        self.groups = [(int(i), ends.get(int(i), int(i)), float(c[i])) for i in np.flatnonzero(c > 0)]
+        self.spread = np.zeros_like(c)
+        for a, b, n in self.groups:
+            self.spread[a:b + 1] = n / (b - a + 1)
+
+
+def merged_auc(pos: MergedHistogram, neg: MergedHistogram) -> tuple[float, float]:
+    """AUC estimate from merged histograms and a bound on its distance to the unbinned AUC.
+
+    The estimate spreads each merged group evenly over its bins (ties within a bin count 1/2). The bound
+    is certain: a positive in group ``[a_p, b_p]`` certainly outranks a negative in ``[a_q, b_q]`` when
+    ``a_p > b_q`` and may outrank or tie it when ``b_p >= a_q``; the true AUC lies between the two sums.
+    """
+    est, _ = auc_from_histograms(pos.spread, neg.spread)
+    n_pos, n_neg = sum(g[2] for g in pos.groups), sum(g[2] for g in neg.groups)
+    if not n_pos or not n_neg:
+        return float("nan"), float("nan")
+    n_bins = max(pos.counts.size, neg.counts.size)
+    neg_hi = np.zeros(n_bins + 1)  # negatives whose group ends at bin b
+    neg_lo = np.zeros(n_bins + 1)  # negatives whose group starts at bin a
+    for a, b, n in neg.groups:
+        neg_hi[b] += n
+        neg_lo[a] += n
+    ends_below = np.concatenate([[0.0], np.cumsum(neg_hi)])  # [k]: negatives ending at bins < k
+    starts_upto = np.cumsum(neg_lo)  # [k]: negatives starting at bins <= k
+    lo = sum(n * ends_below[a] for a, _, n in pos.groups) / (n_pos * n_neg)
+    hi = sum(n * starts_upto[b] for _, b, n in pos.groups) / (n_pos * n_neg)
+    return float(est), float(max(est - lo, hi - est, 0.0))
+
+
+def _summary_sums(pos: MergedHistogram, neg: MergedHistogram, out: Any, n_cal_bins: int) -> dict[str, np.ndarray]:
+    """The sums :func:`summarize` reads, from the released (merged) histograms and totals.
+
+    Calibration bins are read off the spread fine histograms (mean predicted risk at the fine bins'
+    centres, within half a fine bin of the exact mean), so the curve releases nothing beyond them.
+    """
+    n_bins = pos.spread.size
+    centre = (np.arange(n_bins) + 0.5) / n_bins
+    cal = np.minimum((centre * n_cal_bins).astype(np.int64), n_cal_bins - 1)
+    rows = pos.spread + neg.spread
+    counts = np.asarray(out["n"], dtype=np.float64)
+    return {
+        "pos": pos.spread, "neg": neg.spread,
+        "cal_n": np.bincount(cal, weights=rows, minlength=n_cal_bins),
+        "cal_p": np.bincount(cal, weights=rows * centre, minlength=n_cal_bins),
+        "cal_y": np.bincount(cal, weights=pos.spread, minlength=n_cal_bins),
+        "totals": np.concatenate([counts, np.asarray(out["sums"], dtype=np.float64)]),
+    }

@@ -4,9 +4,11 @@ Every task scores the site's own table with the model sent as JSON text (``param
 aggregates only:
 
 ``evaluation.row_count``          secure sum: rows and positives (sizes the other layouts)
-``evaluation.score_histograms``   secure sum: per score bin positives / negatives, calibration sums, totals
+``evaluation.score_histograms``   secure sum: per score bin positives / negatives (merged below the
+                                  minimum cell count at the decrypting site), totals
 ``evaluation.calibration_step``   secure sum: score and information of y ~ a + b logit(p) (Newton step)
-``evaluation.lace_histograms``    secure sum: positives / negatives per LACE index value (clinical baseline)
+``evaluation.lace_histograms``    secure sum: positives / negatives per LACE index value (clinical baseline;
+                                  merged like the score histograms)
 ``evaluation.site_metrics``       query: this site's own AUC, AUPRC, Brier, calibration (policy-checked)
 ``evaluation.local_cv``           query: cross-validated AUC of a model fitted on this site alone
 
@@ -45,22 +47,26 @@ def site_scores(table: pd.DataFrame, params: dict) -> tuple[np.ndarray, np.ndarr
     return p, y
 
 
-@site_task("evaluation.row_count", kind="metric")
+@site_task("evaluation.row_count", kind="metric", counts={"n": ()})
 def row_count(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """``{"n": [rows, positives]}`` (summed across sites; sizes the layouts of the other rounds)."""
     y = table["label"].to_numpy(dtype=np.float64) if "label" in table.columns else np.zeros(len(table))
     return {"n": np.array([float(len(table)), float(np.nansum(y))])}
 
 
-@site_task("evaluation.score_histograms", kind="metric")
+@site_task("evaluation.score_histograms", kind="metric", counts={"n": ()}, histograms=("pos", "neg"))
 def score_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
-    """Score histograms (``n_bins`` fine bins, ``n_cal_bins`` calibration bins) and totals.
+    """Positives and negatives per score bin (``n_bins`` equal bins on [0, 1]) and totals.
 
-    Outputs: ``pos``, ``neg`` (n_bins,), ``cal_n``, ``cal_p``, ``cal_y`` (n_cal_bins,) and ``totals``
-    (rows, positives, sum of p, sum of (p - y)^2).
+    Outputs: ``pos``, ``neg`` (n_bins,), declared histograms (the decrypting site merges bins below the
+    minimum cell count), ``n`` (rows, positives: declared counts) and ``sums`` (sum of p, sum of
+    (p - y)^2). The calibration curve is read from the merged histograms at the coordinator, so no second
+    grid of counts can be differenced against them.
     """
     p, y = site_scores(table, params)
-    return local_histograms(p, y, int(params["n_bins"]), int(params["n_cal_bins"]))
+    h = local_histograms(p, y, int(params["n_bins"]), 1)
+    t = h["totals"]
+    return {"pos": h["pos"], "neg": h["neg"], "n": t[:2].copy(), "sums": t[2:].copy()}
 
 
 @site_task("evaluation.calibration_step", kind="metric")
@@ -70,7 +76,7 @@ def calibration_step(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dic
     return calibration_slope_step(logit(p), y, np.asarray(params["coef"], dtype=np.float64))
 
 
-@site_task("evaluation.lace_histograms", kind="metric")
+@site_task("evaluation.lace_histograms", kind="metric", histograms=("pos", "neg"))
 def lace_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Positives and negatives per LACE value 0..19 (rows without LACE left out; zeros without the column)."""
     bins = LACE_MAX + 1

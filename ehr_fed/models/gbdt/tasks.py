@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 from ehr_fed.federation.tasks import SiteContext, site_task
-from ehr_fed.privacy import DisclosureError
 
 from .binning import BinMapper
 from .histogram import build_histograms, logistic_grad_hess, quantize
@@ -104,13 +103,8 @@ def _margins(st: dict, trees: list[dict], base_score: float) -> np.ndarray:
 
 
 def _check_min_count(params: dict, ctx: SiteContext) -> None:
-    want = int(params.get("min_count", 0))
-    if want < ctx.policy.min_cell_count:
-        raise DisclosureError(
-            f"gradient boosting requested leaves of at least {want} rows, below this site's minimum cell "
-            f"count {ctx.policy.min_cell_count}; train with min_count >= {ctx.policy.min_cell_count}",
-            rule="min_cell_count", site_id=ctx.site_id,
-        )
+    ctx.policy.check_min_count(int(params.get("min_count", 0)), "a gradient-boosting request (min_count)",
+                               ctx.site_id)
 
 
 def site_schema(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
@@ -140,5 +134,5 @@ def site_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict
     return {"hist": to_wire(hist, st["mask"], int(params.get("channels", 3)))}
 
 site_task("gbdt.schema", kind="other")(site_schema)
-site_task("gbdt.init", kind="count")(site_init)
+site_task("gbdt.init", kind="count", counts={"stats": ()})(site_init)
 site_task("gbdt.histograms", kind="histogram")(site_histograms)
