@@ -11,8 +11,13 @@ A model file is one JSON object::
       "feature_schema": [{"name": "age", "dtype": "float64"}, ...],   # the input table the model expects
       "created": "2025-01-01T00:00:00Z",
       "params": {...},                  # the estimator's constructor parameters
-      "state": {...}                    # the fitted state, kind specific
+      "state": {...},                   # the fitted state, kind specific
+      "checksum": "sha256:..."          # of every other key (see model_checksum), verified on load
     }
+
+The checksum makes an edited or truncated file fail to load with a clear message instead of scoring
+patients with coefficients nobody trained (it is an integrity check, not a signature: whoever can write the
+file can recompute it, see :func:`seal_model_document`). Files are written atomically with mode 0600.
 
 Each model kind registers its loader (a function from the document to a fitted estimator) with
 :func:`register_loader`; the kinds shipped with ehr-fed are imported on demand by :func:`load_model`, so
@@ -49,6 +54,20 @@ _LOADERS: dict[str, Loader] = {}
 
 class ModelFormatError(ValueError):
     """A model file is not a valid ehr-fed model document."""
+
+
+def model_checksum(doc: dict[str, Any]) -> str:
+    """``"sha256:<hex>"`` of the document without its ``checksum`` key (canonical JSON: sorted keys)."""
+    import hashlib
+
+    body = {k: v for k, v in doc.items() if k != "checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def seal_model_document(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with its ``checksum`` (re)computed: for tools that deliberately rewrite a model file."""
+    return {**{k: v for k, v in doc.items() if k != "checksum"}, "checksum": model_checksum(doc)}
 
 
 def register_loader(kind: str) -> Callable[[Loader], Loader]:
@@ -103,7 +122,8 @@ def build_model_document(
 
 def write_model_document(path: str | os.PathLike, **kwargs: Any) -> Path:
     """Build (:func:`build_model_document`) and write a model file atomically; returns the path."""
-    doc = _strict(json.loads(json.dumps(build_model_document(**kwargs), default=_json_default)))
+    doc = seal_model_document(_strict(json.loads(json.dumps(build_model_document(**kwargs),
+                                                            default=_json_default))))
     text = json.dumps(doc, indent=1, allow_nan=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,9 +155,21 @@ def read_model_document(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} has model format version {version!r}, this ehr-fed reads versions <= {FORMAT_VERSION}; "
             "upgrade ehr-fed"
         )
-    missing = [k for k in ("kind", "feature_schema", "params", "state") if k not in doc]
+    missing = [k for k in ("kind", "feature_schema", "params", "state", "checksum") if k not in doc]
     if missing:
-        raise ModelFormatError(f"{path} lacks the keys {missing}")
+        raise ModelFormatError(f"{path} lacks the keys {missing}" + (
+            "; a model file without a checksum was written by an older ehr-fed or edited by hand: train "
+            "and save it again" if missing == ["checksum"] else ""))
+    try:
+        expected = model_checksum(doc)
+    except ValueError:  # NaN or infinity: not written by write_model_document
+        expected = None
+    if doc["checksum"] != expected:
+        raise ModelFormatError(
+            f"{path} was modified after it was written: its checksum does not match its content, so its "
+            "coefficients or trees may not be the ones trained. Use the file as ehr-fed train wrote it, or "
+            "train and save the model again"
+        )
     return doc
 
 

@@ -16,6 +16,7 @@ from ehr_fed.cohort import harmonize
 from ehr_fed.federation import Federation
 from ehr_fed.mapping import load_study
 from ehr_fed.models import FederatedLogisticRegression
+from ehr_fed.models.persistence import seal_model_document
 from ehr_fed.models.scoring import file_sha256, read_scores_metadata
 from ehr_fed.privacy import PrivacyPolicy
 from ehr_fed.synth import generate_federation
@@ -146,7 +147,7 @@ def test_without_a_study_it_exits_2_and_says_to_pass_study(fed_dir, model_file, 
     bare = tmp_path / "bare.json"
     doc = json.loads(model_file.read_text())
     doc["study"] = None  # e.g. a model trained on bare tables, without a study spec
-    bare.write_text(json.dumps(doc))
+    bare.write_text(json.dumps(seal_model_document(doc)))
     code, log, text = predict(capsys, *site_args(fed_dir, bare, tmp_path / "s.parquet", study=None))
     assert code == 2 and log[-1]["reason"] == "study_required"
     assert "does not embed the study spec it was trained with (study 'readmission_30d'): pass --study FILE" in text
