@@ -1,11 +1,15 @@
-"""The Flower transport: SuperLink and three SuperNodes as separate processes on loopback, with TLS.
+"""The Flower transport: SuperLink, SuperNodes, site ClientApps and site services as separate processes.
 
-A federated computation over Flower must give exactly the result of the in-process transport.
+Over Flower a federated computation must give exactly the in-process result; a site runs only its own
+ehr-fed app and only an authenticated node proving its site identity takes part.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,15 +18,61 @@ import yaml
 
 from ehr_fed.federation import Federation, PrivacyPolicy
 from ehr_fed.federation.keys import SiteKeys, run_ceremony
-from ehr_fed.federation.messages import TaskMessage
-from ehr_fed.federation.transports.flower import from_recorddict, to_recorddict
 from ehr_fed.federation.transports.flower_local import LoopbackDeployment
 from ehr_fed.federation.transports.flower_relay import FlowerRelayTransport
 from ehr_fed.models import FederatedLogisticRegression
 
 pytestmark = pytest.mark.flower
 
-FEATURES = ["age", "lab_creatinine", "cond_diabetes"]
+FOREIGN_APP = '''
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "curious-app"
+version = "1.0.0"
+dependencies = []
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "curious"
+
+[tool.flwr.app.components]
+serverapp = "curious.app:server"
+clientapp = "curious.app:client"
+
+[tool.flwr.app.config]
+out = ""
+'''
+
+FOREIGN_CODE = '''
+import json, os
+from pathlib import Path
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+client = ClientApp()
+server = ServerApp()
+
+@client.query("loot")
+def loot(msg, context):
+    found = {"node_config": dict(context.node_config), "cwd": os.getcwd(),
+             "env": {k: v for k, v in os.environ.items() if "EHR" in k or "SITE" in k}}
+    return Message(RecordDict({"c": ConfigRecord({"loot": json.dumps(found)})}), reply_to=msg)
+
+@server.main()
+def main(grid, context):
+    nodes = list(grid.get_node_ids())
+    msgs = [Message(RecordDict({}), message_type="query.loot", dst_node_id=n) for n in nodes]
+    out = []
+    for r in grid.send_and_receive(msgs, timeout=60):
+        out.append({"error": str(r.error.reason)} if r.has_error() else json.loads(r.content["c"]["loot"]))
+    Path(context.run_config["out"]).write_text(json.dumps({"nodes": len(nodes), "replies": out}))
+'''
 
 
 def _site_table(site_id: str, n: int, seed: int) -> pd.DataFrame:
@@ -42,54 +92,95 @@ def _site_table(site_id: str, n: int, seed: int) -> pd.DataFrame:
     })
 
 
-def test_message_records_round_trip():
-    msg = TaskMessage(action="secure_sum", task="t", study="s", session="x", round=2, nonce="ab12",
-                      payload={"a": np.arange(6.0).reshape(2, 3), "ct": b"\x00\x01", "none": None,
-                               "nested": {"k": [1, 2.5, "x"]}, "empty": []})
-    back = TaskMessage.from_flat(from_recorddict(to_recorddict(msg.to_flat())))
-    assert back.header() == msg.header()
-    np.testing.assert_array_equal(back.payload["a"], msg.payload["a"])
-    assert back.payload["ct"] == b"\x00\x01" and back.payload["none"] is None
-    assert back.payload["nested"] == {"k": [1, 2.5, "x"]} and back.payload["empty"] == []
+def _write_site(site_dir: Path, sid: str, table: pd.DataFrame, keys: SiteKeys, policy: dict) -> Path:
+    site_dir.mkdir()
+    table.to_parquet(site_dir / "features.parquet")
+    keys.save(site_dir / "site.keys.json")
+    cfg = {"site_id": sid, "table": "features.parquet", "keys": "site.keys.json", "policy": policy,
+           "audit_log": "audit.jsonl"}
+    (site_dir / "site.yaml").write_text(yaml.safe_dump(cfg))
+    return site_dir / "site.yaml"
 
 
 @pytest.fixture(scope="module")
-def three_sites(tmp_path_factory):
+def federation(tmp_path_factory):
+    """Three real sites and one rogue node that claims to be site_0 with keys of its own."""
     root = tmp_path_factory.mktemp("flower-sites")
     tables = {f"site_{k}": _site_table(f"site_{k}", 400 + 50 * k, seed=k) for k in range(3)}
     keys = {sid: SiteKeys.generate(sid) for sid in tables}
     coordinator_keys = run_ceremony(keys, n_length=1024, allow_insecure=True)
     policy = {"min_cell_count": 10, "min_sites": 3}
-    configs = {}
-    for sid, table in tables.items():
-        site_dir = root / sid
-        site_dir.mkdir()
-        table.to_parquet(site_dir / "features.parquet")
-        keys[sid].save(site_dir / "site.keys.json")
-        cfg = {"site_id": sid, "table": "features.parquet", "keys": "site.keys.json",
-               "policy": policy, "audit_log": "audit.jsonl"}
-        (site_dir / "site.yaml").write_text(yaml.safe_dump(cfg))
-        configs[sid] = site_dir / "site.yaml"
-    return {"tables": tables, "keys": keys, "coordinator_keys": coordinator_keys, "policy": policy,
-            "configs": configs, "root": root}
+    configs = {sid: _write_site(root / sid, sid, t, keys[sid], policy) for sid, t in tables.items()}
+    configs["rogue"] = _write_site(root / "rogue", "site_0", tables["site_0"].iloc[:50], SiteKeys.generate("site_0"),
+                                   policy)
+    deployment = LoopbackDeployment(configs, workdir=root / "deploy").start()
+    try:
+        yield {"tables": tables, "keys": keys, "coordinator_keys": coordinator_keys, "policy": policy,
+               "root": root, "deployment": deployment}
+    finally:
+        deployment.close()
 
 
-def test_flower_logistic_regression_equals_in_process(three_sites, tmp_path):
-    s = three_sites
+def test_flower_logistic_regression_equals_in_process_and_rogue_is_refused(federation, tmp_path, monkeypatch):
+    s, dep = federation, federation["deployment"]
     policy = PrivacyPolicy.from_mapping(s["policy"])
     with Federation.in_process(s["tables"], policy=policy, encrypted=True, site_keys=s["keys"]) as fed:
         local = FederatedLogisticRegression(penalty="none").fit(fed)
 
-    with LoopbackDeployment(s["configs"], workdir=tmp_path / "deploy") as deployment:
-        transport = FlowerRelayTransport(flwr_home=deployment.flwr_home, expected_sites=3)
-        with Federation(transport, keys=s["coordinator_keys"], policy=policy, encrypted=True) as fed:
-            assert fed.site_ids == sorted(s["tables"])
-            remote = FederatedLogisticRegression(penalty="none").fit(fed)
-        tls_log = (deployment.workdir / "superlink.log").read_text()
+    timing = tmp_path / "timing.jsonl"
+    monkeypatch.setenv("EHR_FED_FLOWER_TIMING", str(timing))
+    transport = FlowerRelayTransport(flwr_home=dep.flwr_home, expected_sites=3, keys=s["coordinator_keys"])
+    with Federation(transport, keys=s["coordinator_keys"], policy=policy, encrypted=True) as fed:
+        assert fed.site_ids == sorted(s["tables"])
+        assert len(transport.refused) == 1  # the rogue node: same site id, wrong ceremony key
+        (why,) = transport.refused.values()
+        assert "claims to be site 'site_0'" in why and "does not verify" in why
+        remote = FederatedLogisticRegression(penalty="none").fit(fed)
 
     np.testing.assert_array_equal(remote.coef_, local.coef_)
     np.testing.assert_array_equal(remote.intercept_, local.intercept_)
-    assert "--insecure" not in tls_log  # the SuperLink served TLS
     for sid in s["tables"]:  # every payload that left a site is in its audit log
         lines = (s["root"] / sid / "audit.jsonl").read_text().splitlines()
         assert lines and all(json.loads(x)["task"] for x in lines)
+    assert not (s["root"] / "rogue" / "audit.jsonl").exists()  # the rogue was never asked for data
+    # the SuperLink keeps its state in memory: no database file anywhere in the deployment
+    assert not list(dep.workdir.rglob("*.db*"))
+    # replay journals of the real sites hold what they accepted
+    state = next((dep.workdir / "state" / "site_1").glob("*.jsonl")).read_text()
+    assert state.count('"nonce"') >= 10
+    # each exchange over Flower: well under a second on loopback
+    rounds = [json.loads(x) for x in timing.read_text().splitlines() if '"query.ehrfed"' in x]
+    assert len(rounds) >= 5
+    per_exchange = sorted(r["done"] - r["start"] for r in rounds)
+    assert per_exchange[len(per_exchange) // 2] < 1.0, per_exchange
+
+
+def test_foreign_app_is_refused_and_sees_nothing_of_the_site(federation, tmp_path):
+    dep = federation["deployment"]
+    app = tmp_path / "curious"
+    (app / "curious").mkdir(parents=True)
+    (app / "pyproject.toml").write_text(FOREIGN_APP)
+    (app / "curious" / "__init__.py").write_text("")
+    (app / "curious" / "app.py").write_text(FOREIGN_CODE)
+    out = tmp_path / "loot.json"
+    dep.run(app, {"out": str(out)}, timeout=180)
+    result = json.loads(out.read_text())
+    assert result["nodes"] == 4 and len(result["replies"]) == 4
+    assert all(r == {"error": "The FAB could not be verified."} for r in result["replies"]), result
+    for sid in ("site_0", "site_1", "site_2"):
+        log = (dep.workdir / f"clientapp-{sid}.log").read_text()
+        assert "refused run" in log and "is not this site's ehr-fed app" in log
+    # no process on Flower's side of a site is given a path to its data, config or keys
+    for proc in dep.processes("supernode-site_0", "clientapp-site_0"):
+        assert not [a for a in proc.args if "site.yaml" in a or "site.keys" in a or "features" in a]
+
+
+def test_unregistered_supernode_cannot_join(federation, tmp_path):
+    dep = federation["deployment"]
+    before = len(re.findall(r"Activated node_id", (dep.workdir / "superlink.log").read_text()))
+    dep.start_node("intruder", dep.sockets["site_2"], register=False)
+    time.sleep(4)
+    superlink = (dep.workdir / "superlink.log").read_text()
+    assert len(re.findall(r"Activated node_id", superlink)) == before
+    intruder = (dep.workdir / "supernode-intruder.log").read_text()
+    assert "SuperNode ID" not in intruder

@@ -1,29 +1,32 @@
 """The Flower transport: ehr-fed's protocol over a Flower SuperLink.
 
-Deployment (see ``docs/deployment.md``): the coordinator runs a Flower SuperLink;
-every hospital runs a Flower SuperNode that connects *outbound* to it (TLS, and
-SuperNode authentication when enabled) with ``--node-config 'site-id="..."
-site-config="/path/site.yaml"'``. A federated computation is a Flower run:
+Deployment (see ``docs/deployment.md``): the coordinator runs a Flower SuperLink with SuperNode
+authentication; every hospital runs a Flower SuperNode with ``--isolation process`` that connects
+*outbound* to it, its own long-lived ClientApp
+(:mod:`~ehr_fed.federation.transports.flower_clientapp`, which runs only the FAB of the site's
+installed ehr-fed) and its site service (:mod:`~ehr_fed.federation.transports.flower_site`, which alone
+holds the site's data and keys). A federated computation is a Flower run of ehr-fed's app:
 
-- :data:`clientapp` answers one query action, ``query.ehrfed``, by handing the
-  ehr-fed :class:`~ehr_fed.federation.messages.TaskMessage` it carries to the
-  site's :class:`~ehr_fed.federation.site.SiteNode` (built once per process from
-  the site's own config: its data, policy, keys and audit log never leave it);
-- :data:`serverapp` builds a :class:`~ehr_fed.federation.Federation` on
-  :class:`GridTransport` and runs a job (statistics, a model fit, a secure sum)
-  described by the run config, writing the result where the job says.
+- :data:`serverapp` connects back to the coordinator's process (:class:`FlowerRelayTransport`) and
+  carries out its requests on the Flower ``Grid`` through :class:`GridTransport`;
+- every site answers two message types: ``query.ehrfed_identify`` (the site signs, with its ceremony
+  Ed25519 key, that this SuperNode is that site; the coordinator checks the signature) and
+  ``query.ehrfed`` (one ehr-fed :class:`~ehr_fed.federation.messages.TaskMessage`);
+- :data:`clientapp`, the FAB's ClientApp component, refuses to run: ehr-fed's site code runs only in
+  the site's own processes, never in a process Flower starts from a FAB.
 
-Messages travel as Flower ``RecordDict``s: numpy arrays in an ``ArrayRecord``,
-everything else (ciphertexts as ``bytes``, str, numbers) in a ``ConfigRecord``.
+A message travels as one :mod:`~ehr_fed.federation.transports.flower_wire` blob (a uint8 ``Array`` in
+an ``ArrayRecord``): Flower moves a handful of objects per message whatever its payload.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 import time
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -32,48 +35,68 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from ehr_fed.federation.messages import ProtocolError, Reply, TaskMessage
+from ehr_fed.federation.transports import flower_wire as wire
 from ehr_fed.federation.transports.base import SiteFailure
 
 log = logging.getLogger(__name__)
 
 QUERY = "query.ehrfed"
 IDENTIFY = "query.ehrfed_identify"
-_NONE_KEYS = "\x00none"
+_BLOB = "ehrfed"
+#: env var: append coordinator-side exchange timings (JSON lines) to this file
+TIMING_ENV = "EHR_FED_FLOWER_TIMING"
 
 
-# -- records <-> flat dicts ------------------------------------------------------------------------
+class SiteIdentityError(RuntimeError):
+    """A SuperNode's claim to be a site could not be verified."""
+
+
+# -- records ----------------------------------------------------------------------------------------
+def blob_record(blob: bytes) -> RecordDict:
+    """A wire blob as a Flower ``RecordDict`` (one uint8 array)."""
+    return RecordDict({_BLOB: ArrayRecord({"m": Array.from_numpy_ndarray(np.frombuffer(blob, dtype=np.uint8))})})
+
+
+def blob_of(content: RecordDict) -> bytes:
+    """The wire blob of a record made by :func:`blob_record`."""
+    try:
+        return content[_BLOB]["m"].numpy().tobytes()
+    except (KeyError, TypeError, AttributeError):
+        raise ProtocolError("Flower message without the ehr-fed record") from None
+
+
+def config_record(values: Mapping[str, Any]) -> RecordDict:
+    return RecordDict({"config": ConfigRecord(dict(values))})
+
+
 def to_recorddict(flat: Mapping[str, Any]) -> RecordDict:
     """A flat ehr-fed message (``{path: leaf}``) as a Flower ``RecordDict``."""
-    arrays: dict[str, Array] = {}
-    config: dict[str, Any] = {}
-    none_keys: list[str] = []
-    for key, value in flat.items():
-        if isinstance(value, np.ndarray):
-            arrays[key] = Array.from_numpy_ndarray(np.ascontiguousarray(value))
-        elif value is None:
-            none_keys.append(key)
-        else:
-            config[key] = value
-    config[_NONE_KEYS] = json.dumps(none_keys)
-    return RecordDict({"arrays": ArrayRecord(arrays), "config": ConfigRecord(config)})
+    return blob_record(wire.pack(flat))
 
 
 def from_recorddict(content: RecordDict) -> dict[str, Any]:
     """Inverse of :func:`to_recorddict`."""
     try:
-        arrays = content["arrays"]
-        config = dict(content["config"])
-    except KeyError as exc:
-        raise ProtocolError(f"Flower message without the ehr-fed record {exc.args[0]!r}") from None
-    flat: dict[str, Any] = {k: v for k, v in config.items() if k != _NONE_KEYS}
-    for key in json.loads(config.get(_NONE_KEYS, "[]")):
-        flat[key] = None
-    for key in arrays.keys():
-        flat[key] = arrays[key].numpy()
-    return flat
+        return wire.unpack(blob_of(content))
+    except wire.WireError as exc:
+        raise ProtocolError(f"malformed ehr-fed record: {exc}") from None
 
 
 # -- coordinator side --------------------------------------------------------------------------------
+Verifier = Callable[[str, int, str, bytes], bool]
+
+
+def bundle_verifier(bundles: Mapping[str, Any]) -> Verifier:
+    """Check identify signatures against the sites' ceremony keys (``CoordinatorKeys.sites``)."""
+    from ehr_fed.federation.transports.flower_site import identify_statement
+
+    def verify(site_id: str, node_id: int, challenge: str, signature: bytes) -> bool:
+        bundle = bundles.get(site_id)
+        return bundle is not None and bundle.verify(signature, identify_statement(site_id, node_id, challenge))
+
+    return verify
+
+
 class GridTransport:
     """:class:`~ehr_fed.federation.transports.base.Transport` over a Flower ``Grid``.
 
@@ -81,38 +104,74 @@ class GridTransport:
     ----------
     grid : flwr.serverapp.Grid
     expected_sites : int, optional
-        Wait (up to ``connect_timeout``) until this many SuperNodes are connected.
+        Wait (up to ``connect_timeout``) until this many sites have identified themselves.
+    verify : callable, optional
+        ``verify(site_id, node_id, challenge, signature) -> bool`` (see :func:`bundle_verifier`). A
+        SuperNode whose signature fails is refused (logged, listed in :attr:`refused`) and the
+        federation goes on with the nodes that proved who they are. Without it, claims are taken as
+        they come (plaintext pilots without a key ceremony only).
     """
 
-    def __init__(self, grid: Grid, *, expected_sites: int | None = None, connect_timeout: float = 120.0):
+    def __init__(self, grid: Grid, *, expected_sites: int | None = None, connect_timeout: float = 120.0,
+                 verify: Verifier | None = None, poll: float = 0.01):
         self.grid = grid
+        self.verify = verify
+        self.poll = poll
         self._nodes: dict[str, int] = {}
+        self.refused: dict[int, str] = {}
+        self._timing = os.environ.get(TIMING_ENV)
         self._discover(expected_sites, connect_timeout)
 
     def _discover(self, expected: int | None, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        asked: set[int] = set()
         while True:
-            node_ids = list(self.grid.get_node_ids())
-            if node_ids and (expected is None or len(node_ids) >= expected):
-                break
+            new = [n for n in self.grid.get_node_ids() if n not in asked]
+            if new:
+                asked.update(new)
+                self._identify(new, max(1.0, deadline - time.monotonic()))
+            if self._nodes and (expected is None or len(self._nodes) >= expected):
+                return
             if time.monotonic() > deadline:
+                refused = "; ".join(f"node {n}: {why}" for n, why in self.refused.items())
                 raise RuntimeError(
-                    f"only {len(node_ids)} SuperNode(s) connected to the SuperLink after {timeout:.0f} s, "
-                    f"expected {expected}: check that every site's SuperNode is running"
+                    f"only {len(self._nodes)} site(s) identified themselves to the SuperLink within {timeout:.0f} s, "
+                    f"expected {expected} (identified: {sorted(self._nodes)}"
+                    + (f"; refused: {refused}" if refused else "")
+                    + "): check that every site's SuperNode, ClientApp and site service are running"
                 )
-            time.sleep(0.5)
-        messages = [
-            Message(content=RecordDict({"config": ConfigRecord({})}), message_type=IDENTIFY, dst_node_id=n)
-            for n in node_ids
-        ]
-        for reply in self.grid.send_and_receive(messages, timeout=timeout):
+            time.sleep(0.2)
+
+    def _identify(self, node_ids: list[int], timeout: float) -> None:
+        challenges = {n: secrets.token_hex(32) for n in node_ids}
+        messages = [Message(content=config_record({"challenge": challenges[n]}), message_type=IDENTIFY,
+                            dst_node_id=n) for n in node_ids]
+        for reply in self._exchange(messages, timeout):
+            node = reply.metadata.src_node_id
             if reply.has_error():
-                log.warning("node %s did not identify itself: %s", reply.metadata.src_node_id, reply.error)
+                self.refused[node] = f"did not identify itself ({reply.error.reason})"
+                log.warning("SuperNode %s %s", node, self.refused[node])
                 continue
-            site_id = str(reply.content["config"]["site-id"])
-            if site_id in self._nodes:
-                raise RuntimeError(f"two SuperNodes claim to be site {site_id!r}")
-            self._nodes[site_id] = reply.metadata.src_node_id
+            try:
+                cfg = reply.content["config"]
+                site_id, signature = str(cfg["site-id"]), bytes(cfg.get("signature", b""))
+            except (KeyError, TypeError, ValueError):
+                self.refused[node] = "sent a malformed identify reply"
+                log.warning("SuperNode %s %s", node, self.refused[node])
+                continue
+            if self.verify is not None and not self.verify(site_id, node, challenges[node], signature):
+                self.refused[node] = (f"claims to be site {site_id!r} but its identify signature does not verify "
+                                      f"against that site's ceremony key: refused")
+                log.warning("SuperNode %s %s", node, self.refused[node])
+                continue
+            if site_id in self._nodes and self._nodes[site_id] != node:
+                if self.verify is None:
+                    raise RuntimeError(
+                        f"two SuperNodes claim to be site {site_id!r} and no ceremony keys were given to tell "
+                        "them apart: pass the coordinator keys (transport.coordinator_keys)"
+                    )
+                log.warning("SuperNode %s also proved to be site %r; keeping the newest", node, site_id)
+            self._nodes[site_id] = node
 
     def site_ids(self) -> list[str]:
         return sorted(self._nodes)
@@ -124,12 +183,10 @@ class GridTransport:
         for site_id, msg in messages.items():
             node = self._nodes.get(site_id)
             if node is None:
-                out[site_id] = SiteFailure(site_id, "unreachable", "no connected SuperNode for this site")
+                out[site_id] = SiteFailure(site_id, "unreachable", "no identified SuperNode for this site")
                 continue
             by_node[node] = site_id
-            flower_messages.append(
-                Message(content=to_recorddict(msg.to_flat()), message_type=QUERY, dst_node_id=node)
-            )
+            flower_messages.append(Message(content=to_recorddict(msg.to_flat()), message_type=QUERY, dst_node_id=node))
         for reply in self._exchange(flower_messages, timeout):
             site_id = by_node.get(reply.metadata.src_node_id)
             if site_id is None:
@@ -146,62 +203,46 @@ class GridTransport:
         return out
 
     def _exchange(self, messages: list[Message], timeout: float | None) -> list[Message]:
-        """Push, then pull replies with a short, growing poll interval (the Grid's own
-        ``send_and_receive`` sleeps 3 s between polls, which dominates short rounds)."""
-        pending = set(self.grid.push_messages(messages))
+        """Push, then pull the replies every ``poll`` seconds (the Grid's own ``send_and_receive``
+        sleeps 3 s between pulls, which would dominate every round)."""
+        t0 = time.time()
+        pending = {m for m in self.grid.push_messages(messages) if m}
+        t_pushed = time.time()
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
-        pause = 0.02
         while pending and (deadline is None or time.monotonic() < deadline):
             got = list(self.grid.pull_messages(pending))
             replies.extend(got)
             pending.difference_update(m.metadata.reply_to_message_id for m in got)
             if pending:
-                time.sleep(pause)
-                pause = min(pause * 1.5, 0.5)
+                time.sleep(self.poll)
+        if self._timing and messages:
+            with open(self._timing, "a") as fh:
+                fh.write(json.dumps({"side": "coordinator", "type": messages[0].metadata.message_type,
+                                     "start": t0, "pushed": t_pushed, "done": time.time(),
+                                     "replies": [{"created": r.metadata.created_at} for r in replies]}) + "\n")
         return replies
 
     def close(self) -> None:
         pass
 
 
-# -- site side -----------------------------------------------------------------------------------------
+# -- the FAB's ClientApp component: refuses to run -----------------------------------------------------
 clientapp = ClientApp()
-_SITE_NODES: dict[str, Any] = {}
-
-
-def _site_node(context: Context):
-    from ehr_fed.federation.site import SiteNode
-    from ehr_fed.federation.tasks import _load_builtin_tasks
-
-    _load_builtin_tasks()
-    path = context.node_config.get("site-config")
-    if not path:
-        raise RuntimeError("this SuperNode has no 'site-config' in --node-config: point it at the site's YAML")
-    node = _SITE_NODES.get(str(path))
-    if node is None:
-        node = _SITE_NODES[str(path)] = SiteNode.from_config(str(path))
-    return node
+_REFUSAL = (
+    "ehr-fed does not run site code in a ClientApp process started from a FAB: start this SuperNode with "
+    "'--isolation process' beside 'ehr-fed site clientapp' and 'ehr-fed site serve' (docs/deployment.md)"
+)
 
 
 @clientapp.query("ehrfed_identify")
 def identify(msg: Message, context: Context) -> Message:
-    site_id = context.node_config.get("site-id")
-    if not site_id:
-        site_id = _site_node(context).site_id
-    return Message(content=RecordDict({"config": ConfigRecord({"site-id": str(site_id)})}), reply_to=msg)
+    raise RuntimeError(_REFUSAL)
 
 
 @clientapp.query("ehrfed")
 def answer(msg: Message, context: Context) -> Message:
-    flat = from_recorddict(msg.content)
-    socket_path = context.node_config.get("site-socket")
-    if socket_path:  # the site's long-lived service (see flower_site)
-        from ehr_fed.federation.transports.flower_site import ask
-
-        return Message(content=to_recorddict(ask(str(socket_path), flat)), reply_to=msg)
-    reply = _site_node(context).handle(TaskMessage.from_flat(flat))
-    return Message(content=to_recorddict(reply.to_flat()), reply_to=msg)
+    raise RuntimeError(_REFUSAL)
 
 
 # -- coordinator app: a relay between the coordinator's process and Flower's Grid ---------------------
@@ -212,53 +253,16 @@ serverapp = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Serve the coordinator that started this run (see :class:`FlowerRelayTransport`).
 
-    The coordinator's process (a notebook, the CLI) listens on a loopback socket whose address and
-    one-time key are in the file named by the run config key ``relay``; this ServerApp connects to it
-    and carries out its requests on the Grid until told to stop.
+    The coordinator's process listens on a loopback socket whose address and one-time token are in the
+    file named by the run config key ``relay``; this ServerApp connects to it and carries out its
+    requests on the Grid until told to stop.
     """
-    from multiprocessing.connection import Client
+    from ehr_fed.federation.transports.flower_relay import serve_relay
 
     relay_path = str(context.run_config.get("relay") or "")
     if not relay_path:
         raise RuntimeError("the run config has no 'relay': start runs with FlowerRelayTransport")
-    info = json.loads(Path(relay_path).read_text())
-    conn = Client((info["host"], int(info["port"])), authkey=bytes.fromhex(info["authkey"]))
-    transport: GridTransport | None = None
-    try:
-        while True:
-            op, arg = conn.recv()
-            if op == "stop":
-                conn.send(("ok", None))
-                return
-            try:
-                if op == "connect":
-                    transport = GridTransport(grid, expected_sites=arg["expected_sites"],
-                                              connect_timeout=arg["timeout"])
-                    conn.send(("ok", transport.site_ids()))
-                elif op == "send":
-                    flat, timeout = arg
-                    msgs = {sid: TaskMessage.from_flat(m) for sid, m in flat.items()}
-                    replies = transport.send(msgs, timeout)
-                    conn.send(("ok", {sid: _encode_reply(r) for sid, r in replies.items()}))
-                else:
-                    conn.send(("error", f"unknown relay operation {op!r}"))
-            except Exception as exc:  # report to the coordinator, keep serving
-                conn.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
-
-
-def _encode_reply(r: Reply | SiteFailure):
-    if isinstance(r, SiteFailure):
-        return ("failure", (r.site_id, r.kind, r.detail))
-    return ("reply", r.to_flat())
-
-
-def _decode_reply(item) -> Reply | SiteFailure:
-    kind, value = item
-    if kind == "failure":
-        return SiteFailure(*value)
-    return Reply.from_flat(value)
+    serve_relay(grid, relay_path)
 
 
 def federation_from_config(cfg, **kwargs):

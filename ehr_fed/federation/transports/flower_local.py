@@ -1,9 +1,10 @@
 """A Flower federation on this machine: one SuperLink and one SuperNode per site.
 
-This is what the tests, the demo and a single-machine pilot use. Every
-process is a real Flower process (``flower-superlink``, ``flower-supernode``,
-``flwr run``) talking TLS over loopback, exactly as in a deployment where each
-hospital runs its SuperNode and connects outbound to the SuperLink. Each
+This is what the tests, the benchmark and a single-machine pilot use. Every
+process is a real Flower or ehr-fed process (``flower-superlink``, Flower's
+SuperNode, ``flwr run``, the site service and ClientApp) talking TLS over
+loopback, exactly as in a deployment where each hospital runs its processes
+and connects outbound to the SuperLink. Each
 process is started in its own process group, so :meth:`LoopbackDeployment.close`
 also stops the ``flower-superexec``, ``flwr-serverapp`` and ``flwr-clientapp``
 processes Flower starts underneath.
@@ -24,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ehr_fed.federation.transports.flower_tls import TlsFiles, make_loopback_certificates
+from ehr_fed.federation.transports.flower_tls import TlsFiles, make_loopback_certificates, make_supernode_auth_keys
 
 log = logging.getLogger(__name__)
 
@@ -70,27 +71,42 @@ class _Proc:
     popen: subprocess.Popen
     log_path: Path
 
+    @property
+    def args(self) -> list[str]:
+        return [str(a) for a in self.popen.args]
+
 
 @dataclass
 class LoopbackDeployment:
-    """Start a SuperLink and one SuperNode per site on loopback, with TLS.
+    """Start a SuperLink and, per site, the processes a hospital runs, all on loopback.
+
+    Per site (as ``docs/deployment.md`` tells a hospital to run them): the site service
+    (``ehr-fed site serve``: the only process holding the site's data and keys), a SuperNode
+    (``--isolation process``, authenticated with its own registered key, idle poll
+    ``poll_interval``) and the site's long-lived ClientApp (``ehr-fed site clientapp``: runs only
+    the FAB of this installed ehr-fed, relays to the site service). The SuperLink serves TLS with
+    SuperNode authentication and keeps its state in memory (nothing written to disk).
 
     Parameters
     ----------
     site_configs : dict of str to path
-        Site id -> the site's own config file (passed to its SuperNode as
-        ``--node-config site-id=... site-config=...``: only that SuperNode reads it).
+        A name for each node -> the site YAML its site service loads (the service takes the site id
+        from it; the SuperNode's node config holds no path).
     workdir : path, optional
-        Where certificates, logs and the Flower home go (a temporary folder by default).
-    site_services : bool
-        Run each site as a long-lived service beside its SuperNode (as a hospital does; see
-        :mod:`ehr_fed.federation.transports.flower_site`) instead of building it for every message.
+        Where certificates, node keys, logs, replay journals and the Flower home go (a temporary
+        folder by default).
+    poll_interval : float
+        Idle poll of the SuperNodes and ClientApps, in seconds.
+    register_nodes : bool
+        Register every SuperNode's public key with the SuperLink (False: to show that an
+        unregistered node is refused).
     """
 
     site_configs: dict[str, str | Path]
     workdir: Path | None = None
     port: int = 0
-    site_services: bool = True
+    poll_interval: float = 0.05
+    register_nodes: bool = True
     tls: TlsFiles | None = None
     _procs: list[_Proc] = field(default_factory=list)
 
@@ -98,21 +114,22 @@ class LoopbackDeployment:
         self.workdir = Path(self.workdir or tempfile.mkdtemp(prefix="ehrfed-flower-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.flwr_home = self.workdir / "flwr-home"
+        self.sockets: dict[str, Path] = {}
 
     # -- processes ---------------------------------------------------------------------------
-    def _spawn(self, name: str, args: list[str]) -> _Proc:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> _Proc:
         log_path = self.workdir / f"{name}.log"
-        env = flower_env(self.flwr_home)
         fh = log_path.open("w")
         popen = subprocess.Popen(
-            args, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=self.workdir, start_new_session=True
+            args, stdout=fh, stderr=subprocess.STDOUT, env={**flower_env(self.flwr_home), **(env or {})},
+            cwd=self.workdir, start_new_session=True,
         )
         proc = _Proc(name, popen, log_path)
         self._procs.append(proc)
         return proc
 
     def start(self, timeout: float = 60.0) -> LoopbackDeployment:
-        """Start every process and wait until all SuperNodes are registered."""
+        """Start every process and wait until all SuperNodes are registered and connected."""
         self.tls = make_loopback_certificates(self.workdir / "tls")
         self.port = self.port or free_port()
         self._spawn(
@@ -124,53 +141,81 @@ class LoopbackDeployment:
                 "--ssl-keyfile", str(self.tls.server_key),
                 "--host", "127.0.0.1",
                 "--port", str(self.port),
-                "--database", str(self.workdir / "superlink.db"),
+                "--enable-supernode-auth",
                 "--disable-runtime-dependency-installation",
             ],
+            env={"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(self.poll_interval)},
         )
         self._wait_for_port(self.port, timeout)
-        sockets = self._start_site_services(timeout) if self.site_services else {}
-        for site_id, config in self.site_configs.items():
-            node_config = f'site-id="{site_id}" site-config="{Path(config).resolve()}"'
-            if site_id in sockets:
-                node_config += f' site-socket="{sockets[site_id]}"'
-            self._spawn(
-                f"supernode-{site_id}",
-                [
-                    _bin("flower-supernode"),
-                    "--root-certificates", str(self.tls.ca_cert),
-                    "--superlink", f"127.0.0.1:{self.port}",
-                    "--host", "127.0.0.1",
-                    "--port", str(free_port()),
-                    "--node-config", node_config,
-                ],
-            )
         self._write_flwr_config()
-        self._wait_for_nodes(len(self.site_configs), timeout)
+        self.sockets = self._start_site_services(timeout)
+        for name in self.site_configs:
+            self.start_node(name, self.sockets[name], register=self.register_nodes)
+        self._wait_for_nodes(len(self.site_configs) if self.register_nodes else 0, timeout)
         return self
 
+    def start_node(self, name: str, socket_path: Path, *, register: bool = True) -> None:
+        """Start a SuperNode (process isolation) and the site's ClientApp beside it."""
+        keys = make_supernode_auth_keys(self.workdir / "node-keys", name)
+        if register:
+            self.flwr(["supernode", "register", str(keys.public_key), CONNECTION])
+        runtime_port = free_port()
+        self._spawn(
+            f"supernode-{name}",
+            [
+                sys.executable, "-m", "ehr_fed.federation.transports.flower_supernode",
+                "--poll-interval", str(self.poll_interval), "--",
+                "--root-certificates", str(self.tls.ca_cert),
+                "--superlink", f"127.0.0.1:{self.port}",
+                "--auth-supernode-private-key", str(keys.private_key),
+                "--isolation", "process",
+                "--host", "127.0.0.1",
+                "--port", str(runtime_port),
+            ],
+        )
+        self._spawn(
+            f"clientapp-{name}",
+            [sys.executable, "-m", "ehr_fed.federation.transports.flower_clientapp",
+             "--runtime-api", f"127.0.0.1:{runtime_port}", "--socket", str(socket_path),
+             "--poll-interval", str(min(self.poll_interval, 0.02))],
+        )
+
+    def processes(self, *names: str) -> list[_Proc]:
+        """The started processes with these names (all when none given)."""
+        return [p for p in self._procs if not names or p.name in names]
+
+    def flwr(self, args: list[str], timeout: float = 60.0) -> str:
+        """Run the ``flwr`` CLI against this deployment's SuperLink; returns its output."""
+        done = subprocess.run([_bin("flwr"), *args], capture_output=True, text=True, env=flower_env(self.flwr_home),
+                              timeout=timeout, cwd=self.workdir)
+        if done.returncode != 0:
+            raise FlowerDeploymentError(f"flwr {' '.join(args)} failed (exit {done.returncode}):\n"
+                                        f"{(done.stdout + done.stderr)[-3000:]}")
+        return done.stdout + done.stderr
+
     def _start_site_services(self, timeout: float) -> dict[str, Path]:
-        """One long-lived site service per site (see :mod:`flower_site`), like a hospital runs."""
+        """One long-lived site service per node (see :mod:`flower_site`), like a hospital runs."""
         folder = self.workdir / "sockets"
         if len(str(folder)) > 80:  # AF_UNIX paths are limited to ~107 bytes
             folder = Path(tempfile.mkdtemp(prefix="ehrfed-sock-"))
-        folder.mkdir(parents=True, exist_ok=True)
-        sockets = {sid: folder / f"{sid}.sock" for sid in self.site_configs}
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(folder, 0o700)
+        sockets = {name: folder / f"{name}.sock" for name in self.site_configs}
         procs = {
-            sid: self._spawn(
-                f"site-{sid}",
+            name: self._spawn(
+                f"site-{name}",
                 [sys.executable, "-m", "ehr_fed.federation.transports.flower_site",
-                 str(Path(cfg).resolve()), str(sockets[sid])],
+                 str(Path(cfg).resolve()), str(sockets[name]), str(self.workdir / "state" / name)],
             )
-            for sid, cfg in self.site_configs.items()
+            for name, cfg in self.site_configs.items()
         }
         deadline = time.monotonic() + timeout
-        for sid, proc in procs.items():
+        for name, proc in procs.items():
             while "ready" not in proc.log_path.read_text(errors="replace"):
                 self._check_alive()
                 if time.monotonic() > deadline:
-                    raise FlowerDeploymentError(f"the site service of {sid} did not start within {timeout:.0f} s")
-                time.sleep(0.2)
+                    raise FlowerDeploymentError(f"the site service of {name} did not start within {timeout:.0f} s")
+                time.sleep(0.1)
         return sockets
 
     def _write_flwr_config(self) -> None:

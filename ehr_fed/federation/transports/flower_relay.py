@@ -2,7 +2,9 @@
 
 :class:`FlowerRelayTransport` starts one Flower run of ehr-fed's app
 (``flwr run``) whose ServerApp connects back to this process over a loopback
-socket authenticated with a one-time key, and then relays every round: the
+socket (it proves itself with a one-time token from a 0600 file; requests and
+replies are :mod:`~ehr_fed.federation.transports.flower_wire` frames, nothing
+is unpickled), and then relays every round: the
 coordinator (a notebook, ``ehr-fed stats``, ``ehr-fed train ...``) keeps its
 state and logic here, and every message to a site travels through Flower's
 SuperLink to that site's SuperNode. So any federated computation of the
@@ -22,18 +24,21 @@ on 127.0.0.1 only).
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import secrets
+import socket
 import subprocess
 import tempfile
 import threading
 from collections.abc import Mapping
-from multiprocessing.connection import Listener
 from pathlib import Path
 from typing import Any
 
 from ehr_fed.federation.messages import Reply, TaskMessage
+from ehr_fed.federation.payload import flatten, unflatten
+from ehr_fed.federation.transports import flower_wire as wire
 from ehr_fed.federation.transports.base import SiteFailure
 from ehr_fed.federation.transports.flower_local import (
     CONNECTION,
@@ -46,6 +51,17 @@ from ehr_fed.federation.transports.flower_local import (
 APP_DIR = Path(__file__).with_name("flower_app")
 
 
+def _send(sock: socket.socket, obj: dict[str, Any]) -> None:
+    wire.send_frame(sock, wire.pack(flatten(obj)))
+
+
+def _recv(sock: socket.socket) -> dict[str, Any]:
+    obj = unflatten(wire.unpack(wire.recv_frame(sock)))
+    if not isinstance(obj, dict):
+        raise wire.WireError("a relay frame must hold a dict")
+    return obj
+
+
 class FlowerRelayTransport:
     """:class:`~ehr_fed.federation.transports.base.Transport` through a Flower run.
 
@@ -56,32 +72,60 @@ class FlowerRelayTransport:
     flwr_home : path, optional
         Folder of the Flower config (``FLWR_HOME``); Flower's default when None.
     expected_sites : int
-        Wait until this many SuperNodes are connected.
+        Wait until this many sites have identified themselves.
+    keys : CoordinatorKeys, optional
+        The ceremony's public material: each SuperNode must sign its identify answer with the ceremony
+        key of the site it claims to be; nodes that cannot are refused (see :attr:`refused`).
     """
 
     def __init__(self, *, connection: str = CONNECTION, flwr_home: str | Path | None = None,
-                 expected_sites: int = 3, connect_timeout: float = 180.0, app_dir: str | Path = APP_DIR):
+                 expected_sites: int = 3, connect_timeout: float = 180.0, app_dir: str | Path = APP_DIR,
+                 keys: Any = None):
         self._tmp = Path(tempfile.mkdtemp(prefix="ehrfed-relay-"))
-        authkey = secrets.token_bytes(32)
-        self._listener = Listener(("127.0.0.1", 0), authkey=authkey)
-        host, port = self._listener.address
+        self._token = secrets.token_hex(32)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        host, port = self._listener.getsockname()[:2]
         relay_file = self._tmp / "relay.json"
         fd = os.open(relay_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump({"host": host, "port": port, "authkey": authkey.hex()}, fh)
+            json.dump({"host": host, "port": port, "token": self._token}, fh)
         env = flower_env(Path(flwr_home) if flwr_home is not None else None)
         self.log_path = self._tmp / "flwr-run.log"
         self._log = self.log_path.open("w")
+        self._conn: socket.socket | None = None
         self._run = subprocess.Popen(
             [_bin("flwr"), "run", str(app_dir), connection, "--stream", "--run-config", f'relay="{relay_file}"'],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         self._conn = self._accept(connect_timeout)
-        self._sites = self._call("connect", {"expected_sites": expected_sites, "timeout": connect_timeout})
+        bundles = {sid: {"kex": b.kex, "sign": b.sign} for sid, b in (keys.sites.items() if keys else [])}
+        got = self._call("connect", {"expected_sites": expected_sites, "timeout": connect_timeout,
+                                     "bundles": bundles})
+        self._sites = list(got["sites"])
+        self.refused: dict[str, str] = dict(got.get("refused") or {})
 
-    def _accept(self, timeout: float):
-        got: list[Any] = []
-        thread = threading.Thread(target=lambda: got.append(self._listener.accept()), daemon=True)
+    def _accept(self, timeout: float) -> socket.socket:
+        got: list[socket.socket] = []
+
+        def accept() -> None:
+            while not got:
+                try:
+                    conn, _ = self._listener.accept()
+                except OSError:
+                    return
+                conn.settimeout(30)
+                try:
+                    hello = _recv(conn)
+                except (EOFError, OSError, ValueError):
+                    conn.close()
+                    continue
+                if hmac.compare_digest(str(hello.get("token", "")), self._token):
+                    conn.settimeout(None)
+                    got.append(conn)
+                else:
+                    conn.close()
+
+        thread = threading.Thread(target=accept, daemon=True)
         thread.start()
         thread.join(timeout)
         if not got:
@@ -94,26 +138,23 @@ class FlowerRelayTransport:
 
     def _call(self, op: str, arg: Any) -> Any:
         try:
-            self._conn.send((op, arg))
-            status, value = self._conn.recv()
-        except (EOFError, OSError) as exc:
+            _send(self._conn, {"op": op, "arg": arg})
+            answer = _recv(self._conn)
+        except (EOFError, OSError, ValueError) as exc:
             raise FlowerDeploymentError(
                 f"the Flower run ended unexpectedly ({exc}); flwr run said:\n"
                 + self.log_path.read_text(errors="replace")[-3000:]
             ) from None
-        if status != "ok":
-            raise FlowerDeploymentError(f"Flower relay {op} failed: {value}")
-        return value
+        if answer.get("status") != "ok":
+            raise FlowerDeploymentError(f"Flower relay {op} failed: {answer.get('error')}")
+        return answer.get("value")
 
     def site_ids(self) -> list[str]:
         return list(self._sites)
 
     def send(self, messages: Mapping[str, TaskMessage], timeout: float | None) -> dict[str, Reply | SiteFailure]:
-        from ehr_fed.federation.transports.flower import _decode_reply
-
-        flat = {sid: m.to_flat() for sid, m in messages.items()}
-        replies = self._call("send", (flat, timeout))
-        return {sid: _decode_reply(item) for sid, item in replies.items()}
+        replies = self._call("send", {"timeout": timeout, "messages": {sid: m.to_dict() for sid, m in messages.items()}})
+        return {sid: _decode_reply(item) for sid, item in (replies or {}).items()}
 
     def close(self) -> None:
         if self._conn is not None:
@@ -138,6 +179,62 @@ class FlowerRelayTransport:
         self._log.close()
 
 
+def _encode_reply(r: Reply | SiteFailure) -> dict[str, Any]:
+    if isinstance(r, SiteFailure):
+        return {"failure": {"site_id": r.site_id, "kind": r.kind, "detail": r.detail}}
+    return {"reply": r.to_dict()}
+
+
+def _decode_reply(item: dict[str, Any]) -> Reply | SiteFailure:
+    if "failure" in item:
+        f = item["failure"]
+        return SiteFailure(f["site_id"], f["kind"], f["detail"])
+    return Reply.from_dict(item["reply"])
+
+
+# -- the ServerApp's side ---------------------------------------------------------------------------
+def serve_relay(grid: Any, relay_path: str) -> None:
+    """Connect to the coordinator named in ``relay_path`` and serve its requests on ``grid``."""
+    from ehr_fed.federation.keys import SitePublicBundle
+    from ehr_fed.federation.transports.flower import GridTransport, bundle_verifier
+
+    info = json.loads(Path(relay_path).read_text())
+    conn = socket.create_connection((info["host"], int(info["port"])))
+    _send(conn, {"token": info["token"]})
+    transport: GridTransport | None = None
+    try:
+        while True:
+            try:
+                request = _recv(conn)
+            except EOFError:
+                return
+            op, arg = request.get("op"), request.get("arg")
+            if op == "stop":
+                _send(conn, {"status": "ok", "value": None})
+                return
+            try:
+                if op == "connect":
+                    bundles = {sid: SitePublicBundle(sid, b["kex"], b["sign"]) for sid, b in arg["bundles"].items()}
+                    transport = GridTransport(grid, expected_sites=arg["expected_sites"],
+                                              connect_timeout=arg["timeout"],
+                                              verify=bundle_verifier(bundles) if bundles else None)
+                    value: Any = {"sites": transport.site_ids(),
+                                  "refused": {str(n): why for n, why in transport.refused.items()}}
+                elif op == "send":
+                    if transport is None:
+                        raise RuntimeError("send before connect")
+                    msgs = {sid: TaskMessage.from_dict(m) for sid, m in arg["messages"].items()}
+                    replies = transport.send(msgs, arg["timeout"])
+                    value = {sid: _encode_reply(r) for sid, r in replies.items()}
+                else:
+                    raise RuntimeError(f"unknown relay operation {op!r}")
+                _send(conn, {"status": "ok", "value": value})
+            except Exception as exc:  # report to the coordinator, keep serving
+                _send(conn, {"status": "error", "error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        conn.close()
+
+
 def federation_from_config(cfg: dict[str, Any], *, base_dir: Path, study: Any = None, policy=None,
                            encrypted: bool = True, checkpoint_dir=None, **kwargs: Any):
     """A :class:`~ehr_fed.federation.Federation` whose transport is a Flower run (see module docstring)."""
@@ -158,6 +255,7 @@ def federation_from_config(cfg: dict[str, Any], *, base_dir: Path, study: Any = 
         flwr_home=(base_dir / home) if home else None,
         expected_sites=int(t.get("expected_sites", len(cfg.get("sites") or []) or 3)),
         connect_timeout=float(t.get("connect_timeout", 180)),
+        keys=keys,
     )
     kwargs.pop("workers", None)
     return Federation(transport, keys=keys, policy=policy, encrypted=encrypted, study=study,

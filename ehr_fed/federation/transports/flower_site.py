@@ -1,94 +1,341 @@
-"""A site's service: its SiteNode kept alive between Flower messages.
+"""A site's service: its SiteNode kept alive, answering on a local socket only.
 
-Flower starts a fresh ``flwr-clientapp`` process for every message. Building
-the site there each time would re-import the analytics stack, re-read the
-feature table and the keys, and forget which rounds and nonces the site has
-already answered. Instead each hospital runs this service beside its
-SuperNode::
+Each hospital runs, beside its Flower SuperNode::
 
     ehr-fed site serve /srv/ehr-fed/site.yaml --socket /srv/ehr-fed/run/site.sock
 
-and starts the SuperNode with ``--node-config '... site-socket="/srv/ehr-fed/run/site.sock"'``.
-The ClientApp then only relays each message over this Unix socket (mode 0600,
-authenticated with a random key kept beside it in ``<socket>.key``, 0600) and
-returns the site's reply. Without ``site-socket`` the ClientApp builds the site
-itself for every message (slower, but needs no second process).
+The service alone holds the site's feature table, policy, keys and audit log. The site's long-lived
+ClientApp (:mod:`ehr_fed.federation.transports.flower_clientapp`) relays each Flower message to it and
+the reply back; nothing else of the site is reachable from Flower's side.
+
+The local socket:
+
+- lives in a directory of mode 0700 owned by the service's user (created so, refused otherwise) and
+  is itself mode 0600;
+- checks every peer with ``SO_PEERCRED``: only the service's own uid (or uids given with
+  ``allowed_uids``) may talk to it;
+- carries length-prefixed frames of :mod:`~ehr_fed.federation.transports.flower_wire` blobs (JSON
+  header and raw buffers: nothing is unpickled or executed);
+- answers every request, malformed ones included, with a reply (an error reply saying what was wrong)
+  and keeps running.
+
+Replay protection survives a restart: the site's protocol memory (nonces, rounds, opened sums) is
+kept in ``<state_dir>/site-state.jsonl`` (0600, appended before a reply leaves, read back at start;
+:class:`ehr_fed.federation.state.SiteState`). With a site node that has no ``state`` of its own, the
+service keeps an equivalent journal of accepted nonces in ``<state_dir>/replay.jsonl``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import secrets
 import signal
+import socket
+import stat
+import struct
 import sys
-from multiprocessing.connection import Client, Listener
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from ehr_fed.federation.transports import flower_wire as wire
+
 log = logging.getLogger(__name__)
 
-
-def key_path(socket_path: str | Path) -> Path:
-    return Path(f"{socket_path}.key")
-
-
-def _write_secret(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+OP = "\x00op"  # request field naming the operation (payload keys may not start with NUL)
+OP_HANDLE, OP_IDENTIFY = "handle", "identify"
+IDENTIFY_CONTEXT = b"ehr-fed identify v1\x00"
 
 
-def serve(config: str | Path, socket_path: str | Path) -> None:
+class SiteServiceError(RuntimeError):
+    """The site service could not start, or a peer could not reach it."""
+
+
+def identify_statement(site_id: str, node_id: int, challenge: str) -> bytes:
+    """The bytes a site signs to say "SuperNode ``node_id`` is site ``site_id``" for ``challenge``."""
+    return IDENTIFY_CONTEXT + json.dumps([str(site_id), int(node_id), str(challenge)]).encode()
+
+
+# -- replay state ------------------------------------------------------------------------------------
+class ReplayJournal:
+    """Append-only record of the (session, round, nonce) a site accepted, restored into its node.
+
+    It fills the site node's in-memory replay memory (``_last_round``, ``_seen_nonces``) at start and
+    records each newly accepted nonce after it was handled, so a restarted service refuses a replayed
+    or stale message exactly as the running one would.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        self._fh = os.fdopen(fd, "a")
+
+    def restore(self, node: Any) -> int:
+        """Load the journal into ``node``; returns the number of entries read (bad lines are skipped)."""
+        n = 0
+        for line in self.path.read_text().splitlines():
+            try:
+                e = json.loads(line)
+                session, rnd, nonce = str(e["session"]), int(e["round"]), str(e["nonce"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s: skipped an unreadable replay entry", self.path)
+                continue
+            node._seen_nonces.add(nonce)
+            node._last_round[session] = max(node._last_round.get(session, -1), rnd)
+            n += 1
+        return n
+
+    def record(self, session: str, round: int, nonce: str) -> None:
+        self._fh.write(json.dumps({"session": session, "round": round, "nonce": nonce}) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+# -- the service -------------------------------------------------------------------------------------
+def _prepare_socket_dir(socket_path: Path) -> None:
+    folder = socket_path.parent
+    if not folder.exists():
+        folder.mkdir(parents=True, mode=0o700)
+    st = folder.stat()
+    if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        raise SiteServiceError(
+            f"{folder}: the socket's folder must belong to this user and have mode 0700 "
+            f"(it is {oct(stat.S_IMODE(st.st_mode))}, owner uid {st.st_uid}); run: chmod 700 {folder}"
+        )
+    if socket_path.exists() or socket_path.is_symlink():
+        if not stat.S_ISSOCK(socket_path.lstat().st_mode):
+            raise SiteServiceError(f"{socket_path} exists and is not a socket: choose another --socket path")
+        socket_path.unlink()
+
+
+def peer_uid(conn: socket.socket) -> int:
+    """The uid of the process at the other end of a Unix socket (``SO_PEERCRED``)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+class SiteService:
+    """Answer a :class:`~ehr_fed.federation.site.SiteNode`'s requests on a Unix socket.
+
+    Parameters
+    ----------
+    node : SiteNode
+    socket_path : path
+    state_dir : path
+        Where the replay journal lives (created 0700).
+    allowed_uids : iterable of int, optional
+        Peers allowed besides this process's own uid (a ClientApp run as another system user).
+    """
+
+    def __init__(self, node: Any, socket_path: str | Path, state_dir: str | Path,
+                 allowed_uids: tuple[int, ...] = ()):
+        self.node = node
+        self.socket_path = Path(socket_path)
+        self.allowed_uids = {os.getuid(), *allowed_uids}
+        self.journal = _persist_replay_state(node, Path(state_dir))
+        self.restored = self.journal.restore(node) if self.journal else len(node.state.nonces)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        _prepare_socket_dir(self.socket_path)
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            self._sock.bind(str(self.socket_path))
+        finally:
+            os.umask(old)
+        os.chmod(self.socket_path, 0o600)
+        self._sock.listen(16)
+
+    # -- requests -----------------------------------------------------------------------------------
+    def answer(self, blob: bytes) -> bytes:
+        """The reply blob to one request blob; never raises."""
+        try:
+            request = wire.unpack(blob)
+            op = request.get(OP)
+            if op == OP_HANDLE:
+                return self._handle(request.get("message"))
+            if op == OP_IDENTIFY:
+                return self._identify(request)
+            return self._error(f"unknown request {op!r}: expected {OP_HANDLE!r} or {OP_IDENTIFY!r}")
+        except Exception as exc:  # a malformed request gets an error reply, never a crash
+            return self._error(f"malformed request: {exc}")
+
+    def _handle(self, message_blob: Any) -> bytes:
+        from ehr_fed.federation.payload import unflatten
+
+        if not isinstance(message_blob, bytes):
+            return self._error("the request carries no task message")
+        data = unflatten(wire.unpack(message_blob))
+        if not isinstance(data, dict):
+            return self._error("the task message is not a dict")
+        with self._lock:
+            if self.journal is None:
+                reply = self.node.handle(data)
+            else:
+                before = data.get("nonce") in self.node._seen_nonces
+                reply = self.node.handle(data)
+                if not before and isinstance(data.get("nonce"), str) and data["nonce"] in self.node._seen_nonces:
+                    self.journal.record(str(data.get("session")), int(data.get("round", 0)), data["nonce"])
+        return wire.pack(reply.to_flat())
+
+    def _identify(self, request: dict[str, Any]) -> bytes:
+        challenge, node_id = request.get("challenge"), request.get("node_id")
+        if not isinstance(challenge, str) or len(challenge) < 32 or not isinstance(node_id, int):
+            return self._error("identify needs a challenge (>= 32 hex characters) and the SuperNode's node id")
+        statement = identify_statement(self.node.site_id, node_id, challenge)
+        return wire.pack({"site-id": self.node.site_id, "signature": self.node.keys.sign(statement)})
+
+    def _error(self, text: str) -> bytes:
+        from ehr_fed.federation.messages import Reply
+
+        reply = Reply(site_id=self.node.site_id, action="ping", task="", study="", session="", round=0,
+                      nonce="-", status="error", error=f"site {self.node.site_id}: {text}",
+                      error_kind="protocol")
+        return wire.pack(reply.to_flat())
+
+    # -- connections ------------------------------------------------------------------------------
+    def serve_forever(self) -> None:
+        self._sock.settimeout(0.5)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    break
+                raise
+            threading.Thread(target=self._serve_connection, args=(conn,), daemon=True).start()
+
+    def _serve_connection(self, conn: socket.socket) -> None:
+        with conn:
+            uid = peer_uid(conn)
+            if uid not in self.allowed_uids:
+                log.warning("refused a connection from uid %s (allowed: %s)", uid, sorted(self.allowed_uids))
+                try:
+                    wire.send_frame(conn, self._error(f"peer uid {uid} may not use this site's socket"))
+                except OSError:
+                    pass
+                return
+            while not self._stop.is_set():
+                try:
+                    blob = wire.recv_frame(conn)
+                except EOFError:
+                    return
+                except wire.WireError as exc:  # a broken frame: say so, then drop the stream
+                    try:
+                        wire.send_frame(conn, self._error(f"malformed frame: {exc}"))
+                    except OSError:
+                        pass
+                    return
+                except OSError:
+                    return
+                try:
+                    wire.send_frame(conn, self.answer(blob))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        self.socket_path.unlink(missing_ok=True)
+        if self.journal is not None:
+            self.journal.close()
+
+
+def _persist_replay_state(node: Any, state_dir: Path) -> ReplayJournal | None:
+    """Make ``node``'s replay memory restart-safe under ``state_dir``; a journal when the node needs one."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state = getattr(node, "state", None)
+    if state is not None and hasattr(state, "check_fresh"):
+        if state.path is None:  # in-memory protocol memory: move it to the state directory
+            node.state = type(state)(state_dir / "site-state.jsonl")
+        return None
+    return ReplayJournal(state_dir / "replay.jsonl")
+
+
+def serve(config: str | Path, socket_path: str | Path, state_dir: str | Path | None = None,
+          allowed_uids: tuple[int, ...] = ()) -> None:
     """Serve the site described by ``config`` on ``socket_path`` until SIGTERM/SIGINT."""
-    from ehr_fed.federation.messages import TaskMessage
     from ehr_fed.federation.site import SiteNode
     from ehr_fed.federation.tasks import registered_tasks
 
-    socket_path = Path(socket_path)
     node = SiteNode.from_config(config)
     registered_tasks()  # load every built-in task before the first message
-    authkey = secrets.token_bytes(32)
-    socket_path.unlink(missing_ok=True)
-    _write_secret(key_path(socket_path), authkey)
-    old_umask = os.umask(0o177)
-    try:
-        listener = Listener(str(socket_path), family="AF_UNIX", authkey=authkey)
-    finally:
-        os.umask(old_umask)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    log.info("site %s serving on %s", node.site_id, socket_path)
+    state = Path(state_dir) if state_dir else Path(config).resolve().parent / "state"
+    service = SiteService(node, socket_path, state, allowed_uids)
+    signal.signal(signal.SIGTERM, lambda *_: service._stop.set())
+    log.info("site %s serving on %s (%d replay entries restored)", node.site_id, socket_path, service.restored)
     print(f"ready {node.site_id}", flush=True)
+    thread = threading.Thread(target=service.serve_forever, daemon=True)
+    thread.start()
     try:
-        while True:
-            try:
-                conn = listener.accept()
-            except Exception as exc:  # a client that failed authentication: keep serving
-                log.warning("rejected a connection: %s", exc)
-                continue
-            with conn:
-                try:
-                    flat = conn.recv()
-                    reply = node.handle(TaskMessage.from_flat(flat))
-                    conn.send(reply.to_flat())
-                except (EOFError, OSError) as exc:
-                    log.warning("connection dropped: %s", exc)
+        while thread.is_alive() and not service._stop.is_set():
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
     finally:
-        listener.close()
-        socket_path.unlink(missing_ok=True)
-        key_path(socket_path).unlink(missing_ok=True)
+        service.close()
 
 
-def ask(socket_path: str | Path, flat_message: dict[str, Any], timeout: float = 3600.0) -> dict[str, Any]:
-    """Send one flat task message to the site service and return its flat reply."""
-    authkey = key_path(socket_path).read_bytes()
-    with Client(str(socket_path), family="AF_UNIX", authkey=authkey) as conn:
-        conn.send(flat_message)
-        if not conn.poll(timeout):
-            raise TimeoutError(f"the site service at {socket_path} did not answer within {timeout:.0f} s")
-        return conn.recv()
+# -- client side ---------------------------------------------------------------------------------------
+class SiteClient:
+    """One connection to a site service (used by the site's ClientApp)."""
+
+    def __init__(self, socket_path: str | Path, timeout: float = 3600.0):
+        self.socket_path = str(socket_path)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+
+    def _connect(self) -> socket.socket:
+        if self._sock is None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(self.timeout)
+            try:
+                s.connect(self.socket_path)
+            except OSError as exc:
+                s.close()
+                raise SiteServiceError(
+                    f"cannot reach the site service at {self.socket_path} ({exc}): is 'ehr-fed site serve' running?"
+                ) from None
+            self._sock = s
+        return self._sock
+
+    def request(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Send one request (a flat dict with :data:`OP`) and return the decoded reply."""
+        blob = wire.pack(fields)
+        for attempt in (1, 2):  # reconnect once if the service restarted
+            sock = self._connect()
+            try:
+                wire.send_frame(sock, blob)
+                return wire.unpack(wire.recv_frame(sock))
+            except (EOFError, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if attempt == 2:
+                    raise SiteServiceError(f"the site service at {self.socket_path} closed the connection") from None
+        raise AssertionError("unreachable")
+
+    def handle(self, message_blob: bytes) -> bytes:
+        """Relay one packed task message; returns the packed reply."""
+        return wire.pack(self.request({OP: OP_HANDLE, "message": message_blob}))
+
+    def identify(self, node_id: int, challenge: str) -> dict[str, Any]:
+        return self.request({OP: OP_IDENTIFY, "node_id": int(node_id), "challenge": challenge})
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 if __name__ == "__main__":  # pragma: no cover - started as a process
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(sys.argv[1], sys.argv[2])
+    serve(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)

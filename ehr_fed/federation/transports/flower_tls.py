@@ -94,3 +94,33 @@ def make_loopback_certificates(
     with os.fdopen(fd, "wb") as fh:
         fh.write(key_pem)
     return files
+
+
+@dataclass(frozen=True)
+class NodeAuthKeys:
+    """A SuperNode's authentication key pair (OpenSSH format, EC P-384)."""
+
+    private_key: Path
+    public_key: Path
+
+
+def make_supernode_auth_keys(directory: str | Path, name: str = "supernode") -> NodeAuthKeys:
+    """Create the key pair a SuperNode authenticates with (``--auth-supernode-private-key``).
+
+    The private key (``NAME.key``, 0600) stays at the hospital; the public key (``NAME.pub``) is
+    registered with the SuperLink (``flwr supernode register NAME.pub``), which then accepts only
+    registered SuperNodes (``flower-superlink --enable-supernode-auth``).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    files = NodeAuthKeys(directory / f"{name}.key", directory / f"{name}.pub")
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                            serialization.NoEncryption())
+    fd = os.open(files.private_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    files.public_key.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n"
+    )
+    return files

@@ -1,0 +1,184 @@
+"""The site service's local socket, the wire form and identify signatures (no Flower processes).
+
+The service must answer every malformed message with an error reply and keep running, refuse peers of
+another uid, never unpickle, and keep its replay memory across a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import socket
+import struct
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ehr_fed.federation.keys import SiteKeys
+from ehr_fed.federation.messages import Reply, TaskMessage
+from ehr_fed.federation.site import SiteNode
+from ehr_fed.federation.transports import flower_wire as wire
+from ehr_fed.federation.transports.flower import bundle_verifier, from_recorddict, to_recorddict
+from ehr_fed.federation.transports.flower_site import (
+    OP,
+    SiteClient,
+    SiteService,
+    SiteServiceError,
+    identify_statement,
+)
+
+
+def _node(site_id: str = "site_a") -> SiteNode:
+    table = pd.DataFrame({"site_id": site_id, "person_key": ["p1", "p2"], "label": [0, 1], "age": [50.0, 60.0]})
+    return SiteNode(site_id, table, keys=SiteKeys.generate(site_id))
+
+
+def _ping(nonce: str, session: str = "s1", round: int = 0) -> TaskMessage:
+    return TaskMessage(action="ping", task="", study="", session=session, round=round, nonce=nonce)
+
+
+@pytest.fixture()
+def service(tmp_path):
+    folder = tmp_path / "run"
+    svc = SiteService(_node(), folder / "site.sock", tmp_path / "state")
+    thread = threading.Thread(target=svc.serve_forever, daemon=True)
+    thread.start()
+    yield svc
+    svc.close()
+    thread.join(5)
+
+
+def _reply(client: SiteClient, msg: TaskMessage) -> Reply:
+    return Reply.from_flat(wire.unpack(client.handle(wire.pack(msg.to_flat()))))
+
+
+def test_wire_round_trip_keeps_types_and_values():
+    flat = TaskMessage(action="secure_sum", task="t", study="s", session="x", round=2, nonce="ab12",
+                       payload={"a": np.arange(6.0).reshape(2, 3), "i": np.array([1, 2], dtype=np.uint16),
+                                "ct": b"\x00\x01", "none": None, "nested": {"k": [1, 2.5, "x", True]},
+                                "empty": [], "big": 2**200}).to_flat()
+    back = TaskMessage.from_flat(from_recorddict(to_recorddict(flat)))
+    np.testing.assert_array_equal(back.payload["a"], np.arange(6.0).reshape(2, 3))
+    assert back.payload["i"].dtype == np.uint16
+    assert back.payload["ct"] == b"\x00\x01" and back.payload["none"] is None and back.payload["big"] == 2**200
+    assert back.payload["nested"] == {"k": [1, 2.5, "x", True]} and back.payload["empty"] == []
+
+
+@pytest.mark.parametrize("blob, match", [
+    (b"", "bad magic"),
+    (pickle.dumps({"a": 1}), "bad magic"),
+    (wire.MAGIC + struct.pack("<I", 99) + b"[]", "runs past the end"),
+    (wire.MAGIC + struct.pack("<I", 4) + b"nope", "not JSON"),
+    (wire.MAGIC + struct.pack("<I", 34) + b'[["a","array",{"offset":0,"nbytes":8,', "not JSON"),
+])
+def test_wire_refuses_what_it_did_not_make(blob, match):
+    with pytest.raises(wire.WireError, match=match):
+        wire.unpack(blob)
+
+
+def test_wire_refuses_object_arrays_and_bad_layouts():
+    import json
+
+    def blob(entries, body=b""):
+        h = json.dumps(entries).encode()
+        return wire.MAGIC + struct.pack("<I", len(h)) + h + body
+
+    with pytest.raises(wire.WireError, match="not allowed"):
+        wire.unpack(blob([["a", "array", {"offset": 0, "nbytes": 8, "dtype": "|O", "shape": [1]}]], b"\0" * 8))
+    with pytest.raises(wire.WireError, match="outside the message body"):
+        wire.unpack(blob([["a", "bytes", {"offset": 4, "nbytes": 8}]], b"\0" * 8))
+    with pytest.raises(wire.WireError, match="do not hold an array"):
+        wire.unpack(blob([["a", "array", {"offset": 0, "nbytes": 8, "dtype": "<f8", "shape": [2]}]], b"\0" * 8))
+    with pytest.raises(wire.WireError, match="unknown kind"):
+        wire.unpack(blob([["a", "pickle", "x"]]))
+    with pytest.raises(wire.WireError, match="cannot be sent"):
+        wire.pack({"a": object()})
+
+
+def test_socket_and_folder_modes(service):
+    assert oct(service.socket_path.stat().st_mode & 0o777) == "0o600"
+    assert oct(service.socket_path.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_open_socket_folder_is_refused(tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o755)
+    os.chmod(folder, 0o755)
+    with pytest.raises(SiteServiceError, match="must belong to this user and have mode 0700"):
+        SiteService(_node(), folder / "site.sock", tmp_path / "state")
+
+
+def test_every_malformed_message_gets_an_error_reply_and_the_service_lives_on(service):
+    client = SiteClient(service.socket_path, timeout=10)
+    rng = random.Random(7)
+    good = wire.pack(_ping("n0").to_flat())
+    requests = [b"", pickle.dumps({"action": "ping"}), b"EHRF1", good[: len(good) // 2]]
+    for _ in range(300):  # mutated task messages and mutated requests
+        mutated = bytearray(good)
+        for _ in range(rng.randint(1, 6)):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        requests.append(bytes(mutated))
+    for blob in requests:
+        reply = Reply.from_flat(wire.unpack(client.handle(blob)))
+        assert reply.status == "error" and reply.error.startswith("site site_a: ")
+    for fields in ({OP: "pickle"}, {OP: "handle"}, {OP: "handle", "message": "text"}, {"x": 1}):
+        reply = Reply.from_flat(client.request(fields))
+        assert reply.status == "error" and reply.error_kind == "protocol"
+    # a raw frame that is not a wire blob, and an oversized length prefix: error reply, then a new stream
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.connect(str(service.socket_path))
+        wire.send_frame(raw, b"\x80\x04garbage")
+        assert Reply.from_flat(wire.unpack(wire.recv_frame(raw))).status == "error"
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.connect(str(service.socket_path))
+        raw.sendall(struct.pack("<Q", wire.MAX_FRAME + 1))
+        assert "larger than the limit" in Reply.from_flat(wire.unpack(wire.recv_frame(raw))).error
+    assert _reply(client, _ping("still-alive")).ok  # the service still answers real messages
+
+
+def test_peer_of_another_uid_is_refused(tmp_path):
+    svc = SiteService(_node(), tmp_path / "run" / "site.sock", tmp_path / "state")
+    svc.allowed_uids = {os.getuid() + 12345}  # as if this test ran as another user
+    thread = threading.Thread(target=svc.serve_forever, daemon=True)
+    thread.start()
+    try:
+        reply = Reply.from_flat(SiteClient(svc.socket_path, timeout=10).request({OP: "handle"}))
+        assert reply.status == "error" and f"peer uid {os.getuid()} may not use this site's socket" in reply.error
+    finally:
+        svc.close()
+
+
+def test_replay_memory_survives_a_restart(tmp_path):
+    sock, state = tmp_path / "run" / "site.sock", tmp_path / "state"
+    svc = SiteService(_node(), sock, state)
+    first = wire.unpack(svc.answer(wire.pack({OP: "handle", "message": wire.pack(_ping("n1", round=3).to_flat())})))
+    assert first["status"] == "ok"
+    svc.close()
+    svc = SiteService(_node(), sock, state)  # a new process would build a new node from the same files
+    try:
+        again = wire.unpack(svc.answer(wire.pack({OP: "handle", "message": wire.pack(_ping("n1", round=3).to_flat())})))
+        assert again["status"] == "error" and "replayed message" in again["error"]
+        stale = wire.unpack(svc.answer(wire.pack({OP: "handle", "message": wire.pack(_ping("n2", round=1).to_flat())})))
+        assert stale["status"] == "error" and "stale message" in stale["error"]
+        assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in state.glob("*.jsonl"))
+    finally:
+        svc.close()
+
+
+def test_identify_is_signed_with_the_ceremony_key_and_checked(service):
+    real = service.node.keys.public_bundle()
+    forged = SiteKeys.generate("site_a")  # a node that claims the id with keys of its own
+    verify = bundle_verifier({"site_a": real})
+    challenge = "ab" * 32
+    got = SiteClient(service.socket_path).identify(node_id=17, challenge=challenge)
+    assert got["site-id"] == "site_a"
+    assert verify("site_a", 17, challenge, got["signature"])
+    assert not verify("site_a", 18, challenge, got["signature"])  # bound to the node
+    assert not verify("site_a", 17, "cd" * 32, got["signature"])  # bound to the challenge
+    assert not verify("site_b", 17, challenge, got["signature"])  # unknown site
+    assert not verify("site_a", 17, challenge, forged.sign(identify_statement("site_a", 17, challenge)))
+    short = SiteClient(service.socket_path).identify(node_id=17, challenge="ab")
+    assert short["status"] == "error" and "challenge" in short["error"]
