@@ -16,8 +16,8 @@ log_v v_i`` is proved non-interactively (Fiat-Shamir with SHA-256)::
     verifier: a = C**(4 z) * C_i**(-2 e), b = v**z * v_i**(-e), accept iff e == H(statement, a, b)
 
 Cost: the two weighted products are multi-exponentiations with 128-bit exponents (bucket method: about
-``128 / w`` multiplications per ciphertext for windows of ``w`` bits) plus four full exponentiations per
-batch, a few percent of the partial decryption itself. The proof is statistically zero-knowledge (``r`` is
+``128 / w`` multiplications per ciphertext for windows of ``w`` bits) plus two full exponentiations per
+batch, for the prover and again for the verifier: a few percent of the partial decryptions of a long vector. The proof is statistically zero-knowledge (``r`` is
 384 bits longer than ``e x``) and 2 integers long.
 """
 
