@@ -19,7 +19,6 @@ Steps, each a function so notebooks and tests can run them one by one:
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import time
 from collections.abc import Callable
@@ -32,10 +31,15 @@ import pandas as pd
 
 Echo = Callable[[str], None]
 
-#: the logistic regression's features: demographics, utilisation, comorbidity and two labs
-LR_FEATURES = ("age", "sex_female", "los_days", "prior_inpatient_365d", "prior_ed_180d", "charlson",
-               "cond_diabetes", "cond_heart_failure", "cond_copd", "cond_ckd", "cond_cancer",
-               "lab_hemoglobin", "lab_sodium", "n_active_meds")
+#: the logistic regression's features per shipped study: demographics, utilisation, comorbidity, a few labs
+LR_FEATURES = {
+    "readmission_30d": ("age", "sex_female", "los_days", "prior_inpatient_365d", "prior_ed_180d", "charlson",
+                        "cond_diabetes", "cond_heart_failure", "cond_copd", "cond_ckd", "cond_cancer",
+                        "lab_hemoglobin", "lab_sodium", "n_active_meds"),
+    "t2d_progression": ("age", "sex_female", "prior_inpatient_365d", "charlson", "cond_hypertension",
+                        "cond_heart_failure", "cond_ckd", "lab_glucose", "lab_hba1c", "lab_creatinine",
+                        "n_active_meds"),
+}
 
 
 @dataclass
@@ -53,8 +57,8 @@ class DemoConfig:
     C: float = 1.0
     gbdt: dict[str, Any] = field(default_factory=lambda: {
         "n_estimators": 30, "max_depth": 3, "learning_rate": 0.2, "max_bin": 32})
-    #: features of the logistic regression (None: all of the study's)
-    lr_features: list[str] | None = field(default_factory=lambda: list(LR_FEATURES))
+    #: features of the logistic regression (None: :data:`LR_FEATURES` of the study, else all of its features)
+    lr_features: list[str] | None = None
     #: PrivacyPolicy overrides (none: the defaults every site ships with)
     policy: dict[str, Any] = field(default_factory=dict)
     cache_dir: Path = Path(".cache")
@@ -154,14 +158,35 @@ def open_federation(tables: dict[str, pd.DataFrame], keys: dict[str, Any], study
 
 
 def federated_statistics(fed) -> pd.DataFrame:
-    """The cohort's Table 1 (suppressed cells say so)."""
+    """The cohort's Table 1, named from the federation's study (suppressed cells say so)."""
     from ehr_fed.stats import table_one
 
     return table_one(fed)
 
 
-def train_models(fed, cfg: DemoConfig, echo: Echo = print) -> dict[str, Any]:
-    """Encrypted federated logistic regression and gradient boosting: ``{"logreg": ..., "gbdt": ...}``."""
+def model_features(study: Any, cfg: DemoConfig) -> dict[str, list[str]]:
+    """The features of each model: ``{"logreg": [...], "gbdt": [...]}`` (boosting: all of the study's).
+
+    Raises ValueError naming the features of ``cfg.lr_features`` that the study does not have.
+    """
+    names = list(study.feature_names)
+    if cfg.lr_features is not None:
+        unknown = [f for f in cfg.lr_features if f not in names]
+        if unknown:
+            raise ValueError(f"DemoConfig.lr_features: {unknown} are not features of the study "
+                             f"{study.study_id!r}; its features are {names}")
+        lr = list(cfg.lr_features)
+    else:
+        lr = [f for f in LR_FEATURES.get(study.study_id, names) if f in names]
+    return {"logreg": lr, "gbdt": names}
+
+
+def train_models(fed, cfg: DemoConfig, echo: Echo = print, features: dict[str, list[str]] | None = None
+                 ) -> dict[str, Any]:
+    """Encrypted federated logistic regression and gradient boosting: ``{"logreg": ..., "gbdt": ...}``.
+
+    ``features["logreg"]`` (from :func:`model_features`) gives the logistic regression's features (default
+    ``cfg.lr_features``); boosting uses every feature of the sites' tables."""
     from ehr_fed.models import FederatedLogisticRegression
     from ehr_fed.models.gbdt import FederatedGradientBoostingClassifier
 
@@ -172,11 +197,13 @@ def train_models(fed, cfg: DemoConfig, echo: Echo = print) -> dict[str, Any]:
         echo(f"    Newton round {entry['round']:>2}: log-likelihood {entry['loglik']:.4f}, "
              f"largest step {entry['step']:.2g}{done}")
 
-    lr = FederatedLogisticRegression(penalty=cfg.penalty, C=cfg.C, features=cfg.lr_features)
+    features = features or {"logreg": cfg.lr_features}
+    lr = FederatedLogisticRegression(penalty=cfg.penalty, C=cfg.C, features=features["logreg"])
     lr.fit(fed, callback=on_round)
-    echo(f"  logistic regression: {lr.n_iter_} rounds, {time.perf_counter() - t0:.1f} s")
+    echo(f"  logistic regression: {lr.n_iter_} rounds, {time.perf_counter() - t0:.1f} s; "
+         f"{len(lr.feature_names_in_)} features, {len(lr.terms_)} terms (with missing-value indicators)")
     t1 = time.perf_counter()
-    gb = FederatedGradientBoostingClassifier(**cfg.gbdt).fit(fed, progress=bool(cfg.progress))
+    gb = FederatedGradientBoostingClassifier(**cfg.gbdt).fit(fed, progress=bool(cfg.progress))  # every feature
     echo(f"  gradient boosting: {cfg.gbdt.get('n_estimators')} trees, {time.perf_counter() - t1:.1f} s")
     return {"logreg": lr, "gbdt": gb}
 
@@ -222,40 +249,47 @@ def _xgb(cfg: DemoConfig):
                          tree_method="hist", n_jobs=1, random_state=0)
 
 
-def reference_models(train: dict[str, pd.DataFrame], test: dict[str, pd.DataFrame], features: list[str],
-                     cfg: DemoConfig) -> pd.DataFrame:
+def reference_models(train: dict[str, pd.DataFrame], test: dict[str, pd.DataFrame],
+                     features: dict[str, list[str]], cfg: DemoConfig) -> pd.DataFrame:
     """Local-only (each site alone) and pooled models, evaluated on the test split.
 
-    Returns a DataFrame with columns ``model, trained_on, evaluated_on`` and the :func:`metrics`.
+    ``features`` maps each model family (``logreg``, ``gbdt``) to the features of the federated model the
+    references are compared with (``list(model.feature_names_in_)``): a reference row uses exactly those.
+    Returns a DataFrame with columns ``model, trained_on, evaluated_on``, ``features`` (their number) and
+    the :func:`metrics`.
     """
     rows = []
     pooled_train, pooled_test = pd.concat(train.values()), pd.concat(test.values())
     for family, make in (("logreg", _sk_logreg), ("gbdt", _xgb)):
-        features = list(cfg.lr_features or features) if family == "logreg" else list(features)
-        model = make(cfg).fit(pooled_train[features], pooled_train["label"])
-        p = model.predict_proba(pooled_test[features])[:, 1]
+        cols = list(features[family])
+        model = make(cfg).fit(pooled_train[cols], pooled_train["label"])
+        p = model.predict_proba(pooled_test[cols])[:, 1]
         rows.append({"model": family, "trained_on": "pooled (reference)", "evaluated_on": "all sites",
-                     **metrics(pooled_test["label"], p)})
+                     "features": len(cols), **metrics(pooled_test["label"], p)})
         for sid in train:
             if train[sid]["label"].nunique() < 2:
                 continue
-            local = make(cfg).fit(train[sid][features], train[sid]["label"])
-            p = local.predict_proba(test[sid][features])[:, 1]
+            local = make(cfg).fit(train[sid][cols], train[sid]["label"])
+            p = local.predict_proba(test[sid][cols])[:, 1]
             rows.append({"model": family, "trained_on": f"{sid} only", "evaluated_on": sid,
-                         **metrics(test[sid]["label"], p)})
+                         "features": len(cols), **metrics(test[sid]["label"], p)})
     return pd.DataFrame(rows)
 
 
 def comparison_table(evaluations: dict[str, Any], references: pd.DataFrame) -> pd.DataFrame:
     """Federated models (overall and per site) beside the local-only and pooled references."""
     rows = []
+    n_features = dict(zip(references["model"], references["features"], strict=False)) \
+        if "features" in references else {}
     for family, res in evaluations.items():
         o = res.overall
         rows.append({"model": family, "trained_on": "federated (encrypted)", "evaluated_on": "all sites",
+                     "features": n_features.get(family),
                      **{k: o.get(k) for k in ("n", "auc", "auprc", "brier", "calibration_slope")}})
         if res.per_site is not None:
             for sid, r in res.per_site.iterrows():
                 rows.append({"model": family, "trained_on": "federated (encrypted)", "evaluated_on": sid,
+                             "features": n_features.get(family),
                              **{k: r.get(k) for k in ("n", "auc", "auprc", "brier", "calibration_slope")}})
     table = pd.concat([pd.DataFrame(rows), references], ignore_index=True)
     table["site_order"] = table["evaluated_on"].ne("all sites")
@@ -266,8 +300,9 @@ def comparison_table(evaluations: dict[str, Any], references: pd.DataFrame) -> p
 def format_table(df: pd.DataFrame) -> str:
     """Plain-text rendering with 3 decimals (and integer counts)."""
     shown = df.copy()
-    if "n" in shown:
-        shown["n"] = shown["n"].map(lambda v: "-" if pd.isna(v) else f"{int(v)}")
+    for c in ("n", "features"):
+        if c in shown:
+            shown[c] = shown[c].map(lambda v: "-" if pd.isna(v) else f"{int(v)}")
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_rows", 200):
         return shown.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-")
 
@@ -282,59 +317,79 @@ def site_summary(sites: dict[str, SiteData]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def _figures(name: str, res: Any, model: Any) -> list[str]:
-    from ehr_fed.evaluation.plots import figure_png, importance_figure
-
-    figs = [res.plot_roc(), res.plot_calibration()]
-    if hasattr(model, "feature_importances_"):
-        figs.append(importance_figure(list(model.feature_names_in_), np.asarray(model.feature_importances_),
-                                      f"{name}: feature importance (gain)"))
-    return [f'<img alt="{html.escape(name)}" src="{figure_png(getattr(f, "figure", f))}">' for f in figs]
+MODEL_NAMES = {"logreg": "logistic regression", "gbdt": "gradient boosting"}
 
 
-def write_evaluation_reports(folder: Path, fed, models: dict[str, Any], evaluations: dict[str, Any]
-                             ) -> dict[str, Path]:
-    """One ``ehr-fed evaluate`` report per model (:mod:`ehr_fed.evaluation.report`), reusing the evaluations."""
+def comparison_html_table(comparison: pd.DataFrame) -> pd.DataFrame:
+    """The comparison as a reader wants it: integer counts, 3-decimal metrics, plain column names."""
+    from ehr_fed.stats.page import fmt_int, fmt_num
+
+    rows = []
+    for (on, model, trained), r in comparison.iterrows():
+        rows.append({"evaluated on": on, "model": MODEL_NAMES.get(model, model), "trained on": trained,
+                     "features": fmt_int(r.get("features")), "index events": fmt_int(r.get("n")),
+                     "AUC": fmt_num(r.get("auc")), "AUPRC": fmt_num(r.get("auprc")),
+                     "Brier": fmt_num(r.get("brier")), "calibration slope": fmt_num(r.get("calibration_slope"), 2)})
+    return pd.DataFrame(rows)
+
+
+def write_evaluation_reports(folder: Path, fed, models: dict[str, Any], evaluations: dict[str, Any],
+                             evaluated_on: str | None = None) -> dict[str, Path]:
+    """One ``ehr-fed evaluate`` report per model (:mod:`ehr_fed.evaluation.report`), reusing the evaluations,
+    with the Table 1 of the evaluated (test) rows."""
     from ehr_fed.evaluation.report import build_report, write_html
 
     paths = {}
     for name, model in models.items():
-        report = build_report(fed, model, result=evaluations[name], local_only=False, table_one=False)
+        report = build_report(fed, model, result=evaluations[name], local_only=False, table_one=True,
+                              evaluated_on=evaluated_on)
         paths[name] = write_html(report, Path(folder) / f"evaluation_{name}.html")
     return paths
 
 
+def split_description(cfg: DemoConfig) -> str:
+    return (f"the test split: the {round(100 * cfg.test_fraction)} % of each site's patients held out from "
+            "training (split by patient)")
+
+
 def write_report(path: Path, *, sites: dict[str, SiteData], table1: pd.DataFrame, models: dict[str, Any],
                  evaluations: dict[str, Any], comparison: pd.DataFrame, cfg: DemoConfig,
-                 links: dict[str, Path] | None = None) -> Path:
+                 links: dict[str, Path] | None = None, study: Any = None) -> Path:
     """A self-contained HTML report (figures embedded as PNG), linking the per-model evaluation reports."""
-    def tbl(df: pd.DataFrame) -> str:
-        return df.to_html(float_format=lambda v: f"{v:.3f}", na_rep="-", border=0, classes="t")
+    from ehr_fed.evaluation.report import evaluation_sections, model_sections, model_table
+    from ehr_fed.stats import display
+    from ehr_fed.stats.page import esc, page, table
 
+    outcome = display.outcome_name(study) if study is not None else "the label"
     parts = [
-        "<!doctype html><meta charset='utf-8'><title>ehr-fed demo</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:70em}.t{border-collapse:collapse;"
-        "font-size:90%}.t td,.t th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
-        "img{margin:4px}</style>",
-        f"<h1>ehr-fed demo: {html.escape(cfg.study)}</h1>",
-        f"<p>{cfg.n_sites} synthetic hospitals, about {cfg.n_patients} patients each; Paillier keys of "
-        f"{cfg.key_bits} bits; models trained on {100 - round(100 * cfg.test_fraction)} % of each site's "
-        "patients and evaluated on the rest. Pooled models are a reference only the demo can compute.</p>",
+        f"<h1>ehr-fed demo: {esc(getattr(study, 'description', '') or cfg.study)}</h1>",
+        f"<p>{cfg.n_sites} synthetic hospitals, about {cfg.n_patients} patients each, predicting "
+        f"{esc(outcome)}. Paillier keys of {cfg.key_bits} bits; models trained on "
+        f"{100 - round(100 * cfg.test_fraction)} % of each site's patients and evaluated on the rest. Pooled "
+        "models are a reference only the demo can compute (all of its data is synthetic and local).</p>",
         *([("<p>Evaluation reports: " + ", ".join(
-            f'<a href="{html.escape(p.name)}">{html.escape(n)}</a>' for n, p in links.items()) + "</p>")]
+            f'<a href="{esc(p.name)}">{esc(MODEL_NAMES.get(n, n))}</a>' for n, p in links.items()) + "</p>")]
           if links else []),
-        "<h2>Sites</h2>", tbl(site_summary(sites)),
-        "<h2>Table 1 (federated, training split)</h2>", tbl(table1),
-        "<h2>Model comparison (test split)</h2>", tbl(comparison),
+        "<h2>Sites</h2>", table(site_summary(sites), index_label="site"),
+        "<h2>Table 1 (federated, training split)</h2>",
+        table(table1, index_label="", sub_rows=table1.attrs.get("sub_rows", [])),
+        "<p class='note'>n (%) for yes/no variables, mean (SD) for measurements, median [IQR] for counts, "
+        "scores and durations; \"suppressed\": fewer rows than the minimum cell count, or a cell that would "
+        "reveal one.</p>",
+        "<h2>Model comparison (test split)</h2>",
+        table(comparison_html_table(comparison), index=False, left=["evaluated on", "model", "trained on"]),
+        "<p class='note'>Every row of one model family uses the same features as the federated model it is "
+        "compared with (\"features\").</p>",
     ]
-    if "logreg" in models:
-        parts += ["<h2>Logistic regression: odds ratios</h2>", tbl(models["logreg"].summary())]
     for name, res in evaluations.items():
-        parts += [f"<h2>Federated evaluation: {html.escape(name)}</h2>", res._repr_html_(),
-                  *_figures(name, res, models.get(name))]
+        model = models.get(name)
+        title, mtable = model_table(model)
+        parts += [f"<h2>Federated {esc(MODEL_NAMES.get(name, name))}</h2>",
+                  *evaluation_sections(res, model, study, level=3),
+                  *model_sections(model, title, mtable, study, level=3)]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    path.write_text(page(f"ehr-fed demo: {cfg.study}", parts), encoding="utf-8")
     return path
 
 
@@ -372,17 +427,23 @@ def run_demo(cfg: DemoConfig | None = None, echo: Echo = print) -> DemoResult:
         echo(f"  training split {sum(map(len, train.values()))} index events, "
              f"test split {sum(map(len, test.values()))}")
         table1 = federated_statistics(fed)
-        echo(format_table(table1.head(12)))
+        echo(table1.head(12).to_string())
     with clock("4/6 encrypted federated training"):
-        models = train_models(fed, cfg, echo)
+        features = model_features(study, cfg)
+        echo(f"  logistic regression on {len(features['logreg'])} of the study's {len(study.feature_names)} "
+             f"features: {', '.join(features['logreg'])}; gradient boosting on all of them")
+        models = train_models(fed, cfg, echo, features)
     with clock("5/6 federated evaluation, local-only and pooled references"):
         evaluations = evaluate_models(test_fed, models)
-        references = reference_models(train, test, study.feature_names, cfg)
+        # each reference row uses exactly the features of the federated model it is compared with
+        used = {name: [str(f) for f in m.feature_names_in_] for name, m in models.items()}
+        references = reference_models(train, test, used, cfg)
         comparison = comparison_table(evaluations, references)
     with clock("6/6 reports"):
-        links = write_evaluation_reports(Path(cfg.out_dir), test_fed, models, evaluations)
+        links = write_evaluation_reports(Path(cfg.out_dir), test_fed, models, evaluations,
+                                         evaluated_on=split_description(cfg))
         report = write_report(Path(cfg.out_dir) / "report.html", sites=sites, table1=table1, models=models,
-                              evaluations=evaluations, comparison=comparison, cfg=cfg, links=links)
+                              evaluations=evaluations, comparison=comparison, cfg=cfg, links=links, study=study)
         echo(format_table(comparison))
         echo(f"  report: {report} (evaluation reports: {', '.join(str(p) for p in links.values())})")
     fed.close()

@@ -24,15 +24,16 @@ def roc_figure(result: Any, ax: Any = None):
     fpr, tpr = result.roc_curve()
     auc = result.overall.get("auc", float("nan"))
     ax.plot(fpr, tpr, color="#1f5f9f", lw=2, label=f"model (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance (AUC 0.5)")
     lace = getattr(result, "lace", None) or {}
-    if lace.get("available"):
-        ax.plot([], [], " ", label=f"LACE index AUC {lace['auc']:.3f}")
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
+    if lace.get("available"):  # a number, not a curve: written on the plot, not in the legend
+        ax.text(0.97, 0.30, f"LACE index alone: AUC {lace['auc']:.3f}", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=8, color="#444")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.005)
     ax.set_xlabel("1 - specificity (false positive rate)")
     ax.set_ylabel("sensitivity (true positive rate)")
-    ax.set_title(f"ROC, {len(result.sites)} sites pooled")
+    ax.set_title(f"ROC curve, {len(result.sites)} sites pooled", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
@@ -64,12 +65,23 @@ def calibration_figure(result: Any, ax: Any = None):
     return fig
 
 
-def importance_figure(names: list[str], values: np.ndarray, title: str, ax: Any = None):
-    """Horizontal bar chart of the largest values (feature importances)."""
-    order = np.argsort(values)[::-1][:20][::-1]
-    fig, ax = _axes(ax, size=(5.2, 0.25 * len(order) + 1.2))
-    ax.barh([names[i] for i in order], np.asarray(values)[order], color="#4878a8")
+def importance_figure(names: list[str], values: np.ndarray, title: str, ax: Any = None,
+                      xlabel: str = "share of the model's total gain"):
+    """Horizontal bar chart of the 20 largest non-zero values (feature importances), largest on top; the
+    features the model never uses are named below the axis."""
+    values = np.asarray(values, dtype=float)
+    used = np.flatnonzero(values > 0)
+    order = used[np.argsort(values[used])[::-1][:20]][::-1]
+    fig, ax = _axes(ax, size=(5.6, 0.28 * max(len(order), 1) + 1.5))
+    ax.barh([names[i] for i in order], values[order], color="#4878a8")
     ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_xlim(0, max(float(values.max(initial=0.0)) * 1.08, 1e-9))
+    unused = len(values) - len(used)
+    if unused:
+        ax.annotate(f"{unused} feature{'s' if unused > 1 else ''} not used by any split", xy=(0, 0),
+                    xycoords="figure fraction", xytext=(6, 4), textcoords="offset points", fontsize=8,
+                    color="#555")
     fig.tight_layout()
     return fig
 
