@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import NotFittedError  # noqa: F401  (re-exported: the error models raise)
+from sklearn.utils.validation import check_is_fitted as _sk_check_is_fitted
 
 #: columns of the common feature table that are not features (docs/internals.md, section 3)
 META_COLUMNS = ("site_id", "person_key", "index_time", "label")
@@ -55,18 +57,9 @@ PER_FEATURE_SUMS = ("n_obs", "sum", "sumsq", "n_nonbinary", "n_one", "n_one_pos"
 _CONSTANT_RTOL = 1e-9
 
 
-class NotFittedError(ValueError, AttributeError):
-    """Raised when a model is used before ``fit`` (same bases as scikit-learn's)."""
-
-
 def check_is_fitted(estimator: Any, attribute: str = "coef_") -> None:
-    """Raise :class:`NotFittedError` unless ``estimator`` has the fitted ``attribute``."""
-    if not hasattr(estimator, attribute):
-        name = type(estimator).__name__
-        raise NotFittedError(
-            f"This {name} instance is not fitted yet. Call 'fit' with appropriate arguments "
-            "before using this estimator."
-        )
+    """Raise scikit-learn's :class:`~sklearn.exceptions.NotFittedError` unless ``estimator`` has ``attribute``."""
+    _sk_check_is_fitted(estimator, attributes=attribute)
 
 
 def column_diff(expected: Sequence[str], got: Sequence[str]) -> str:
@@ -112,16 +105,29 @@ def validate_feature_table(
             )
         frame = X[names]
         try:
-            return frame.to_numpy(dtype=np.float64, na_value=np.nan)
+            arr = frame.to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError) as exc:
             bad = [n for n in names if not pd.api.types.is_numeric_dtype(frame[n])]
             raise ValueError(f"feature columns must be numeric (float64, NaN = missing); not numeric: {bad}") from exc
+        return _refuse_inf(arr, names, estimator_name)
     arr = np.asarray(X, dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"Expected a 2-D feature table, got an array of shape {arr.shape}.")
     if arr.shape[1] != len(names):
         raise ValueError(
             f"X has {arr.shape[1]} features, but {estimator_name} is expecting {len(names)} features as input."
+        )
+    return _refuse_inf(arr, names, estimator_name)
+
+
+def _refuse_inf(arr: np.ndarray, names: Sequence[str], estimator_name: str) -> np.ndarray:
+    """``arr``, unless a value is infinite (missing values are NaN; inf is an error, never dropped)."""
+    inf = np.isinf(arr)
+    if inf.any():
+        cols = [str(names[j]) for j in np.flatnonzero(inf.any(axis=0))]
+        raise ValueError(
+            f"{estimator_name}: the feature column(s) {cols} hold {int(inf.sum())} infinite value(s) (inf); "
+            "features must be finite (NaN marks a missing value): fix or blank these values upstream"
         )
     return arr
 
@@ -211,16 +217,46 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
         self.standardize = standardize
         self.center = center
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self.missing_values != "native"  # NaN is imputed unless kept natively
+        return tags
+
+    def _allow_nan(self) -> bool:
+        return self.missing_values != "native"
+
+    def _input_names(self) -> list[str]:
+        """``feature_names_in_``, or ``x0, x1, ...`` when fitted on an array without names."""
+        names = getattr(self, "feature_names_in_", None)
+        if names is not None:
+            return [str(n) for n in names]
+        return [f"x{j}" for j in range(self.n_features_in_)]
+
     # -- fitting -------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None) -> FeaturePreprocessor:
-        """Compute the state from a local table (the same sums a federation would add up)."""
+        """Compute the state from a local table (the same sums a federation would add up).
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_rows, n_features)
+            A feature table (its meta columns are ignored) or a numeric array; NaN = missing, ``inf`` is
+            refused.
+        y : array-like of shape (n_rows,), optional
+            0/1 labels: used only for the label cross-counts kept in ``sums_`` (other values are ignored,
+            as scikit-learn transformers ignore ``y``).
+        """
+        from ehr_fed.models.sklearn_api import validate_X
+
         if isinstance(X, pd.DataFrame):
-            names = feature_columns(X)
-        else:
-            names = [f"x{i}" for i in range(np.asarray(X).shape[1])]
-        arr = validate_feature_table(X, names, type(self).__name__)
-        yy = None if y is None else np.asarray(y, dtype=float)
-        return self._fit_sums(site_preprocessing_sums(arr, yy), names)
+            X = X[[c for c in X.columns if c not in META_COLUMNS]]
+        arr = validate_X(self, X, reset=True, allow_nan=self._allow_nan())
+        names = self._input_names()
+        yy = None
+        if y is not None:
+            yy = np.asarray(y).ravel()
+            ok = yy.shape == (arr.shape[0],) and pd.api.types.is_numeric_dtype(yy) and np.isin(yy, (0, 1)).all()
+            yy = yy.astype(np.float64) if ok else None
+        return self._fit_sums(site_preprocessing_sums(arr, yy), names, named=hasattr(self, "feature_names_in_"))
 
     @classmethod
     def from_sums(
@@ -236,7 +272,8 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
             sums, feature_names
         )
 
-    def _fit_sums(self, sums: dict[str, Any], feature_names: Sequence[str]) -> FeaturePreprocessor:
+    def _fit_sums(self, sums: dict[str, Any], feature_names: Sequence[str],
+                  named: bool = True) -> FeaturePreprocessor:
         if self.missing_values not in MISSING_STRATEGIES:
             raise ValueError(
                 f"missing_values={self.missing_values!r} is not one of {list(MISSING_STRATEGIES)}."
@@ -284,7 +321,10 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
                 p = 1.0 - n_obs[j] / n
                 if usable[j] and p > 0.0:
                     add(INDICATOR_PREFIX + name, j, True, p, p * (1.0 - p), p)
-        self.feature_names_in_ = np.asarray(names, dtype=object)
+        if named:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         self.n_features_in_ = len(names)
         self.mean_ = mean
         self.terms_ = np.asarray(terms, dtype=object)
@@ -299,14 +339,37 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
 
     # -- transforming --------------------------------------------------------------------------------
     def transform(self, X: Any) -> np.ndarray:
-        """The design matrix, shape (n_rows, n_terms)."""
+        """The design matrix, shape (n_rows, n_terms).
+
+        ``X`` is a feature table holding the fitted features in the order of fit (meta and unused columns
+        are ignored), or an array with ``n_features_in_`` columns; ``inf`` is refused.
+        """
+        from ehr_fed.models.sklearn_api import check_predict_X
+
         check_is_fitted(self, "terms_")
-        arr = validate_feature_table(X, list(self.feature_names_in_), type(self).__name__)
+        arr = check_predict_X(self, X, allow_nan=self._allow_nan())
         return design_matrix(arr, self.get_state())
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the output columns: kept features, then ``missing_<name>`` indicators.
+
+        ``input_features`` (optional) renames the inputs; it must equal ``feature_names_in_`` when the
+        preprocessor was fitted with names, and have ``n_features_in_`` entries otherwise.
+        """
         check_is_fitted(self, "terms_")
-        return self.terms_.copy()
+        if input_features is None:
+            return self.terms_.copy()
+        names = [str(n) for n in input_features]
+        if len(names) != self.n_features_in_:
+            raise ValueError(f"input_features should have length equal to number of features "
+                             f"({self.n_features_in_}), got {len(names)}")
+        fitted = getattr(self, "feature_names_in_", None)
+        if fitted is not None and names != [str(n) for n in fitted]:
+            raise ValueError(f"input_features is not equal to feature_names_in_: got {names}, fitted with "
+                             f"{list(fitted)}")
+        out = [INDICATOR_PREFIX + names[j] if ind else names[j]
+               for j, ind in zip(self.term_source_, self.term_is_indicator_, strict=True)]
+        return np.asarray(out, dtype=object)
 
     # -- plain-data state (sent to sites, written to model files) ------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -316,7 +379,7 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
             "missing_values": self.missing_values,
             "standardize": bool(self.standardize),
             "center_columns": bool(self.center),
-            "feature_names": [str(n) for n in self.feature_names_in_],
+            "feature_names": self._input_names(),
             "mean": [float(v) for v in self.mean_],
             "terms": [str(t) for t in self.terms_],
             "term_source": [int(v) for v in self.term_source_],

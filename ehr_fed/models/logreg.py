@@ -32,7 +32,6 @@ from ehr_fed.models.base import (
     check_is_fitted,
     column_diff,
     design_matrix,
-    validate_feature_table,
 )
 from ehr_fed.models.logreg_newton import (
     PerfectSeparationError,
@@ -140,28 +139,60 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         if problems:
             raise ValueError("Invalid parameters for FederatedLogisticRegression: " + "; ".join(problems))
 
-    def fit(self, federation: Any, y: None = None, *, callback: ProgressCallback | None = None):
-        """Train on every site of ``federation``.
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False  # binary only
+        tags.input_tags.allow_nan = self._allow_nan()
+        return tags
+
+    def _allow_nan(self) -> bool:
+        # NaN is imputed (mean_impute*), except with missing_values="native"; None takes the study's
+        # strategy, mean imputation for a local table
+        return self.missing_values != "native"
+
+    def fit(self, X: Any, y: Any = None, *, callback: ProgressCallback | None = None):
+        """Train on every site of a federation, or on one local table.
 
         Parameters
         ----------
-        federation : ehr_fed.federation.Federation
-        y : None
-            Ignored (the labels stay at the sites); present for the scikit-learn signature.
+        X : ehr_fed.federation.Federation, DataFrame or array-like of shape (n_rows, n_features)
+            A federation: the federated fit (``y`` must be None; the labels stay at the sites). A table:
+            a local fit on these rows through the same protocol, as the one site of an in-process,
+            plaintext federation (see :mod:`ehr_fed.models.sklearn_api`); a feature table may carry its
+            labels in a ``label`` column.
+        y : array-like of shape (n_rows,), optional
+            Labels of a local table: any two values (``classes_``; ``classes_[1]`` is the positive class).
         callback : callable, optional
             Called after every round with a dict (``round``, ``loglik``, ``objective``, ``step``,
             ``converged``): progress reporting for notebooks and the CLI.
         """
         import ehr_fed.models.logreg_tasks  # noqa: F401  (registers the site tasks)
+        from ehr_fed.models.sklearn_api import is_federation, local_federation, local_training_table
 
+        if is_federation(X):
+            if y is not None:
+                raise ValueError("FederatedLogisticRegression.fit(federation) takes no y: the labels stay at "
+                                 "the sites (their 'label' column)")
+            self._check_params()
+            self._check_encryption(X)
+            return self._fit_limited(X, callback, np.array([0, 1]), named=True)
         self._check_params()
+        table, classes, named = local_training_table(self, X, y, allow_nan=self._allow_nan())
+        with local_federation(table) as fed:
+            return self._fit_limited(fed, callback, classes, named=named)
+
+    def _fit_limited(self, federation: Any, callback: ProgressCallback | None, classes: np.ndarray,
+                     named: bool):
         # In-process sites are threads of this process, computing at the same time: one BLAS thread each
         # avoids oversubscribing the cores (sites in other processes are not affected).
         with threadpool_limits(limits=1, user_api="blas"):
-            return self._fit(federation, callback)
+            self._fit(federation, callback)
+        self.classes_ = classes
+        if not named:  # fitted on an array: like scikit-learn, no feature_names_in_
+            del self.feature_names_in_
+        return self
 
     def _fit(self, federation: Any, callback: ProgressCallback | None):
-        self._check_encryption(federation)
         study = _study_spec(federation)
         names = self._feature_names(federation, study)
         strategy = self.missing_values or getattr(study, "missing_values", None) or DEFAULT_MISSING
@@ -324,8 +355,10 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------------------------- predict
     def _design(self, X: Any) -> np.ndarray:
+        from ehr_fed.models.sklearn_api import check_predict_X
+
         check_is_fitted(self, "coef_")
-        arr = validate_feature_table(X, list(self.feature_names_in_), type(self).__name__)
+        arr = check_predict_X(self, X, allow_nan=self._allow_nan())
         return design_matrix(arr, self.preprocessor_.get_state())
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -341,8 +374,9 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X: Any) -> np.ndarray:
-        """Predicted label (probability > 0.5), shape (n_rows,)."""
-        return (self.decision_function(X) > 0).astype(int)
+        """Predicted label (``classes_[1]`` when its probability > 0.5), shape (n_rows,)."""
+        positive = self.decision_function(X) > 0  # checks that the model is fitted
+        return self.classes_[positive.astype(int)]
 
     # ----------------------------------------------------------------------------- inference / export
     def summary(self, alpha: float = 0.05) -> pd.DataFrame:
@@ -365,8 +399,10 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
     def save(self, path: Any) -> None:
         """Write the model as versioned JSON (see :mod:`ehr_fed.models.persistence`)."""
         from ehr_fed.models.logreg_export import save_logreg
+        from ehr_fed.models.sklearn_api import check_savable
 
         check_is_fitted(self, "coef_")
+        check_savable(self)
         save_logreg(self, path)
 
 

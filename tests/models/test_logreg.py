@@ -206,9 +206,11 @@ def test_predictions_on_a_local_table(fitted3, statsmodels3, tables3):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     np.testing.assert_array_equal(fitted3.predict(local), (expected > 0.5).astype(int))
     np.testing.assert_allclose(fitted3.decision_function(local), np.log(expected / (1 - expected)), atol=1e-6)
-    # column order and extra columns do not matter; meta columns are optional
-    shuffled = local[FEATURES[::-1]].assign(extra=1.0)
-    np.testing.assert_allclose(fitted3.predict_proba(shuffled), proba, rtol=0, atol=0)
+    # extra columns do not matter and meta columns are optional; the features keep the order of fit
+    extra = local[FEATURES].assign(extra=1.0)
+    np.testing.assert_allclose(fitted3.predict_proba(extra), proba, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="Feature names must be in the same order as they were in fit"):
+        fitted3.predict_proba(local[FEATURES[::-1]])
 
 
 def test_unfitted_model_says_so():

@@ -31,19 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ehr_fed.models.base import (
-    check_is_fitted,
-    column_diff,
-    feature_columns,
-    validate_feature_table,
-)
+from ehr_fed.models.base import check_is_fitted, column_diff
 
-from .binning import BinMapper, local_bin_edges
+from .binning import BinMapper
 from .federated import FederatedHistogramSource, check_all_sites
-from .grower import GrowParams, LocalHistogramSource, grow_tree
+from .grower import GrowParams, grow_tree
 from .histogram import sigmoid
 from .packing import DEFAULT_PRECISION
 from .predictor import Tree, predict_margin
@@ -156,25 +150,48 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
                            min_count=int(min_count), precision=int(self.precision_),
                            use_count=self.min_count_rule == "count")
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False  # binary only
+        tags.input_tags.allow_nan = True  # NaN = missing, routed by each split's default direction
+        return tags
+
     # -- training -----------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None, *, progress: Callable[[dict], None] | bool | None = None):
-        """Train on a federation (``X`` has ``secure_sum``), or on one local table (the pooled learner).
+        """Train on a federation, or on one local table through the same protocol.
 
         Parameters
         ----------
-        X : ehr_fed.federation.Federation, or a feature table (DataFrame with ``label``), or an array
-        y : None for a federation or a feature table; labels (0/1) for an array
+        X : ehr_fed.federation.Federation, DataFrame or array-like of shape (n_rows, n_features)
+            A federation: the federated fit (``y`` must be None). A table: a local fit on these rows as the
+            one site of an in-process, plaintext federation (see :mod:`ehr_fed.models.sklearn_api`); a
+            feature table may carry its labels in a ``label`` column. NaN = missing; ``inf`` is refused.
+        y : array-like of shape (n_rows,), optional
+            Labels of a local table: any two values (``classes_``; ``classes_[1]`` is the positive class).
         progress : callable or bool, optional
             Called after every tree with ``{"tree", "n_estimators", "n_nodes", "depth"}``; ``True`` shows
             a tqdm bar.
         """
+        from ehr_fed.models.sklearn_api import is_federation, local_federation, local_training_table
+
         self._validate_params()
-        study = getattr(X, "study", None)
+        if is_federation(X):
+            if y is not None:
+                raise ValueError(f"{type(self).__name__}.fit(federation) takes no y: the labels stay at the "
+                                 "sites (their 'label' column)")
+            return self._fit_federation(X, progress, local=False)
+        table, classes, named = local_training_table(self, X, y, allow_nan=True, prefix="f")
+        with local_federation(table) as fed:
+            self._fit_federation(fed, progress, local=True)
+        self.classes_ = classes
+        if not named:  # fitted on an array: like scikit-learn, no feature_names_in_
+            del self.feature_names_in_
+        return self
+
+    def _fit_federation(self, fed: Any, progress: Any, local: bool):
+        study = getattr(fed, "study", None)
         self.study_spec_ = study if hasattr(study, "model_dump") else None
-        if hasattr(X, "secure_sum"):
-            source, mapper, n_total, n_pos, names = self._setup_federated(X)
-        else:
-            source, mapper, n_total, n_pos, names = self._setup_local(X, y)
+        source, mapper, n_total, n_pos, names = self._setup_federated(fed, local)
         self.feature_names_in_ = np.asarray(names, dtype=object)
         self.n_features_in_ = len(names)
         self.classes_ = np.array([0, 1])
@@ -187,6 +204,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _min_count(self, federation: Any = None) -> int:
+        """``min_cell_count``, else the federation policy's (10 for a local fit, as the default policy)."""
         if self.min_cell_count is not None:
             return int(self.min_cell_count)
         policy = getattr(federation, "policy", None)
@@ -197,34 +215,11 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             return int(self.precision)
         return DEFAULT_PRECISION
 
-    def _setup_local(self, X: Any, y: Any):
-        if isinstance(X, pd.DataFrame) and y is None:
-            if "label" not in X.columns:
-                raise ValueError("A feature table needs a 'label' column (or pass y).")
-            names = feature_columns(X)
-            y = X["label"].to_numpy(dtype=np.float64)
-            Xa = validate_feature_table(X, names, type(self).__name__)
-        else:
-            if y is None:
-                raise ValueError("y is required when X is an array; pass the 0/1 labels.")
-            names = (list(map(str, X.columns)) if isinstance(X, pd.DataFrame)
-                     else [f"f{j}" for j in range(np.shape(X)[1])])
-            Xa = np.asarray(X, dtype=np.float64)
-            y = np.asarray(y, dtype=np.float64)
-        _check_labels(y)
-        self._min_count_ = self._min_count()
-        self.precision_ = self._precision(y.size)
-        cuts = self.bin_edges if self.bin_edges is not None else local_bin_edges(Xa, self.max_bin)
-        mapper = BinMapper(cuts, self.max_bin)
-        self.base_score_ = float(np.float32(y.mean()))
-        source = LocalHistogramSource(Xa, y, mapper, self.base_score_, self.precision_)
-        return source, mapper, y.size, y.sum(), names
-
-    def _setup_federated(self, fed: Any):
+    def _setup_federated(self, fed: Any, local: bool = False):
         from . import tasks  # noqa: F401  (registers the site tasks)
 
         fed_encrypted = getattr(fed, "encrypted", None)
-        if self.encrypted and fed_encrypted is False:
+        if self.encrypted and fed_encrypted is False and not local:
             raise ValueError(
                 f"{type(self).__name__}(encrypted=True) needs an encrypting federation, but this one was "
                 "created with encrypted=False; create it with encrypted=True or pass encrypted=False"
@@ -236,8 +231,8 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         check_all_sites(init, list(fed.site_ids), "gbdt.init")
         stats = np.asarray(init["stats"])
         n_total, n_pos = float(np.rint(stats[0])), float(np.rint(stats[1]))
-        _check_labels(None, n_total, n_pos)
-        self._min_count_ = self._min_count(fed)
+        _check_labels(n_total, n_pos)
+        self._min_count_ = self._min_count(None if local else fed)
         self.precision_ = self._precision(n_total)
         if self.bin_edges is not None:
             cuts = self.bin_edges
@@ -301,8 +296,10 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
 
     # -- prediction ---------------------------------------------------------------------------------
     def _X(self, X: Any) -> np.ndarray:
+        from ehr_fed.models.sklearn_api import check_predict_X
+
         check_is_fitted(self, "trees_")
-        return validate_feature_table(X, list(self.feature_names_in_), type(self).__name__)
+        return check_predict_X(self, X, allow_nan=True)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Raw margins (log-odds), float32 as XGBoost computes them; shape (n_rows,)."""
@@ -315,8 +312,9 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X: Any) -> np.ndarray:
-        """0/1 predictions (probability > 0.5)."""
-        return (self.predict_proba(X)[:, 1] > 0.5).astype(np.int64)
+        """Predicted labels (``classes_[1]`` when its probability > 0.5), shape (n_rows,)."""
+        positive = self.predict_proba(X)[:, 1] > 0.5
+        return self.classes_[positive.astype(np.int64)]
 
     @property
     def feature_importances_(self) -> np.ndarray:
@@ -339,7 +337,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "trees_")
         return model_to_json(
             self.trees_, base_score=self.base_score_, n_features=self.n_features_in_,
-            feature_names=[str(n) for n in self.feature_names_in_],
+            feature_names=self._feature_names(),
             attributes={"ehr_fed_model": "gbdt"},
             hessian_export=hessian_export or self.hessian_export,
         )
@@ -351,7 +349,8 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         return path
 
     def to_xgboost(self, hessian_export: str | None = None):
-        """An ``xgboost.XGBClassifier`` holding this model (predicts identically)."""
+        """An ``xgboost.XGBClassifier`` holding this model (same probabilities; XGBoost predicts the encoded
+        labels 0/1, index into ``classes_``)."""
         import xgboost as xgb
 
         doc = self.to_xgboost_json(hessian_export)
@@ -364,10 +363,21 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         clf.n_classes_ = 2
         return clf
 
+    def _feature_names(self) -> list[str]:
+        """``feature_names_in_``, or XGBoost's ``f0, f1, ...`` for a model fitted on an array."""
+        names = getattr(self, "feature_names_in_", None)
+        if names is not None:
+            return [str(n) for n in names]
+        return [f"f{j}" for j in range(self.n_features_in_)]
+
     def save(self, path: str | Path) -> Path:
         """Write an ehr-fed model file (kind ``gbdt``; see :mod:`ehr_fed.models.persistence`)."""
+        from ehr_fed.models.sklearn_api import check_savable
+
         from .persistence import save_gbdt
 
+        check_is_fitted(self, "trees_")
+        check_savable(self)
         return save_gbdt(self, path)
 
     @classmethod
@@ -384,12 +394,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         return model
 
 
-def _check_labels(y: np.ndarray | None, n: float | None = None, n_pos: float | None = None) -> None:
-    if y is not None:
-        if not np.isin(y, (0.0, 1.0)).all():
-            raise ValueError("labels must be 0 or 1.")
-        n, n_pos = float(y.size), float(y.sum())
+def _check_labels(n: float, n_pos: float) -> None:
     if n == 0 or n_pos == 0 or n_pos == n:
         raise ValueError(f"the pooled label has only one class ({int(n)} rows, {int(n_pos)} positive); "
                          "boosting a binary classifier needs both 0 and 1")
-

@@ -20,7 +20,8 @@ def test_booster_loads_export_and_predicts_identically(fitted, small_data, tmp_p
     path = fitted.save_xgboost_json(tmp_path / "m.json")
     booster = xgb.Booster(model_file=str(path))
     Xt = small_data["Xt"]
-    names = list(fitted.feature_names_in_)
+    names = fitted.to_xgboost_json()["learner"]["feature_names"]  # XGBoost's f0, f1, ... (fitted on an array)
+    assert names == [f"f{j}" for j in range(8)] and not hasattr(fitted, "feature_names_in_")
     p_xgb = booster.predict(xgb.DMatrix(Xt, feature_names=names))
     p_ours = fitted.predict_proba(Xt)[:, 1]
     assert np.abs(p_xgb - p_ours).max() < 1e-6
@@ -54,7 +55,7 @@ def test_hessian_export_modes(fitted, small_data, mode):
         assert all(len(f"{v:.6g}".replace(".", "").replace("-", "").lstrip("0").rstrip("0")) <= 2 for v in hess)
     booster = xgb.Booster()
     booster.load_model(bytearray(json.dumps(doc).encode()))
-    p = booster.predict(xgb.DMatrix(small_data["Xt"], feature_names=list(fitted.feature_names_in_)))
+    p = booster.predict(xgb.DMatrix(small_data["Xt"], feature_names=doc["learner"]["feature_names"]))
     assert np.abs(p - fitted.predict_proba(small_data["Xt"])[:, 1]).max() < 1e-6
 
 
