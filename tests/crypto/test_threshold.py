@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import gmpy2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -338,3 +339,43 @@ def test_decode_functions_check_plaintexts(key23):
     with pytest.raises(EncodingOverflowError, match="ciphertext 1 decrypts outside the packed range"):
         decode_integers(integers, [3, public_key.n // 2])
     assert decode_integers(integers, [private_key.raw_decrypt(c) for c in integers.ciphertexts]) == [3, -4]
+
+
+def test_sieve_strikes_exactly_the_candidates_with_small_factors():
+    from ehr_fed.crypto.primes import SIEVE_LIMIT, _small_primes, _survivors
+
+    start = (1 << 200) + 12345 | 1
+    window = 3000
+    survivors = set(_survivors(gmpy2.mpz(start), window).tolist())
+    primorial = math.prod(int(r) for r in _small_primes(SIEVE_LIMIT))
+    for k in range(window):
+        q = start + 2 * k
+        clean = math.gcd(q, primorial) == 1 and math.gcd(2 * q + 1, primorial) == 1
+        assert (k in survivors) == clean, k
+
+
+def test_multi_exponentiation_equals_the_naive_product():
+    from ehr_fed.crypto.proofs import multi_exp
+
+    rng = np.random.default_rng(3)
+    modulus = gmpy2.mpz(2**521 - 1)
+    for count in (1, 5, 70):
+        bases = [gmpy2.mpz(int(b)) for b in rng.integers(2, 2**62, count)]
+        exponents = [int.from_bytes(rng.bytes(16), "big") for _ in range(count)]
+        expected = math.prod(pow(int(b), e, int(modulus)) for b, e in zip(bases, exponents, strict=True))
+        assert multi_exp(bases, exponents, modulus, 128) == expected % int(modulus)
+
+
+def test_verification_keys_of_another_key_are_refused_when_combining(dealt, key23):
+    public_key, shares, _, _ = key23
+    total = _vectors(public_key, length=20)
+    partials = {i: partial_decrypt(shares[i - 1], total) for i in (1, 2)}
+    proofs = {i: prove_partial(shares[i - 1], total, partials[i]) for i in (1, 2)}
+    foreign = dealt[(3, 3)][1][0].verification
+    with pytest.raises(KeyMismatchError, match="verification keys belong to another threshold key"):
+        combine_partials(public_key, partials, 2, 3, ciphertexts=total, verification=foreign, proofs=proofs)
+    with pytest.raises(ThresholdError, match=r"no proof for the partial decryptions of share\(s\) \[2\]"):
+        combine_partials(public_key, partials, 2, 3, ciphertexts=total, verification=shares[0].verification,
+                         proofs={1: proofs[1]})
+    with pytest.raises(TypeError, match="together"):
+        combine_partials(public_key, partials, 2, 3, proofs=proofs)
