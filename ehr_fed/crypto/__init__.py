@@ -18,10 +18,19 @@ Threshold decryption (any 2 of 3 share holders decrypt, see ``docs/crypto.md``):
 from __future__ import annotations
 
 from .encoding import DEFAULT_FRAC_BITS, Layout
-from .errors import CryptoError, EncodingOverflowError, KeyMismatchError, LayoutMismatchError, PayloadError
+from .errors import (
+    CryptoError,
+    EncodingOverflowError,
+    InsecureKeyError,
+    KeyMismatchError,
+    LayoutMismatchError,
+    PayloadError,
+)
 from .keys import (
     MIN_KEY_BITS,
+    check_key_size,
     generate_keypair,
+    insecure_keys_allowed,
     key_fingerprint,
     private_key_from_bytes,
     private_key_to_bytes,
@@ -71,6 +80,9 @@ __all__ = [
     "LayoutMismatchError",
     "EncodingOverflowError",
     "PayloadError",
+    "InsecureKeyError",
+    "check_key_size",
+    "insecure_keys_allowed",
     "DEFAULT_FRAC_BITS",
     "MIN_KEY_BITS",
 ]

@@ -12,6 +12,7 @@ __all__ = [
     "LayoutMismatchError",
     "EncodingOverflowError",
     "PayloadError",
+    "InsecureKeyError",
 ]
 
 
@@ -37,3 +38,7 @@ class EncodingOverflowError(CryptoError, ValueError):
 
 class PayloadError(CryptoError, ValueError):
     """Serialized bytes are not a valid payload (wrong magic or version, truncated, altered, out of range)."""
+
+
+class InsecureKeyError(CryptoError, ValueError):
+    """A key below the 2048-bit minimum was loaded outside the explicit test mode."""

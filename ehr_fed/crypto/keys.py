@@ -29,6 +29,8 @@ __all__ = [
     "private_key_from_bytes",
     "check_public_key",
     "check_private_key",
+    "check_key_size",
+    "insecure_keys_allowed",
 ]
 
 #: smallest modulus accepted without ``allow_insecure=True`` (112-bit security, NIST SP 800-57)
@@ -75,6 +77,39 @@ def generate_keypair(
             "(pass allow_insecure=True only in tests)"
         )
     return paillier.generate_paillier_keypair(n_length=n_length)
+
+
+#: environment variable that turns on the test mode accepting keys below MIN_KEY_BITS
+INSECURE_KEYS_ENV = "EHR_FED_ALLOW_INSECURE_KEYS"
+
+
+def insecure_keys_allowed(allow_insecure: bool = False) -> bool:
+    """Whether keys below :data:`MIN_KEY_BITS` are accepted: ``allow_insecure=True`` or the test mode
+    ``EHR_FED_ALLOW_INSECURE_KEYS=1`` (set by the test suite; never in production)."""
+    import os
+
+    return bool(allow_insecure) or os.environ.get(INSECURE_KEYS_ENV, "") == "1"
+
+
+def check_key_size(n: int, *, allow_insecure: bool = False, what: str = "Paillier key") -> None:
+    """Refuse a modulus below :data:`MIN_KEY_BITS` bits outside the explicit test mode.
+
+    Raises
+    ------
+    KeyMismatchError
+        Naming the key size and the flag (``allow_insecure=True`` / ``--allow-insecure`` /
+        ``EHR_FED_ALLOW_INSECURE_KEYS=1``) that accepts it in tests.
+    """
+    bits = int(n).bit_length()
+    if bits >= MIN_KEY_BITS or insecure_keys_allowed(allow_insecure):
+        return
+    from .errors import InsecureKeyError
+
+    raise InsecureKeyError(
+        f"{what} has a {bits}-bit modulus, below the minimum of {MIN_KEY_BITS} bits; short keys are for "
+        f"tests only (pass allow_insecure=True / --allow-insecure, or set {INSECURE_KEYS_ENV}=1 in a test "
+        "environment); rerun the key ceremony with --bits 2048 or more"
+    )
 
 
 def check_public_key(public_key: object, name: str = "public_key") -> paillier.PaillierPublicKey:

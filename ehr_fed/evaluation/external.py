@@ -55,7 +55,8 @@ def subset_federation(fed: Any, site_ids: Sequence[str]) -> Any:
     return sub
 
 
-def leave_one_site_out(fed: Any, estimator: Any, *, fit_params: dict | None = None) -> pd.DataFrame:
+def leave_one_site_out(fed: Any, estimator: Any, *, fit_params: dict | None = None,
+                       allow_differencing: bool = False) -> pd.DataFrame:
     """Train on all sites but one, validate on the held-out site, for every site.
 
     Parameters
@@ -65,6 +66,11 @@ def leave_one_site_out(fed: Any, estimator: Any, *, fit_params: dict | None = No
         Cloned (``sklearn.base.clone``) and fitted on each training subset.
     fit_params : dict, optional
         Passed to ``fit``.
+    allow_differencing : bool, default False
+        Exact leave-one-site-out reveals each left-out site's aggregates by subtraction from the
+        aggregates over all sites, and the sites refuse it: by default every split is reported as
+        "not permitted". ``True`` sends the splits anyway: the sites then refuse them through their own
+        opening record and the splits report "failed" with the sites' reason.
 
     Returns
     -------
@@ -78,6 +84,17 @@ def leave_one_site_out(fed: Any, estimator: Any, *, fit_params: dict | None = No
     for held in fed.site_ids:
         train = [s for s in fed.site_ids if s != held]
         row: dict[str, Any] = {"held_out": held, "train_sites": ", ".join(train)}
+        if not allow_differencing:
+            # the same exact computation (row counts, preprocessing sums, the first Newton step) over the
+            # whole federation and over all-but-one site gives the left-out site's own numbers by
+            # subtraction; the sites refuse it (their opening record), so it is not even attempted
+            row.update(status="not permitted", released=False, note=(
+                f"not permitted by the privacy rules: a model trained without {held} repeats exact "
+                "aggregates already released over every site, and their difference would be "
+                f"{held}'s own numbers (differencing). Validate out of sample with a held-out split "
+                "by person (ehr-fed evaluate --validation split)"))
+            rows.append(row)
+            continue
         if len(train) < min_sites:
             row.update(status="not permitted", released=False, note=(
                 f"not permitted by the privacy policy: training without {held} would combine "

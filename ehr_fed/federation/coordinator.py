@@ -16,6 +16,7 @@ import pandas as pd
 from ehr_fed.federation import he
 from ehr_fed.federation.checkpoint import Journal, params_hash
 from ehr_fed.federation.keys import CoordinatorKeys, SiteKeys, run_ceremony
+from ehr_fed.federation.masks import params_digest
 from ehr_fed.federation.messages import ProtocolError, Reply, TaskMessage, new_nonce
 from ehr_fed.federation.payload import validate
 from ehr_fed.federation.results import QueryResult, SecureSumResult
@@ -53,7 +54,8 @@ class Federation:
 
     def __init__(self, transport: Transport, *, keys: CoordinatorKeys | None = None,
                  policy: PrivacyPolicy | None = None, encrypted: bool = True, study: Any = None,
-                 checkpoint_dir: str | Path | None = None, timeout: float | None = 600.0):
+                 checkpoint_dir: str | Path | None = None, timeout: float | None = 600.0,
+                 allow_insecure: bool = False):
         self.transport = transport
         self.keys = keys
         self.policy = policy or PrivacyPolicy()
@@ -67,7 +69,7 @@ class Federation:
         if encrypted and (keys is None or not keys.paillier_public):
             raise FederationError("encrypted=True needs the Paillier public key from the key ceremony "
                                   "(keys=CoordinatorKeys); or pass encrypted=False for plaintext tests")
-        self._pk = he.load_public(keys.paillier_public) if encrypted and keys else None
+        self._pk = he.load_public(keys.paillier_public, allow_insecure=allow_insecure) if encrypted and keys else None
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -100,12 +102,13 @@ class Federation:
         for sid, table in tables.items():
             sp = (site_policies or {}).get(sid, policy)
             audit = Path(audit_dir) / f"{sid}.audit.jsonl" if audit_dir else None
-            nodes[sid] = SiteNode(sid, table, sp, keys_by_site[sid], study=_study_id(study), audit_log=audit)
+            nodes[sid] = SiteNode(sid, table, sp, keys_by_site[sid], study=_study_id(study), audit_log=audit,
+                                  allow_insecure=allow_insecure)
         from ehr_fed.federation.transports.in_process import InProcessTransport
 
         transport = InProcessTransport(nodes, workers=workers)
         return cls(transport, keys=ckeys, policy=policy, encrypted=encrypted, study=study,
-                   checkpoint_dir=checkpoint_dir, timeout=timeout)
+                   checkpoint_dir=checkpoint_dir, timeout=timeout, allow_insecure=allow_insecure)
 
     @classmethod
     def from_yaml(cls, path: str | Path, study: str | Path | None = None, encrypted: bool = True,
@@ -168,12 +171,26 @@ class Federation:
         r, key, hit = self._begin("secure_sum", task, params, lay)
         if hit is not None:
             return SecureSumResult(hit["data"], round=r, replayed=True, **hit["meta"])
-        payload = {"params": params, "layout": lay, "encrypted": self.encrypted}
-        nonce = new_nonce()
-        replies, missing = self._broadcast("secure_sum", task, r, payload, nonce=nonce)
-        contributions = self._check_contributions(task, r, nonce, replies, lay)
+        digest = params_digest(params)
+        participants, missing = sorted(self.site_ids), {}
+        while True:
+            # the masks cancel only over the exact participant set: a site that drops out means the round
+            # is run again with the survivors (new nonce, new masks); a subset sum is never unmasked
+            decryptor = self._decryptors(participants)[0]
+            payload = {"params": params, "layout": lay, "encrypted": self.encrypted, "participants": participants,
+                       "decryptor": decryptor}
+            nonce = new_nonce()
+            replies, dropped = self._broadcast("secure_sum", task, r, payload, nonce=nonce, sites=participants)
+            missing.update(dropped)
+            if not dropped:
+                break
+            participants = sorted(replies)
+            log.warning("round %d (%s): %s did not contribute; running the round again with %s", r, task,
+                        sorted(dropped), participants)
+        contributions = self._check_contributions(task, r, nonce, replies, lay, participants, digest, decryptor)
         total = {name: he.add(self._pk, [c["arrays"][name] for c in contributions]) for name in lay}
-        arrays, supp, contributors = self._decrypt(task, r, nonce, contributions, total, missing, lay)
+        arrays, supp, contributors = self._decrypt(task, r, nonce, contributions, total, missing, lay,
+                                                   participants, digest, decryptor)
         result = SecureSumResult(arrays, round=r, contributors=contributors, missing=missing, suppressed=supp)
         return self._finish(r, key, f"secure_sum {task}", result)
 
@@ -197,8 +214,9 @@ class Federation:
         return {sid: TaskMessage(action, task, self.study_id, self.journal.session, r, nonce, payload)
                 for sid in sites}
 
-    def _broadcast(self, action: str, task: str, r: int, payload: dict, *, nonce: str | None = None):
-        msgs = self._messages(action, task, r, payload, self.site_ids, nonce)
+    def _broadcast(self, action: str, task: str, r: int, payload: dict, *, nonce: str | None = None,
+                   sites: list[str] | None = None):
+        msgs = self._messages(action, task, r, payload, self.site_ids if sites is None else sites, nonce)
         raw = self.transport.send(msgs, self.timeout)
         replies: dict[str, Reply] = {}
         missing: dict[str, str] = {}
@@ -227,7 +245,8 @@ class Federation:
             "checkpoint_dir resumes from the last completed round."
         )
 
-    def _check_contributions(self, task, r, nonce, replies: dict[str, Reply], lay) -> list[dict]:
+    def _check_contributions(self, task, r, nonce, replies: dict[str, Reply], lay, participants,
+                             digest, decryptor) -> list[dict]:
         out = []
         shapes = None
         for sid, rep in replies.items():
@@ -250,36 +269,38 @@ class Federation:
                                     "return the same shapes at every site")
             bundle = self.keys.sites.get(sid) if self.keys else None
             if bundle is not None:
-                digest = contribution_digest(study=self.study_id, session=self.journal.session, round=r,
-                                             nonce=nonce, task=task, site_id=sid, arrays=arrays, shapes=sh)
-                if not bundle.verify(sig, digest):
+                signed = contribution_digest(study=self.study_id, session=self.journal.session, round=r,
+                                             nonce=nonce, task=task, site_id=sid, arrays=arrays, shapes=sh,
+                                             participants=participants, params=digest, decryptor=decryptor)
+                if not bundle.verify(sig, signed):
                     raise ProtocolError(f"the signature on site {sid!r}'s contribution is invalid")
             out.append({"site_id": sid, "arrays": arrays, "shapes": sh, "signature": sig})
         return out
 
     def _decryptors(self, candidates: list[str]) -> list[str]:
-        return candidates
+        """The decrypting site of a sum over ``candidates``: the first in sorted order, the same site for every
+        computation of a federation (the contributors bind it in their signatures and refuse a second
+        decrypting site for the same computation)."""
+        return sorted(candidates)
 
-    def _decrypt(self, task, r, nonce, contributions, total, missing, lay):
+    def _decrypt(self, task, r, nonce, contributions, total, missing, lay, participants, digest, decryptor):
         payload = {"contributions": contributions, "contribution_nonce": nonce, "sum": total,
-                   "encrypted": self.encrypted, "layout": lay}
-        errors = []
-        for sid in self._decryptors([c["site_id"] for c in contributions]):
-            msg = TaskMessage("decrypt", task, self.study_id, self.journal.session, r, new_nonce(), payload)
-            rep = self.transport.send({sid: msg}, self.timeout).get(sid)
-            if isinstance(rep, SiteFailure) or rep is None:
-                errors.append(f"{sid}: {rep}")
-                continue
-            rep.check_answers(msg, sid)
-            if not rep.ok:
-                if rep.error_kind == "disclosure":
-                    raise FederationError(f"round {r} ({task!r}): the decrypting site refused: {rep.error}")
-                errors.append(f"{sid}: {rep.error_kind}: {rep.error}")
-                continue
-            arrays = {k: np.asarray(v, dtype=np.float64) for k, v in rep.payload["arrays"].items()}
-            return arrays, rep.payload.get("suppressed", {}), list(rep.payload.get("contributors", []))
-        raise FederationError(f"round {r} ({task!r}): no key-holding site could decrypt the sum:\n  "
-                              + "\n  ".join(errors))
+                   "encrypted": self.encrypted, "layout": lay, "participants": participants,
+                   "params_digest": digest, "decryptor": decryptor}
+        msg = TaskMessage("decrypt", task, self.study_id, self.journal.session, r, new_nonce(), payload)
+        rep = self.transport.send({decryptor: msg}, self.timeout).get(decryptor)
+        if isinstance(rep, SiteFailure) or rep is None:
+            raise FederationError(
+                f"round {r} ({task!r}): the decrypting site {decryptor} did not answer ({rep}); the contributors "
+                "agreed to this site only, so rerun the analysis when it is back")
+        rep.check_answers(msg, decryptor)
+        if not rep.ok:
+            if rep.error_kind == "disclosure":
+                raise FederationError(f"round {r} ({task!r}): the decrypting site refused: {rep.error}")
+            raise FederationError(f"round {r} ({task!r}): the decrypting site could not decrypt the sum: "
+                                  f"{decryptor}: {rep.error_kind}: {rep.error}")
+        arrays = {k: np.asarray(v, dtype=np.float64) for k, v in rep.payload["arrays"].items()}
+        return arrays, rep.payload.get("suppressed", {}), list(rep.payload.get("contributors", []))
 
 
 def _layout_entry(name: str, spec: Any) -> Any:

@@ -11,12 +11,15 @@ from typing import Any
 import numpy as np
 
 
-def load_public(pk_bytes: bytes | None):
+def load_public(pk_bytes: bytes | None, *, allow_insecure: bool = False, what: str = "the federation's"):
+    """The Paillier public key from its bytes; below 2048 bits only in an explicit test mode."""
     if not pk_bytes:
         return None
     from ehr_fed import crypto
 
-    return crypto.public_key_from_bytes(pk_bytes)
+    pk = crypto.public_key_from_bytes(pk_bytes)
+    crypto.check_key_size(pk.n, allow_insecure=allow_insecure, what=f"{what} Paillier key")
+    return pk
 
 
 def load_private(sk_bytes: bytes | None, pk):
@@ -27,14 +30,26 @@ def load_private(sk_bytes: bytes | None, pk):
     return _private_from_bytes(sk_bytes, pk)
 
 
-def encrypt(pk, values: np.ndarray, bound: float, max_terms: int) -> bytes | np.ndarray:
-    """Encrypt a flat float vector (or return it as float64 when ``pk`` is None)."""
+def encrypt(pk, values: np.ndarray, bound: float, max_terms: int, masker=None, name: str = "") -> bytes | np.ndarray:
+    """Encrypt a flat float vector (or return it as float64 when ``pk`` is None).
+
+    ``masker`` (a :class:`ehr_fed.federation.masks.SiteMasker`) adds the site's pairwise masks of output
+    ``name`` to every ciphertext before it is serialized.
+    """
     values = np.asarray(values, dtype=np.float64).ravel()
     if pk is None:
         return values
     from ehr_fed import crypto
 
-    return crypto.encrypt_vector(pk, values, bound=bound, max_terms=max_terms).to_bytes()
+    return _masked(crypto.encrypt_vector(pk, values, bound=bound, max_terms=max_terms), masker, name).to_bytes()
+
+
+def _masked(ev, masker, name: str):
+    if masker is None:
+        return ev
+    from ehr_fed.crypto.masking import mask_vector
+
+    return mask_vector(ev, masker.residues(name, ev.layout.n_ciphertexts, ev.public_key.n))
 
 
 def field_widths(spec: Any) -> np.ndarray:
@@ -44,7 +59,8 @@ def field_widths(spec: Any) -> np.ndarray:
     return expand_segments(spec["widths"])
 
 
-def encrypt_fields(pk, values: np.ndarray, widths: np.ndarray, max_terms: int) -> bytes | np.ndarray:
+def encrypt_fields(pk, values: np.ndarray, widths: np.ndarray, max_terms: int, masker=None,
+                   name: str = "") -> bytes | np.ndarray:
     """Encrypt exact integer fields packed bit-tight (or return them as float64 when ``pk`` is None).
 
     Either way the values are checked against the widths first (``EncodingOverflowError``).
@@ -55,7 +71,7 @@ def encrypt_fields(pk, values: np.ndarray, widths: np.ndarray, max_terms: int) -
         return check_fields(values, widths).astype(np.float64)
     from ehr_fed.crypto.fields import encrypt_fields as _encrypt
 
-    return _encrypt(pk, values, widths, max_terms=max_terms).to_bytes()
+    return _masked(_encrypt(pk, values, widths, max_terms=max_terms), masker, name).to_bytes()
 
 
 def decrypt_fields(sk, pk, total: Any, widths: np.ndarray) -> np.ndarray:

@@ -17,11 +17,19 @@ def array_bytes(value: Any) -> bytes:
 
 
 def contribution_digest(*, study: str, session: str, round: int, nonce: str, task: str, site_id: str,
-                        arrays: dict[str, Any], shapes: dict[str, Any]) -> bytes:
-    """SHA-256 over the header and, per output name, its shape and the hash of its data."""
+                        arrays: dict[str, Any], shapes: dict[str, Any], participants: list[str],
+                        params: str, decryptor: str) -> bytes:
+    """SHA-256 over the header and, per output name, its shape and the hash of its data.
+
+    The header binds the exact participant set of the sum and the digest of the computation's parameters
+    and layout (:func:`ehr_fed.federation.masks.params_digest`) and the one site allowed to open the sum, so a
+    decrypting site knows, from the contributors' own signatures, which computation over which sites it is
+    asked to open and that it is the site they agreed to.
+    """
     h = hashlib.sha256()
     header = {"study": study, "session": session, "round": int(round), "nonce": nonce, "task": task,
-              "site_id": site_id, "names": sorted(arrays)}
+              "site_id": site_id, "names": sorted(arrays), "participants": sorted(participants),
+              "params": params, "decryptor": decryptor}
     h.update(json.dumps(header, sort_keys=True).encode())
     for name in sorted(arrays):
         h.update(name.encode() + b"\x00")

@@ -18,9 +18,11 @@ import pandas as pd
 
 from ehr_fed.federation import he
 from ehr_fed.federation.keys import SiteKeys
+from ehr_fed.federation.masks import SiteMasker, check_participants, mask_context, pairwise_seeds, params_digest
 from ehr_fed.federation.messages import ProtocolError, Reply, TaskMessage
 from ehr_fed.federation.payload import PayloadTypeError, nbytes, validate
 from ehr_fed.federation.signing import contribution_digest
+from ehr_fed.federation.state import SiteState
 from ehr_fed.federation.tasks import SiteContext, SiteTask, UnknownTaskError, get_task
 from ehr_fed.privacy import AuditLog, DisclosureError, PrivacyPolicy, merge_histogram, suppress
 
@@ -43,10 +45,16 @@ class SiteNode:
         Study id; messages for another study are refused. ``""`` accepts any.
     audit_log : AuditLog or path, optional
         Defaults to ``policy.audit_log`` or an in-memory log.
+    allow_insecure : bool
+        Accept a Paillier key below 2048 bits (tests only; also ``EHR_FED_ALLOW_INSECURE_KEYS=1``).
+    state : SiteState or path, optional
+        The site's protocol memory (nonces, rounds, opened sums): a JSON-lines file makes it survive a
+        restart (:mod:`ehr_fed.federation.state`); default in memory.
     """
 
     def __init__(self, site_id: str, table: pd.DataFrame, policy: PrivacyPolicy | None = None,
-                 keys: SiteKeys | None = None, *, study: str = "", audit_log: AuditLog | str | Path | None = None):
+                 keys: SiteKeys | None = None, *, study: str = "", audit_log: AuditLog | str | Path | None = None,
+                 allow_insecure: bool = False, state: SiteState | str | Path | None = None):
         self.site_id = site_id
         self.table = table
         self.policy = policy or PrivacyPolicy()
@@ -55,11 +63,10 @@ class SiteNode:
         if audit_log is None:
             audit_log = self.policy.audit_log
         self.audit = audit_log if isinstance(audit_log, AuditLog) else AuditLog(audit_log)
-        self._pk = he.load_public(self.keys.paillier_public)
+        self._pk = he.load_public(self.keys.paillier_public, allow_insecure=allow_insecure,
+                                  what=f"site {site_id}'s")
         self._sk = he.load_private(self.keys.paillier_private, self._pk)
-        self._last_round: dict[str, int] = {}
-        self._seen_nonces: set[str] = set()
-        self._opened: dict[str, tuple[str, ...]] = {}
+        self.state = state if isinstance(state, SiteState) else SiteState(state)
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:  # for worker processes
@@ -109,29 +116,42 @@ class SiteNode:
         return message.reply(self.site_id, status="error", error=f"site {self.site_id}: {err}", error_kind=kind)
 
     def _check_fresh(self, msg: TaskMessage) -> None:
-        if self.study and msg.study and msg.study != self.study:
+        if self.study and msg.study != self.study:
             raise ProtocolError(f"message is for study {msg.study!r}, this site runs study {self.study!r}")
-        with self._lock:
-            last = self._last_round.get(msg.session, -1)
-            if msg.round < last:
-                raise ProtocolError(
-                    f"stale message: round {msg.round} of session {msg.session} is older than round {last}"
-                )
-            if msg.nonce in self._seen_nonces:
-                raise ProtocolError(f"replayed message: nonce {msg.nonce} was already used")
-            self._seen_nonces.add(msg.nonce)
-            self._last_round[msg.session] = msg.round
+        problem = self.state.check_fresh(msg.session, msg.round, msg.nonce)
+        if problem:
+            raise ProtocolError(problem)
+
+    def record_opening(self, study: str, task: str, digest: str, sites) -> None:
+        """Refuse to open the computation ``(study, task, digest)`` over a second participant set."""
+        prev = self.state.record_opening(f"{study}/{task}/{digest}", sites)
+        if prev is not None:
+            raise DisclosureError(
+                f"site {self.site_id} already decrypted this {task!r} computation over {len(prev)} sites; "
+                "opening it over another participant set would reveal the difference",
+                rule="differencing", site_id=self.site_id,
+            )
 
     def _context(self, msg: TaskMessage) -> SiteContext:
         return SiteContext(site_id=self.site_id, policy=self.policy, study=msg.study, round=msg.round,
                            n_rows=len(self.table))
 
     def _run(self, task: SiteTask, msg: TaskMessage) -> dict[str, Any]:
+        from ehr_fed.privacy.budget import charge_release, open_release
+        from ehr_fed.privacy.dp import granted
+
         self.policy.check_task(task.name, self.site_id)
         params = msg.payload.get("params") or {}
-        result = task.fn(self.table, params, self._context(msg))
+        # differential privacy: the site derives its noise from the declared plan and refuses a release over
+        # its budget before anything is computed (None: not a private release)
+        release = open_release(self, task, msg, params)
+        with granted(release):
+            table = self.table if release is None else release.table
+            result = task.fn(table, params, self._context(msg))
         if not isinstance(result, dict):
             raise ProtocolError(f"task {task.name!r} returned {type(result).__name__}, expected a dict")
+        if release is not None:
+            charge_release(self, release, msg)
         return result
 
     def _check_gradient(self, task: SiteTask, arrays: dict[str, np.ndarray]) -> None:
@@ -198,11 +218,34 @@ class SiteNode:
 
     def _secure_sum(self, msg: TaskMessage) -> Reply:
         task = get_task(msg.task)
+        self.policy.check_task(task.name, self.site_id)
         layout = msg.payload.get("layout") or {}
         encrypted = bool(msg.payload.get("encrypted", False))
         if encrypted and self._pk is None:
             raise ProtocolError("encrypted secure_sum requested but this site holds no Paillier public key; "
                                 "run the key ceremony first")
+        if not encrypted and self._pk is not None:
+            raise ProtocolError("plaintext secure_sum requested from a site of an encrypted federation; this site "
+                                "sends its contributions only encrypted and masked")
+        participants = check_participants(msg.payload.get("participants"), self.site_id, self.keys.peers,
+                                          self.policy.min_sites)
+        digest = params_digest(msg.payload.get("params") or {})
+        decryptor = msg.payload.get("decryptor")
+        if not isinstance(decryptor, str) or decryptor not in participants:
+            raise ProtocolError("secure_sum request names no decrypting site among its participants "
+                                "(payload 'decryptor')")
+        prev = self.state.record_contribution(f"{msg.study}/{msg.task}/{digest}", decryptor)
+        if prev is not None:
+            raise DisclosureError(
+                f"site {self.site_id} contributed to this {task.name!r} computation for the decrypting site "
+                f"{prev}; a second decrypting site could open it over another participant set (differencing)",
+                rule="differencing", site_id=self.site_id)
+        masker = None
+        if encrypted:
+            context = mask_context(study=msg.study, session=msg.session, round=msg.round, nonce=msg.nonce,
+                                   task=msg.task, participants=participants, digest=digest)
+            masker = SiteMasker(pairwise_seeds(self.keys.kex_private, self.site_id, self.keys.peers,
+                                               participants, context))
         result = self._run(task, msg)
         if set(result) != set(layout):
             raise ProtocolError(
@@ -211,28 +254,30 @@ class SiteNode:
         arrays, shapes = {}, {}
         plain = {k: np.asarray(v, dtype=np.float64) for k, v in result.items()}
         self._check_gradient(task, plain)
+        pk = self._pk if encrypted else None
         for name, a in plain.items():
             if not np.isfinite(a).all():
                 raise ProtocolError(f"task {task.name!r} output {name!r} has NaN or infinite values")
             if isinstance(layout[name], dict):
-                arrays[name] = self._encrypt_fields(task, name, a, layout[name], encrypted)
+                arrays[name] = self._encrypt_fields(task, name, a, layout[name], pk, masker)
                 shapes[name] = list(a.shape)
                 continue
             bound, max_terms = layout[name]
             if a.size and np.abs(a).max() > bound:
                 raise ProtocolError(
-                    f"task {task.name!r} output {name!r}: |value| {np.abs(a).max():g} exceeds the layout "
-                    f"bound {bound:g}; raise the bound in the layout"
+                    f"task {task.name!r} output {name!r}: a value exceeds the layout bound {bound:g}; raise "
+                    "the bound in the layout"
                 )
-            arrays[name] = he.encrypt(self._pk if encrypted else None, a, bound, int(max_terms))
+            arrays[name] = he.encrypt(pk, a, bound, int(max_terms), masker, name)
             shapes[name] = list(a.shape)
-        digest = contribution_digest(study=msg.study, session=msg.session, round=msg.round, nonce=msg.nonce,
-                                     task=msg.task, site_id=self.site_id, arrays=arrays, shapes=shapes)
-        payload = {"arrays": arrays, "shapes": shapes, "signature": self.keys.sign(digest),
-                   "encrypted": encrypted}
-        return self._release(msg, task.kind, payload, encrypted=encrypted)
+        signed = contribution_digest(study=msg.study, session=msg.session, round=msg.round, nonce=msg.nonce,
+                                     task=msg.task, site_id=self.site_id, arrays=arrays, shapes=shapes,
+                                     participants=participants, params=digest, decryptor=decryptor)
+        payload = {"arrays": arrays, "shapes": shapes, "signature": self.keys.sign(signed),
+                   "encrypted": encrypted, "masked": masker is not None}
+        return self._release(msg, task.kind, payload, encrypted=encrypted, participants=participants)
 
-    def _encrypt_fields(self, task: SiteTask, name: str, a: np.ndarray, spec: dict, encrypted: bool):
+    def _encrypt_fields(self, task: SiteTask, name: str, a: np.ndarray, spec: dict, pk, masker):
         from ehr_fed.crypto import EncodingOverflowError
 
         try:
@@ -240,7 +285,7 @@ class SiteNode:
         except ValueError as exc:
             raise ProtocolError(f"layout of {name!r}: {exc}") from None
         try:
-            return he.encrypt_fields(self._pk if encrypted else None, a, widths, int(spec["max_terms"]))
+            return he.encrypt_fields(pk, a, widths, int(spec["max_terms"]), masker, name)
         except EncodingOverflowError as exc:
             raise ProtocolError(f"task {task.name!r} output {name!r}: {exc}; widen the layout") from None
 

@@ -20,25 +20,25 @@ from .conftest import FEATURES, POLICY, make_sites, site_table
 pytestmark = pytest.mark.filterwarnings("ignore:terms left out of the model")
 
 
-def test_loso_with_four_sites_validates_each_held_out_site():
+def test_loso_is_not_permitted_because_it_would_difference_out_each_site():
     tables = make_sites((250, 300, 280, 260))
     est = FederatedLogisticRegression(encrypted=False, features=FEATURES)
     with Federation.in_process(tables, policy=POLICY, encrypted=False) as fed:
+        FederatedLogisticRegression(encrypted=False, features=FEATURES).fit(fed)   # the model on all sites
         out = leave_one_site_out(fed, est)
         assert fed.site_ids == list(tables)  # the parent federation is untouched
-    assert list(out.index) == list(tables) and (out["status"] == "ok").all()
-    held = "site_b"
-    train = {k: v for k, v in tables.items() if k != held}
-    with Federation.in_process(train, policy=POLICY, encrypted=False) as fed3:
-        ref = FederatedLogisticRegression(encrypted=False, features=FEATURES).fit(fed3)
-    t = tables[held]
-    assert out.loc[held, "train_sites"] == "site_a, site_c, site_d"
-    assert out.loc[held, "auc"] == pytest.approx(roc_auc_score(t["label"], ref.predict_proba(t)[:, 1]), abs=1e-9)
-    assert out.loc[held, "n"] == len(t)
+        assert list(out.index) == list(tables) and (out["status"] == "not permitted").all()
+        assert "differencing" in out.loc["site_b", "note"] and out["auc"].isna().all()
+        # a coordinator that runs the splits anyway is refused by the sites themselves
+        forced = leave_one_site_out(fed, est, allow_differencing=True)
+    assert (forced["status"] == "failed").all()
+    assert all("[differencing]" in note or "differenc" in note for note in forced["note"])
+    assert forced["auc"].isna().all()
 
 
 def test_loso_below_min_sites_is_not_permitted_and_says_why(plain_fed):
-    out = leave_one_site_out(plain_fed, FederatedLogisticRegression(encrypted=False, features=FEATURES))
+    out = leave_one_site_out(plain_fed, FederatedLogisticRegression(encrypted=False, features=FEATURES),
+                             allow_differencing=True)
     assert (out["status"] == "not permitted").all() and out["auc"].isna().all()
     assert out.loc["site_a", "note"].startswith(
         "not permitted by the privacy policy: training without site_a would combine 2 site(s), the policy "

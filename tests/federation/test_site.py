@@ -21,6 +21,9 @@ def _vec(table, params, ctx: SiteContext):
     return {"v": np.array([float(len(table)), 1.0])}
 
 
+_ALL = ["site_a", "site_b", "site_c"]
+
+
 def _m(action="query", task="stats.count", round=1, study="", session="S", payload=None, nonce=None):
     return TaskMessage(action, task, study, session, round, nonce or new_nonce(), payload or {})
 
@@ -61,16 +64,16 @@ def test_allowed_tasks_and_max_params(tables):
     pol = PrivacyPolicy(allowed_tasks=["stats.*"])
     node = SiteNode("site_a", tables["site_a"], pol)
     rep = node.handle(_m(action="secure_sum", task="test.grad", payload={
-        "params": {"p": 3}, "layout": {"g": [10.0, 3]}, "encrypted": False}))
+        "params": {"p": 3}, "layout": {"g": [10.0, 3]}, "encrypted": False, "participants": _ALL, "decryptor": "site_a"}))
     assert rep.error_kind == "disclosure" and "does not allow task 'test.grad'" in rep.error
     node = SiteNode("site_a", tables["site_a"], PrivacyPolicy(max_params_fraction=0.1))  # 80 rows -> 8 params
     ok = node.handle(_m(action="secure_sum", task="test.grad", payload={
-        "params": {"p": 8}, "layout": {"g": [10.0, 3]}, "encrypted": False}))
+        "params": {"p": 8}, "layout": {"g": [10.0, 3]}, "encrypted": False, "participants": _ALL, "decryptor": "site_a"}))
     assert ok.ok
     rep = node.handle(_m(action="secure_sum", task="test.grad", payload={
-        "params": {"p": 9}, "layout": {"g": [10.0, 3]}, "encrypted": False}))
+        "params": {"p": 9}, "layout": {"g": [10.0, 3]}, "encrypted": False, "participants": _ALL, "decryptor": "site_a"}))
     assert rep.error_kind == "disclosure"
-    assert "9 model parameters exceed max_params_fraction=0.1 x 80 rows" in rep.error
+    assert "9 model parameters exceed max_params_fraction=0.1" in rep.error and "80" not in rep.error
 
 
 def test_small_counts_suppressed_in_query():
@@ -123,9 +126,15 @@ def test_decryptor_requires_min_sites(tables):
         p["contributions"] = p["contributions"][:1]
         p["sum"] = {"v": p["contributions"][0]["arrays"]["v"]}
         return p
-    with pytest.raises(FederationError, match=r"combines 1 distinct signed site contribution\(s\), the policy "
-                                              r"requires min_sites=3"):
+    with pytest.raises(FederationError, match=r"masks cancel only over all of them"):
         _fed(tables, drop).secure_sum("test.vec", {}, {"v": (1e6, 3)})
+
+    def shrink(p):  # the same, with the participant list rewritten to the one site: signatures break
+        drop(p)
+        p["participants"] = [p["contributions"][0]["site_id"]]
+        return p
+    with pytest.raises(FederationError, match=r"signature of site 'site_a' does not match"):
+        _fed(tables, shrink).secure_sum("test.vec", {}, {"v": (1e6, 3)})
 
 
 def test_decryptor_rejects_forged_contribution(tables):
@@ -135,7 +144,7 @@ def test_decryptor_rejects_forged_contribution(tables):
         p["contributions"] = c
         return p
     with pytest.raises(FederationError, match="signature of site 'site_b' does not match its contribution"):
-        _fed(tables, forge, encrypted=False).secure_sum("test.vec", {}, {"v": (1e6, 3)})
+        _fed(tables, forge).secure_sum("test.vec", {}, {"v": (1e6, 3)})
 
 
 def test_decryptor_refuses_a_second_subset(tables):
@@ -152,10 +161,14 @@ def test_decryptor_refuses_a_second_subset(tables):
     msg = TaskMessage("decrypt", "test.vec", "", fed.journal.session, 0, new_nonce(), p)
     assert node.handle(msg).ok
     sub = dict(p, contributions=p["contributions"][1:])
-    node2 = SiteNode("site_a", tables["site_a"], PrivacyPolicy(min_sites=2), node.keys)
-    node2._opened = node._opened
+    node2 = SiteNode("site_a", tables["site_a"], PrivacyPolicy(min_sites=2), node.keys, state=node.state)
+    # contributions of a subset of the signed participant set: the masks would not cancel
     rep = node2.handle(TaskMessage("decrypt", "test.vec", "", fed.journal.session, 0, new_nonce(), sub))
-    assert rep.error_kind == "disclosure" and "would reveal the difference" in rep.error
+    assert rep.error_kind == "protocol" and "masks cancel only over all of them" in rep.error
+    # the same computation signed over another participant set: differencing
+    assert node2.state.record_opening is not None
+    with pytest.raises(Exception, match="would reveal the difference"):
+        node2.record_opening("", "test.vec", p["params_digest"], ["site_a", "site_b"])
 
 
 def test_secure_sum_result_is_exact_sum(tables):
@@ -176,8 +189,8 @@ def test_max_params_counts_the_gradient_not_the_hessian(tables):
     node = SiteNode("site_a", tables["site_a"], PrivacyPolicy(max_params_fraction=0.1))  # 80 rows -> 8 params
     layout = {"gradient": [10.0, 3], "hessian": [10.0, 3], "loglik": [10.0, 3]}
     ok = node.handle(_m(action="secure_sum", task="test.newton_step",
-                        payload={"params": {"p": 8}, "layout": layout, "encrypted": False}))
+                        payload={"params": {"p": 8}, "layout": layout, "encrypted": False, "participants": _ALL, "decryptor": "site_a"}))
     assert ok.ok, ok.error
     rep = node.handle(_m(action="secure_sum", task="test.newton_step",
-                         payload={"params": {"p": 9}, "layout": layout, "encrypted": False}))
+                         payload={"params": {"p": 9}, "layout": layout, "encrypted": False, "participants": _ALL, "decryptor": "site_a"}))
     assert rep.error_kind == "disclosure" and "9 model parameters" in rep.error

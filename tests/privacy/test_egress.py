@@ -54,7 +54,8 @@ def test_nothing_row_level_leaves_a_site(tmp_path):
     tables = make_tables()
     tables["site_d"] = make_table("site_d", 14, 42)   # a small site: its label groups are below 10
     keys, _ = test_ceremony(tuple(tables))
-    fed = Federation.in_process(tables, encrypted=True, site_keys=keys, audit_dir=tmp_path)
+    fed = Federation.in_process(tables, encrypted=True, site_keys=keys, audit_dir=tmp_path,
+                                policy={"max_params_fraction": 0.1})
     rec = Recorder(fed.transport)
     fed.transport = rec
     stats.describe(fed, FEATURES)

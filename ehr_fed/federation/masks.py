@@ -1,0 +1,117 @@
+"""Pairwise masks of secure-sum contributions (Bonawitz et al., CCS 2017, without the recovery round).
+
+For one secure sum over the participant set ``P`` every pair of sites ``i < j`` in ``P`` shares a seed
+
+    s_ij = HKDF-SHA256(X25519(i, j), salt = "ehr-fed pairwise mask v1", info = context || i || j)
+
+from the two sites' own X25519 identity keys (the coordinator never sees a private key, so it cannot
+compute a seed). The context binds the study, session, round, nonce (fresh for every attempt), task, a digest
+of the parameters, and the exact sorted participant set. For each output and ciphertext index the seed is expanded into a
+residue modulo ``n`` (:func:`ehr_fed.crypto.masking.expand_residues`); site ``i`` adds the residues of every
+``j > i`` and subtracts those of every ``j < i``. Over exactly ``P`` the masks cancel modulo ``n`` and the
+decrypted sum is bit-identical to the unmasked one; one site's ciphertext, or the sum of any proper subset of
+``P``, decrypts to a uniformly random residue (it still carries the masks shared with the missing sites).
+
+A site that drops out leaves masks that cannot be removed: the coordinator runs the round again with the
+survivors (a new nonce, so new seeds and new masks), and no subset sum is ever unmasked.
+
+Cost per secure sum at a site of ``|P|`` participants: ``|P| - 1`` X25519 agreements and HKDF calls, one
+SHAKE-256 expansion of ``bytes(n) + 16`` bytes per ciphertext and peer, and one multiplication modulo
+``n**2`` per ciphertext. For the federation that is ``|P| (|P| - 1) / 2`` pairwise seeds per round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ehr_fed.federation.messages import ProtocolError
+
+_SALT = b"ehr-fed pairwise mask v1"
+
+
+def params_digest(params: Any) -> str:
+    """Hex SHA-256 of a computation's parameters (canonical form of the typed payload).
+
+    Together with the study and the task it names *what* is computed, whatever the encoding (the layout,
+    which depends on the number of sites, is left out): the key of the sites' differencing records.
+    """
+    from ehr_fed.federation.checkpoint import params_hash
+
+    return params_hash("computation", params)
+
+
+def mask_context(*, study: str, session: str, round: int, nonce: str, task: str, participants: Sequence[str],
+                 digest: str) -> bytes:
+    """The bytes every participant binds its pairwise seeds to (identical at every site of one sum)."""
+    return json.dumps({"v": 1, "study": study, "session": session, "round": int(round), "nonce": nonce,
+                       "task": task, "participants": sorted(participants), "params": digest},
+                      sort_keys=True, separators=(",", ":")).encode()
+
+
+def check_participants(participants: Any, site_id: str, peers: dict, min_sites: int) -> list[str]:
+    """The participant list of a secure-sum request, checked by a contributing site.
+
+    It must be a list of distinct known site ids that includes this site and has at least the site's own
+    ``min_sites`` members (fewer would leave this site's share barely masked).
+    """
+    if not isinstance(participants, list) or not all(isinstance(p, str) and p for p in participants):
+        raise ProtocolError("secure_sum request carries no valid participant list (a list of site ids)")
+    if len(set(participants)) != len(participants):
+        raise ProtocolError(f"secure_sum participant list repeats a site: {participants}")
+    if site_id not in participants:
+        raise ProtocolError(f"secure_sum participant list {participants} does not include this site {site_id!r}")
+    # a site without a ceremony (plaintext federations of tests) knows no members to check against
+    unknown = sorted(set(participants) - set(peers)) if peers else []
+    if unknown:
+        raise ProtocolError(f"secure_sum participants {unknown} are not members of this site's key ceremony")
+    if len(participants) < min_sites:
+        from ehr_fed.privacy import DisclosureError
+
+        raise DisclosureError(
+            f"site {site_id} refuses to contribute to a sum over {len(participants)} site(s); its policy "
+            f"requires min_sites={min_sites}", rule="min_sites", site_id=site_id)
+    return sorted(participants)
+
+
+def pairwise_seeds(kex_private: bytes, site_id: str, peers: dict, participants: Sequence[str],
+                   context: bytes) -> list[tuple[int, bytes]]:
+    """``[(sign, seed), ...]`` for every other participant: ``+1`` for peers after this site, ``-1`` before."""
+    me = X25519PrivateKey.from_private_bytes(kex_private)
+    out = []
+    for other in sorted(participants):
+        if other == site_id:
+            continue
+        shared = me.exchange(X25519PublicKey.from_public_bytes(peers[other].kex))
+        lo, hi = sorted((site_id, other))
+        info = hashlib.sha256(context + b"\x00" + lo.encode() + b"\x00" + hi.encode()).digest()
+        seed = HKDF(hashes.SHA256(), 32, salt=_SALT, info=info).derive(shared)
+        out.append((1 if site_id < other else -1, seed))
+    return out
+
+
+class SiteMasker:
+    """The masks one site adds to its contributions to one secure sum."""
+
+    def __init__(self, seeds: list[tuple[int, bytes]]):
+        self.seeds = seeds
+
+    def residues(self, name: str, count: int, n: int) -> list:
+        """The summed mask residues (mod ``n``) for the ``count`` ciphertexts of output ``name``."""
+        from ehr_fed.crypto.masking import expand_residues
+
+        total = [0] * count
+        label = name.encode()
+        for sign, seed in self.seeds:
+            stream = expand_residues(seed, label, count, n)
+            if sign > 0:
+                total = [a + b for a, b in zip(total, stream, strict=True)]
+            else:
+                total = [a - b for a, b in zip(total, stream, strict=True)]
+        return [t % n for t in total]
