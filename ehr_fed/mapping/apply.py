@@ -9,7 +9,8 @@ tables in standard terms:
     a stay, not a stay), ``emergency_admission``, ``transfer_out``, ``planned``.
 ``std_condition``
     ``person_id, visit_id, time, vocabulary, code, concept_id``; ``time`` is the onset, else the
-    visit's start; ICD codes are normalised (dots and blanks removed, upper case).
+    visit's start; ICD codes are normalised (dots and blanks removed, upper case). With an OMOP
+    source, the source codings of ``condition_source`` (ICD-10-CM of a SNOMED CT condition) too.
 ``std_condition_set``
     ``person_id, visit_id, time, concept_set``: conditions in each concept set (ICD by prefix,
     other vocabularies exactly, OMOP concept ids with their descendants from ``concept_ancestor``).
@@ -157,9 +158,11 @@ def _coded(table: str, time_expr: str, extra: str) -> str:
 def _std_clinical(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE OR REPLACE TEMP TABLE _visit_start AS SELECT visit_id, min(start_time) AS start_time "
                 "FROM visit WHERE visit_id IS NOT NULL GROUP BY visit_id")
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE std_condition AS
-        {_coded('condition', 'coalesce(r.onset_time, vs.start_time) AS time', '')}
-        LEFT JOIN _visit_start vs ON vs.visit_id = r.visit_id""")
+    # an OMOP reader's condition_source holds the source codings (ICD-10-CM) of the same conditions
+    tables = ["condition"] + (["condition_source"] if _has_table(con, "condition_source") else [])
+    coded = [f"""{_coded(t, 'coalesce(r.onset_time, vs.start_time) AS time', '')}
+        LEFT JOIN _visit_start vs ON vs.visit_id = r.visit_id""" for t in tables]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE std_condition AS {' UNION ALL '.join(coded)}")
     con.execute(f"""CREATE OR REPLACE TEMP TABLE std_medication AS
         {_coded('medication', 'coalesce(r.start_time, vs.start_time) AS start_time', ', r.end_time, r.status')}
         LEFT JOIN _visit_start vs ON vs.visit_id = r.visit_id""")

@@ -43,11 +43,17 @@ CONVERSIONS: dict[str, tuple[Conversion, ...]] = {
 }
 
 
+#: other UCUM expressions of a known unit, as OMOP unit concepts spell them in ``concept_code``
+#: (OHDSI concept 720870 "milliliter per minute per 1.73 square meter")
+UCUM_EQUIVALENTS: dict[str, str] = {"mL/min/(173.10*-2.m2)": "mL/min/{1.73_m2}"}
+
+
 def canonical_ucum(unit: str | None, site_units: dict[str, str] | None = None) -> str | None:
     """UCUM spelling of a local unit, or None when it is unknown.
 
     The site mapping's ``units:`` table wins (exact key, then case-insensitive);
-    otherwise a spelling equal to a known UCUM unit up to case is accepted.
+    otherwise a spelling equal to a known UCUM unit (or one of :data:`UCUM_EQUIVALENTS`)
+    up to case is accepted.
     """
     if unit is None:
         return None
@@ -61,6 +67,9 @@ def canonical_ucum(unit: str | None, site_units: dict[str, str] | None = None) -
             return value
     for known in KNOWN_UCUM:
         if known.lower() == lower:
+            return known
+    for spelling, known in UCUM_EQUIVALENTS.items():
+        if spelling.lower() == lower:
             return known
     return None
 

@@ -1,16 +1,18 @@
 """The code tables the synthetic hospitals write: conditions, labs, drugs, procedures, visits.
 
-Every clinical concept has its standard codes (ICD-10-CM, SNOMED CT, LOINC, RxNorm) and the
-OMOP concept id written in the OMOP files. Ids of real OMOP standard concepts are used where
-they are well known (visit, gender, UCUM units, LOINC labs, most SNOMED conditions); every
-other concept gets an id in the range OMOP reserves for site-local concepts (> 2,000,000,000),
-listed with its vocabulary and code in the ``concept`` table that the synthetic OMOP file ships,
-so the OMOP reader resolves every id to ``vocabulary_id`` / ``concept_code``.
+Every code is a concept of the OHDSI vocabulary subset shipped in each OMOP file
+(:mod:`ehr_fed.synth.vocabulary`), with its real OHDSI concept id and the vocabulary's own
+name, which is also the FHIR ``display``. OMOP rows follow OHDSI ETL conventions: standard
+concepts (SNOMED CT, RxNorm, LOINC, UCUM) in ``*_concept_id``, the code as the site holds it
+in ``*_source_value`` and its concept in ``*_source_concept_id`` (an ICD-10-CM diagnosis
+'Maps to' its SNOMED CT concept).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ehr_fed.synth.vocabulary import MAPS_TO, concept_by_code, concepts
 
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -19,60 +21,81 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 UCUM = "http://unitsofmeasure.org"
 ACTCODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
-#: first id of the synthetic site-local concepts (OMOP reserves ids above 2 billion)
-LOCAL_CONCEPT_BASE = 2_000_000_000
+_CONCEPTS = concepts()
+
+
+def name_of(concept_id: int) -> str:
+    """The vocabulary's name of a shipped concept."""
+    return _CONCEPTS[concept_id].concept_name
 
 
 @dataclass(frozen=True)
 class Condition:
-    """A diagnosis with its codes in both vocabularies.
+    """A diagnosis: its SNOMED CT code and, when ICD-10-CM sites code it so, its ICD-10-CM code.
 
-    ``charlson`` is the weight of the condition in the data-generating process's
+    ``icd10 is None`` marks a condition every site records in SNOMED CT (a problem-list
+    entry). ``charlson`` is the weight of the condition in the data-generating process's
     Charlson-like burden score (0 = not a Charlson condition).
     """
 
     key: str
-    display: str
-    icd10: str
-    icd10_concept: int
     snomed: str
-    snomed_concept: int
+    icd10: str | None = None
     charlson: int = 0
 
+    @property
+    def snomed_concept(self) -> int:
+        return concept_by_code("SNOMED", self.snomed).concept_id
 
-_L = LOCAL_CONCEPT_BASE
+    @property
+    def snomed_display(self) -> str:
+        return concept_by_code("SNOMED", self.snomed).concept_name
+
+    @property
+    def icd10_concept(self) -> int:
+        return concept_by_code("ICD10CM", self.icd10).concept_id
+
+    @property
+    def icd10_display(self) -> str:
+        return concept_by_code("ICD10CM", self.icd10).concept_name
+
+    @property
+    def icd10_maps_to(self) -> int:
+        """The standard concept the ICD-10-CM concept 'Maps to'."""
+        return MAPS_TO[self.icd10_concept]
+
 
 CONDITIONS: dict[str, Condition] = {c.key: c for c in (
     # chronic conditions (study feature flags)
-    Condition("diabetes", "Type 2 diabetes mellitus", "E11.9", _L + 101, "44054006", 201826, 1),
-    Condition("heart_failure", "Heart failure", "I50.9", _L + 102, "84114007", 316139, 1),
-    Condition("copd", "Chronic obstructive lung disease", "J44.9", _L + 103, "13645005", 255573, 1),
-    Condition("ckd", "Chronic kidney disease stage 3", "N18.3", _L + 104, "433144002", 443597, 2),
-    Condition("hypertension", "Essential hypertension", "I10", _L + 105, "59621000", 320128, 0),
-    Condition("cancer", "Malignant tumor of colon", "C18.9", _L + 106, "363406005", 4180790, 2),
+    Condition("diabetes", "44054006", "E11.9", 1),
+    Condition("heart_failure", "84114007", "I50.9", 1),
+    Condition("copd", "13645005", "J44.9", 1),
+    Condition("ckd", "433144002", "N18.3", 2),
+    Condition("hypertension", "59621000", "I10", 0),
+    Condition("cancer", "363406005", None, 2),
     # other Charlson conditions (burden only)
-    Condition("mi", "Acute myocardial infarction", "I21.9", _L + 107, "22298006", _L + 207, 1),
-    Condition("stroke", "Cerebral infarction", "I63.9", _L + 108, "230690007", _L + 208, 1),
-    Condition("dementia", "Dementia", "F03.90", _L + 109, "52448006", _L + 209, 1),
+    Condition("mi", "22298006", "I25.2", 1),
+    Condition("stroke", "230690007", "I63.9", 1),
+    Condition("dementia", "52448006", "F03.90", 1),
     # prediabetes finding (T2D study)
-    Condition("prediabetes", "Prediabetes", "R73.03", _L + 110, "714628002", 37018196, 0),
+    Condition("prediabetes", "714628002", None, 0),
     # acute admission reasons (no feature)
-    Condition("pneumonia", "Pneumonia", "J18.9", _L + 111, "233604007", _L + 211, 0),
-    Condition("uti", "Urinary tract infection", "N39.0", _L + 112, "68566005", _L + 212, 0),
-    Condition("sepsis", "Sepsis", "A41.9", _L + 113, "91302008", _L + 213, 0),
-    Condition("fracture", "Fracture of neck of femur", "S72.009A", _L + 114, "5913000", _L + 214, 0),
-    Condition("chest_pain", "Chest pain", "R07.9", _L + 115, "29857009", _L + 215, 0),
+    Condition("pneumonia", "233604007", "J18.9", 0),
+    Condition("uti", "68566005", "N39.0", 0),
+    Condition("sepsis", "91302008", "A41.9", 0),
+    Condition("afib", "49436004", "I48.91", 0),
+    Condition("chest_pain", "29857009", "R07.9", 0),
 )}
 
 #: chronic conditions that are study feature flags, with the comorbidity order used everywhere
 CHRONIC = ("diabetes", "heart_failure", "copd", "ckd", "hypertension", "cancer", "mi", "stroke", "dementia")
 #: acute reasons for an admission or ED visit
-ACUTE = ("pneumonia", "uti", "sepsis", "fracture", "chest_pain")
+ACUTE = ("pneumonia", "uti", "sepsis", "afib", "chest_pain")
 
 
 @dataclass(frozen=True)
 class Lab:
-    """A lab: its LOINC code and OMOP concept, canonical UCUM unit, and the site-local form.
+    """A lab: its LOINC code, canonical UCUM unit, and the site-local form.
 
     ``local_unit`` / ``to_local`` give the unit some sites report in and the factor
     ``local = canonical * to_local`` (the inverse of the conversion in ``docs/internals.md``);
@@ -80,9 +103,7 @@ class Lab:
     """
 
     key: str
-    display: str
     loinc: str
-    concept: int
     unit: str
     decimals: int
     local_code: str
@@ -90,52 +111,69 @@ class Lab:
     to_local: float = 1.0
     local_decimals: int = 1
 
+    @property
+    def source_concept(self) -> int:
+        """The LOINC concept of the code the site reports (may be non-standard)."""
+        return concept_by_code("LOINC", self.loinc).concept_id
+
+    @property
+    def concept(self) -> int:
+        """The standard concept of ``measurement_concept_id`` (the code's 'Maps to' target)."""
+        return MAPS_TO.get(self.source_concept, self.source_concept)
+
+    @property
+    def display(self) -> str:
+        return concept_by_code("LOINC", self.loinc).concept_name
+
 
 LABS: dict[str, Lab] = {lab.key: lab for lab in (
-    Lab("creatinine", "Creatinine [Mass/volume] in Serum or Plasma", "2160-0", 3016723, "mg/dL", 2,
-        "CREA", "umol/L", 88.42, 0),
-    Lab("hemoglobin", "Hemoglobin [Mass/volume] in Blood", "718-7", 3000963, "g/dL", 1,
-        "HGB", "g/L", 10.0, 0),
-    Lab("sodium", "Sodium [Moles/volume] in Serum or Plasma", "2951-2", 3019550, "mmol/L", 0, "NA"),
-    Lab("glucose", "Glucose [Mass/volume] in Serum or Plasma", "2345-7", 3004501, "mg/dL", 0,
-        "GLU", "mmol/L", 1 / 18.016, 1),
-    Lab("hba1c", "Hemoglobin A1c/Hemoglobin.total in Blood", "4548-4", 3004410, "%", 1, "A1C"),
-    Lab("egfr", "Glomerular filtration rate/1.73 sq M.predicted by Creatinine-based formula (MDRD)",
-        "33914-3", 3030354, "mL/min/{1.73_m2}", 0, "EGFR"),
+    Lab("creatinine", "2160-0", "mg/dL", 2, "CREA", "umol/L", 88.42, 0),
+    Lab("hemoglobin", "718-7", "g/dL", 1, "HGB", "g/L", 10.0, 0),
+    Lab("sodium", "2951-2", "mmol/L", 0, "NA"),
+    Lab("glucose", "2345-7", "mg/dL", 0, "GLU", "mmol/L", 1 / 18.016, 1),
+    Lab("hba1c", "4548-4", "%", 1, "A1C"),
+    Lab("egfr", "33914-3", "mL/min/{1.73_m2}", 0, "EGFR"),
 )}
 
-#: UCUM unit -> OMOP unit concept id (real UCUM concepts)
+#: UCUM unit -> OMOP unit concept id (the standard UCUM concepts; 720870's concept_code is the
+#: equivalent UCUM expression ``mL/min/(173.10*-2.m2)``)
 UNIT_CONCEPTS: dict[str, int] = {
     "mg/dL": 8840, "umol/L": 8749, "mmol/L": 8753, "g/dL": 8713, "g/L": 8636, "%": 8554,
-    "mL/min/{1.73_m2}": 8795,
+    "mL/min/{1.73_m2}": 720870,
 }
 
 
 @dataclass(frozen=True)
 class Drug:
     key: str
-    display: str
     rxnorm: str
-    concept: int
+
+    @property
+    def concept(self) -> int:
+        return concept_by_code("RxNorm", self.rxnorm).concept_id
+
+    @property
+    def display(self) -> str:
+        return concept_by_code("RxNorm", self.rxnorm).concept_name
 
 
 DRUGS: dict[str, Drug] = {d.key: d for d in (
-    Drug("metformin", "metformin hydrochloride 500 MG Oral Tablet", "860975", _L + 301),
-    Drug("lisinopril", "lisinopril 10 MG Oral Tablet", "314076", _L + 302),
-    Drug("furosemide", "furosemide 40 MG Oral Tablet", "313988", _L + 303),
-    Drug("albuterol", "albuterol 0.09 MG/ACTUAT Metered Dose Inhaler", "895994", _L + 304),
-    Drug("atorvastatin", "atorvastatin 20 MG Oral Tablet", "617310", _L + 305),
-    Drug("amlodipine", "amlodipine 5 MG Oral Tablet", "197361", _L + 306),
-    Drug("donepezil", "donepezil hydrochloride 10 MG Oral Tablet", "997223", _L + 307),
-    Drug("amoxicillin", "amoxicillin 500 MG Oral Capsule", "308191", _L + 308),
-    Drug("acetaminophen", "acetaminophen 325 MG Oral Tablet", "313782", _L + 309),
-    Drug("ondansetron", "ondansetron 4 MG Oral Tablet", "312086", _L + 310),
-    Drug("heparin", "heparin sodium 5000 UNT/ML Injectable Solution", "1361615", _L + 311),
+    Drug("metformin", "860975"),
+    Drug("lisinopril", "314076"),
+    Drug("furosemide", "313988"),
+    Drug("fluticasone", "895994"),
+    Drug("atorvastatin", "259255"),
+    Drug("amlodipine", "197361"),
+    Drug("donepezil", "997223"),
+    Drug("amoxicillin", "308192"),
+    Drug("acetaminophen", "313782"),
+    Drug("ondansetron", "1740467"),
+    Drug("heparin", "1659263"),
 )}
 
 #: chronic condition -> the long-term drug it is treated with
 CHRONIC_DRUG: dict[str, str] = {
-    "diabetes": "metformin", "heart_failure": "furosemide", "copd": "albuterol",
+    "diabetes": "metformin", "heart_failure": "furosemide", "copd": "fluticasone",
     "hypertension": "lisinopril", "mi": "atorvastatin", "stroke": "atorvastatin",
     "dementia": "donepezil", "ckd": "amlodipine",
 }
@@ -146,20 +184,32 @@ DISCHARGE_DRUGS = ("amoxicillin", "acetaminophen", "ondansetron", "heparin")
 @dataclass(frozen=True)
 class Procedure:
     key: str
-    display: str
     snomed: str
-    concept: int
+
+    @property
+    def concept(self) -> int:
+        return concept_by_code("SNOMED", self.snomed).concept_id
+
+    @property
+    def display(self) -> str:
+        return concept_by_code("SNOMED", self.snomed).concept_name
 
 
 PROCEDURES: dict[str, Procedure] = {p.key: p for p in (
-    Procedure("chest_xray", "Plain chest X-ray", "399208008", 4163872),
-    Procedure("ecg", "Electrocardiographic procedure", "29303009", 4301774),
-    Procedure("dialysis", "Hemodialysis", "302497006", _L + 403),
-    Procedure("ct_head", "Computed tomography of head", "303653007", _L + 404),
-    Procedure("echo", "Echocardiography", "40701008", _L + 405),
+    Procedure("chest_xray", "399208008"),
+    Procedure("ecg", "29303009"),
+    Procedure("dialysis", "302497006"),
+    Procedure("ct_head", "303653007"),
+    Procedure("echo", "40701008"),
 )}
 
 #: OMOP gender concepts
 GENDER_CONCEPTS = {"female": 8532, "male": 8507}
-#: OMOP type concepts ("EHR" provenance)
+#: OMOP type concept "EHR" (provenance of every row)
 TYPE_EHR = 32817
+#: OMOP race and ethnicity concepts, with the US Core (OMB) codes of the FHIR form
+RACES = {"white": (8527, "2106-3", "White"), "black": (8516, "2054-5", "Black or African American")}
+ETHNICITIES = {"hispanic": (38003563, "2135-2", "Hispanic or Latino"),
+               "not_hispanic": (38003564, "2186-5", "Not Hispanic or Latino")}
+#: FHIR admit-source code -> OMOP admitted_from concept (CMS place of service, as OHDSI ETLs map it)
+ADMIT_SOURCE_CONCEPTS = {"emd": 8870, "psych": 8971}

@@ -74,7 +74,8 @@ def omop_mapping(profile: SiteProfile) -> dict:
             "emergency_admission": ["omop:admitted_from_concept_id|8870"],
         },
         "code_systems": code_systems,
-        "local_codes": _local_codes(profile, profile.lab_vocabulary) if profile.lab_coding == "local" else [],
+        # OMOP measurement_concept_id holds the LOINC concept even for the laboratory's own codes
+        "local_codes": [],
         "units": _units(profile),
         "omop": {
             "person_id_field": "person_source_value",

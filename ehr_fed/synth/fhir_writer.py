@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from ehr_fed.synth.codes import DRUGS, PROCEDURES, RXNORM, SNOMED, UCUM
+from ehr_fed.synth.codes import DRUGS, ETHNICITIES, PROCEDURES, RACES, RXNORM, SNOMED, UCUM
 from ehr_fed.synth.patients import PERIOD_END, Patient
 from ehr_fed.synth.profiles import SiteProfile
 from ehr_fed.synth.sitecodes import LOCAL_SPELLING, dx_coding, lab_coding
@@ -27,7 +27,19 @@ _DX_CATEGORY = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/co
 _LAB_CATEGORY = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
                               "code": "laboratory"}]}]
 _ADMIT_EMD = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/admit-source", "code": "emd"}]}
-_ADMIT_PHYS = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/admit-source", "code": "psych"}]}
+_ADMIT_PSYCH = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/admit-source", "code": "psych"}]}
+_US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-"
+_OMB = "urn:oid:2.16.840.1.113883.6.238"
+
+
+def us_core_extensions(race: str, ethnicity: str) -> list[dict]:
+    """US Core race and ethnicity extensions (OMB categories) of a Patient."""
+    out = []
+    for kind, (_, code, display) in (("race", RACES[race]), ("ethnicity", ETHNICITIES[ethnicity])):
+        out.append({"url": f"{_US_CORE}{kind}", "extension": [
+            {"url": "ombCategory", "valueCoding": {"system": _OMB, "code": code, "display": display}},
+            {"url": "text", "valueString": display}]})
+    return out
 _HOME = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/discharge-disposition", "code": "home"}]}
 
 
@@ -78,7 +90,8 @@ class FhirWriter:
         pat = {"resourceType": "Patient", "id": p.key,
                "identifier": [{"system": f"urn:oid:2.16.840.1.113883.3.9999.{prof.index + 1}.2",
                                "value": p.key[:8].upper()}],
-               "gender": "female" if p.female else "male", "birthDate": birth_date(p.birth)}
+               "gender": "female" if p.female else "male", "birthDate": birth_date(p.birth),
+               "extension": us_core_extensions(p.race, p.ethnicity)}
         if p.death is not None:
             pat["deceasedDateTime"] = fmt(p.death)
         buf["Patient"].append(dumps(pat))
@@ -93,7 +106,7 @@ class FhirWriter:
                 system, code, display = dx_coding(prof, v.reason)
                 enc["reasonCode"] = [{"coding": [{"system": system, "code": code, "display": display}]}]
             if v.kind == "IP":
-                enc["hospitalization"] = {"admitSource": _ADMIT_EMD if v.emergency else _ADMIT_PHYS,
+                enc["hospitalization"] = {"admitSource": _ADMIT_EMD if v.emergency else _ADMIT_PSYCH,
                                           "dischargeDisposition": _HOME}
             buf["Encounter"].append(dumps(enc))
         ref = [{"reference": f"Encounter/{eid}"} for eid in enc_ids]

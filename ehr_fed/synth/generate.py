@@ -29,7 +29,7 @@ from ehr_fed.synth.profiles import SiteProfile, default_profiles, site_sizes
 FORMATS = ("fhir", "omop", "both")
 MANIFEST = "synth-manifest.json"
 #: bump when the generated data change for the same parameters
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CHUNK_PATIENTS = 2_000
 
 _TRUTH_COLUMNS = (

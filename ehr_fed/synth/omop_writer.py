@@ -1,10 +1,17 @@
-"""Write simulated patients into an OMOP CDM v5.4 DuckDB file.
+"""Write simulated patients into an OMOP CDM v5.4 DuckDB file, as an OHDSI ETL would.
 
 Rows are buffered per table and appended as Arrow batches every few thousand patients, so
 memory stays bounded. Datetimes are the UTC instants of the FHIR form (OMOP has no zone);
-``person_source_value`` holds the FHIR ``Patient.id``. Diagnoses keep the site's vocabulary
-(ICD-10-CM or SNOMED CT) in ``condition_concept_id`` and ``condition_source_value``; local lab
-codes are site-local concepts (ids above 2,000,000,000) with their own ``vocabulary_id``.
+``person_source_value`` holds the FHIR ``Patient.id``.
+
+OHDSI conventions followed: every ``*_concept_id`` holds a standard concept (SNOMED CT
+conditions and procedures, RxNorm drugs, LOINC measurements, UCUM units, Visit / CMS place of
+service visits); the site's code is the ``*_source_value`` and its concept the
+``*_source_concept_id`` (an ICD-10-CM diagnosis: the ICD-10-CM concept, while
+``condition_concept_id`` is the SNOMED CT concept it 'Maps to'; a laboratory's own code: 0).
+A condition starts at its record date (the later of onset and visit start), inside its visit
+and the person's observation period. The vocabulary tables hold the subset of
+:mod:`ehr_fed.synth.vocabulary`.
 """
 
 from __future__ import annotations
@@ -16,18 +23,21 @@ import numpy as np
 import pyarrow as pa
 
 from ehr_fed.synth.codes import (
+    ADMIT_SOURCE_CONCEPTS,
     CONDITIONS,
     DRUGS,
+    ETHNICITIES,
     GENDER_CONCEPTS,
     LABS,
-    LOCAL_CONCEPT_BASE,
     PROCEDURES,
+    RACES,
     TYPE_EHR,
     UNIT_CONCEPTS,
 )
 from ehr_fed.synth.patients import DAY, Patient
 from ehr_fed.synth.profiles import SiteProfile
 from ehr_fed.synth.sitecodes import LOCAL_SPELLING, lab_coding
+from ehr_fed.synth.vocabulary import vocabulary_tables
 
 #: CDM v5.4 columns of the tables written (name -> DuckDB type)
 CDM: dict[str, dict[str, str]] = {
@@ -100,65 +110,49 @@ CDM: dict[str, dict[str, str]] = {
         "concept_class_id": "VARCHAR", "standard_concept": "VARCHAR", "concept_code": "VARCHAR",
         "valid_start_date": "DATE", "valid_end_date": "DATE", "invalid_reason": "VARCHAR",
     },
+    "concept_relationship": {
+        "concept_id_1": "INTEGER", "concept_id_2": "INTEGER", "relationship_id": "VARCHAR",
+        "valid_start_date": "DATE", "valid_end_date": "DATE", "invalid_reason": "VARCHAR",
+    },
+    "concept_ancestor": {
+        "ancestor_concept_id": "INTEGER", "descendant_concept_id": "INTEGER",
+        "min_levels_of_separation": "INTEGER", "max_levels_of_separation": "INTEGER",
+    },
+    "domain": {"domain_id": "VARCHAR", "domain_name": "VARCHAR", "domain_concept_id": "INTEGER"},
+    "vocabulary": {
+        "vocabulary_id": "VARCHAR", "vocabulary_name": "VARCHAR", "vocabulary_reference": "VARCHAR",
+        "vocabulary_version": "VARCHAR", "vocabulary_concept_id": "INTEGER",
+    },
+    "concept_class": {
+        "concept_class_id": "VARCHAR", "concept_class_name": "VARCHAR", "concept_class_concept_id": "INTEGER",
+    },
+    "relationship": {
+        "relationship_id": "VARCHAR", "relationship_name": "VARCHAR", "is_hierarchical": "VARCHAR",
+        "defines_ancestry": "VARCHAR", "reverse_relationship_id": "VARCHAR", "relationship_concept_id": "INTEGER",
+    },
 }
+#: the vocabulary tables (written once, at close)
+VOCABULARY_TABLES = ("concept", "concept_relationship", "concept_ancestor", "domain", "vocabulary",
+                     "concept_class", "relationship")
 
 #: columns whose buffered values are UTC seconds (written as TIMESTAMP) or days (DATE)
 _TS_SUFFIX = "_datetime"
-_ER_VISIT = 8870
-_HOME = 8536
 
 
-def condition_concept(profile: SiteProfile, key: str) -> tuple[int, str]:
-    """``(concept_id, code)`` of a diagnosis in the site's vocabulary."""
+def condition_concepts(profile: SiteProfile, key: str) -> tuple[int, int, str]:
+    """``(condition_concept_id, condition_source_concept_id, condition_source_value)`` at the site."""
     c = CONDITIONS[key]
-    if profile.dx_vocabulary == "icd10cm":
-        return c.icd10_concept, c.icd10
-    return c.snomed_concept, c.snomed
+    if profile.dx_vocabulary == "icd10cm" and c.icd10 is not None:
+        return c.icd10_maps_to, c.icd10_concept, c.icd10
+    return c.snomed_concept, c.snomed_concept, c.snomed
 
 
-def lab_concept(profile: SiteProfile, key: str) -> tuple[int, str]:
-    """``(concept_id, source value)`` of a lab as the site codes it."""
+def lab_concepts(profile: SiteProfile, key: str) -> tuple[int, int, str]:
+    """``(measurement_concept_id, measurement_source_concept_id, measurement_source_value)``."""
     lab = LABS[key]
     if profile.lab_coding == "local":
-        return LOCAL_CONCEPT_BASE + 500 + list(LABS).index(key), lab.local_code
-    return lab.concept, lab.loinc
-
-
-def concept_rows(profile: SiteProfile) -> list[tuple]:
-    """The ``concept`` table: every concept id the site's file uses."""
-    vocab_dx = "ICD10CM" if profile.dx_vocabulary == "icd10cm" else "SNOMED"
-    rows = []
-    for key, c in CONDITIONS.items():
-        cid, code = condition_concept(profile, key)
-        rows.append((cid, c.display, "Condition", vocab_dx, "Clinical Finding", "S", code))
-    for key, lab in LABS.items():
-        cid, code = lab_concept(profile, key)
-        vocab = profile.lab_vocabulary if profile.lab_coding == "local" else "LOINC"
-        rows.append((cid, lab.display, "Measurement", vocab, "Lab Test", "S" if vocab == "LOINC" else None, code))
-    for d in DRUGS.values():
-        rows.append((d.concept, d.display, "Drug", "RxNorm", "Clinical Drug", "S", d.rxnorm))
-    for pr in PROCEDURES.values():
-        rows.append((pr.concept, pr.display, "Procedure", "SNOMED", "Procedure", "S", pr.snomed))
-    for unit, cid in UNIT_CONCEPTS.items():
-        rows.append((cid, unit, "Unit", "UCUM", "Unit", "S", unit))
-    rows += [
-        (9201, "Inpatient Visit", "Visit", "Visit", "Visit", "S", "IP"),
-        (9203, "Emergency Room Visit", "Visit", "Visit", "Visit", "S", "ER"),
-        (9202, "Outpatient Visit", "Visit", "Visit", "Visit", "S", "OP"),
-        (8717, "Inpatient Hospital", "Visit", "CMS Place of Service", "Visit", "S", "21"),
-        (8870, "Emergency Room - Hospital", "Visit", "CMS Place of Service", "Visit", "S", "23"),
-        (581477, "Office Visit", "Visit", "Medicare Specialty", "Visit", "S", "11"),
-        (8536, "Home", "Visit", "CMS Place of Service", "Visit", "S", "12"),
-        (8532, "FEMALE", "Gender", "Gender", "Gender", "S", "F"),
-        (8507, "MALE", "Gender", "Gender", "Gender", "S", "M"),
-        (TYPE_EHR, "EHR", "Type Concept", "Type Concept", "Type Concept", "S", "OMOP4976890"),
-    ]
-    seen, out = set(), []
-    for r in rows:
-        if r[0] not in seen:
-            seen.add(r[0])
-            out.append(r)
-    return sorted(out)
+        return lab.concept, 0, lab.local_code
+    return lab.concept, lab.source_concept, lab.loinc
 
 
 class OmopWriter:
@@ -176,14 +170,14 @@ class OmopWriter:
         for table, cols in CDM.items():
             body = ", ".join(f"{c} {t}" for c, t in cols.items())
             self.con.execute(f"CREATE TABLE {table} ({body})")
-        self._buf: dict[str, dict[str, list]] = {t: {} for t in CDM if t != "concept"}
+        self._buf: dict[str, dict[str, list]] = {t: {} for t in CDM if t not in VOCABULARY_TABLES}
         self._rows = 0
         self.flush_rows = flush_rows
         self.counts = dict.fromkeys(self._buf, 0)
         self._next = dict.fromkeys(("visit", "condition", "measurement", "drug", "procedure"), 1)
         self._person = 0
-        self._dx = {k: condition_concept(profile, k) for k in CONDITIONS}
-        self._lab = {k: lab_concept(profile, k) for k in LABS}
+        self._dx = {k: condition_concepts(profile, k) for k in CONDITIONS}
+        self._lab = {k: lab_concepts(profile, k) for k in LABS}
         self._lab_unit = {k: lab_coding(profile, k)[3] for k in LABS}
         v = profile.visits
         self._visit = {"IP": (v.omop_inpatient, v.inpatient), "ED": (v.omop_emergency, v.emergency),
@@ -205,8 +199,12 @@ class OmopWriter:
         self._person += 1
         pid = self._person
         a = self._append
+        race, race_code, _ = RACES[p.race]
+        ethnicity, ethnicity_code, _ = ETHNICITIES[p.ethnicity]
         a("person", person_id=pid, gender_concept_id=GENDER_CONCEPTS["female" if p.female else "male"],
-          birth_datetime=p.birth, person_source_value=p.key, gender_source_value="F" if p.female else "M")
+          birth_datetime=p.birth, race_concept_id=race, ethnicity_concept_id=ethnicity, person_source_value=p.key,
+          gender_source_value="F" if p.female else "M", race_source_value=race_code,
+          ethnicity_source_value=ethnicity_code)
         first = min(v.start for v in p.visits)
         last = max(v.end for v in p.visits)
         if p.death is not None:
@@ -219,24 +217,26 @@ class OmopWriter:
         for v, vid in zip(p.visits, vids, strict=True):
             concept, source = self._visit[v.kind]
             ip = v.kind == "IP"
+            admit = ("emd" if v.emergency else "psych") if ip else None
             a("visit_occurrence", visit_occurrence_id=vid, person_id=pid, visit_concept_id=concept,
               visit_start_datetime=v.start, visit_end_datetime=v.end, visit_type_concept_id=TYPE_EHR,
               visit_source_value=source,
-              admitted_from_concept_id=(_ER_VISIT if v.emergency else 0) if ip else None,
-              discharged_to_concept_id=_HOME if ip else None)
+              admitted_from_concept_id=ADMIT_SOURCE_CONCEPTS[admit] if ip else None,
+              admitted_from_source_value=admit, discharged_to_source_value="home" if ip else None)
         for (key, onset, v), cid in zip(p.conditions, self._ids("condition", len(p.conditions)), strict=True):
-            concept, code = self._dx[key]
+            concept, source_concept, code = self._dx[key]
             a("condition_occurrence", condition_occurrence_id=cid, person_id=pid, condition_concept_id=concept,
-              condition_start_datetime=onset, condition_type_concept_id=TYPE_EHR,
-              visit_occurrence_id=vids[v.index], condition_source_value=code, condition_source_concept_id=concept)
+              condition_start_datetime=max(onset, v.start), condition_type_concept_id=TYPE_EHR,
+              visit_occurrence_id=vids[v.index], condition_source_value=code,
+              condition_source_concept_id=source_concept)
         local_units = self.profile.lab_coding == "loinc_local_units"
         for (lab, t, v, _, value), mid in zip(p.labs, self._ids("measurement", len(p.labs)), strict=True):
-            concept, code = self._lab[lab]
+            concept, source_concept, code = self._lab[lab]
             unit = self._lab_unit[lab]
             a("measurement", measurement_id=mid, person_id=pid, measurement_concept_id=concept,
               measurement_datetime=t, measurement_type_concept_id=TYPE_EHR, value_as_number=value,
-              unit_concept_id=UNIT_CONCEPTS.get(unit, 0), visit_occurrence_id=vids[v.index],
-              measurement_source_value=code, measurement_source_concept_id=concept,
+              unit_concept_id=UNIT_CONCEPTS[unit], visit_occurrence_id=vids[v.index],
+              measurement_source_value=code, measurement_source_concept_id=source_concept,
               unit_source_value=LOCAL_SPELLING.get(unit, unit) if local_units else unit)
         for (drug, start, end, v), did in zip(p.drugs, self._ids("drug", len(p.drugs)), strict=True):
             d = DRUGS[drug]
@@ -267,9 +267,9 @@ class OmopWriter:
 
     def close(self) -> None:
         self.flush()
-        rows = concept_rows(self.profile)
-        self.con.executemany(
-            "INSERT INTO concept VALUES (?, ?, ?, ?, ?, ?, ?, DATE '1970-01-01', DATE '2099-12-31', NULL)", rows)
+        for table, rows in vocabulary_tables().items():
+            marks = ", ".join("?" * len(CDM[table]))
+            self.con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
         self.con.execute("CHECKPOINT")
         self.con.close()
 
@@ -297,6 +297,4 @@ def _arrow_batch(table: str, cols: dict[str, list]) -> pa.Table:
         m = dates.astype("datetime64[M]").astype(int) % 12 + 1
         d = (dates - dates.astype("datetime64[M]")).astype(int) + 1
         out["year_of_birth"], out["month_of_birth"], out["day_of_birth"] = pa.array(y), pa.array(m), pa.array(d)
-        out["race_concept_id"] = pa.array(np.zeros(len(y), dtype=np.int32))
-        out["ethnicity_concept_id"] = pa.array(np.zeros(len(y), dtype=np.int32))
     return pa.table(out)

@@ -18,6 +18,7 @@ The steps (see :mod:`ehr_fed.synth` for the whole process):
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ class Patient:
     drugs: list[tuple] = field(default_factory=list)        # (drug, start, end, visit)
     procedures: list[tuple] = field(default_factory=list)   # (procedure, time, visit)
     truth: list[dict] = field(default_factory=list)         # one per index event
+    race: str = "white"            # codes.RACES key
+    ethnicity: str = "not_hispanic"  # codes.ETHNICITIES key
 
     def finish(self) -> None:
         """Sort visits by start and give them their final positions."""
@@ -128,6 +131,7 @@ def simulate_patient(rng: random.Random, profile: SiteProfile, key: str) -> Pati
     birth = PERIOD_START - int(age0 * YEAR)
     birth -= birth % DAY
     p = Patient(key=key, female=female, birth=birth)
+    p.race, p.ethnicity = _race_ethnicity(key)
     frailty = rng.gauss(0.0, 1.0)
     st.frailty = frailty
     _chronic_conditions(p, st, age0)
@@ -138,6 +142,15 @@ def simulate_patient(rng: random.Random, profile: SiteProfile, key: str) -> Pati
     _stays(p, st, entry)
     p.finish()
     return p
+
+
+def _race_ethnicity(key: str) -> tuple[str, str]:
+    """Race (78 % white) and ethnicity (12 % Hispanic) from the patient id, not the random stream.
+
+    They enter no outcome model; deriving them from the id keeps every other draw unchanged.
+    """
+    h = hashlib.sha256(key.encode("ascii")).digest()
+    return ("white" if h[0] < 200 else "black"), ("hispanic" if h[1] < 31 else "not_hispanic")
 
 
 def _chronic_conditions(p: Patient, st: _State, age0: float) -> None:
@@ -396,7 +409,7 @@ def _one_stay(p: Patient, st: _State, t: int) -> Visit:
         _add_lab(p, st, "creatinine", late, stay, False)
         _add_lab(p, st, "sodium", late, stay, False)
     for proc in rng.sample(("chest_xray", "ecg", "ct_head", "echo"), k=rng.randint(0, 2)):
-        p.procedures.append((proc, t + int(rng.uniform(2, 20) * HOUR), stay))
+        p.procedures.append((proc, min(t + int(rng.uniform(2, 20) * HOUR), stay.end - 60), stay))
     if _has(st, "ckd", t) and rng.random() < 0.2:
         p.procedures.append(("dialysis", t + 6 * HOUR, stay))
     _visit_drugs(p, st, stay, stay.end - HOUR, 90)

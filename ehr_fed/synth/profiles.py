@@ -130,7 +130,7 @@ def _community_local(site_id: str, i: int) -> SiteProfile:
     system = f"http://hospital-{site_id.replace('_', '-')}.example.org/fhir/CodeSystem/encounter-class"
     return SiteProfile(
         site_id=site_id, archetype="community", weight=1.0, dx_vocabulary="icd10cm", lab_coding="loinc",
-        visits=VisitCoding(system, "INPT", "ED", "OPD", 8717, 8870, 581477), tz_minutes=0,
+        visits=VisitCoding(system, "INPT", "ED", "OPD", 8717, 8870, 8756), tz_minutes=0,
         missing_lab=0.15, age_shift=-1.5, comorbidity=0.9, admission_rate=0.9, los_factor=0.9,
         risk_shift=-0.1 + 0.05 * (i // 2), t2d_shift=-0.1, prediabetes_dx=0.5,
         description="community hospital: ICD-10-CM, local encounter classes, OMOP place-of-service "
@@ -142,7 +142,7 @@ def _rural(site_id: str) -> SiteProfile:
     system = f"http://hospital-{site_id.replace('_', '-')}.example.org/fhir/CodeSystem/encounter-class"
     return SiteProfile(
         site_id=site_id, archetype="rural", weight=0.4, dx_vocabulary="snomed", lab_coding="local",
-        visits=VisitCoding(system, "I", "E", "O", 8717, 8870, 581477), tz_minutes=-420, missing_lab=0.25,
+        visits=VisitCoding(system, "I", "E", "O", 8717, 8870, 8756), tz_minutes=-420, missing_lab=0.25,
         age_shift=4.0, comorbidity=1.1, admission_rate=0.8, los_factor=0.8, risk_shift=-0.2,
         t2d_shift=0.25, prediabetes_dx=0.25,
         description="small rural hospital: older, SNOMED CT, local lab codes and units, many missing labs",

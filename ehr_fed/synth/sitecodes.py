@@ -41,9 +41,14 @@ def lab_value(profile: SiteProfile, lab_key: str, value: float) -> tuple[float, 
 
 
 def dx_coding(profile: SiteProfile, key: str) -> tuple[str, str, str]:
+    """``(system, code, display)`` of a diagnosis as the site codes it.
+
+    ICD-10-CM sites code diagnoses in ICD-10-CM except the problem-list conditions that have
+    no ICD-10-CM code in :data:`~ehr_fed.synth.codes.CONDITIONS` (SNOMED CT everywhere).
+    """
     c = CONDITIONS[key]
-    if profile.dx_vocabulary == "icd10cm":
-        return ICD10CM, c.icd10, c.display
-    return SNOMED, c.snomed, c.display
+    if profile.dx_vocabulary == "icd10cm" and c.icd10 is not None:
+        return ICD10CM, c.icd10, c.icd10_display
+    return SNOMED, c.snomed, c.snomed_display
 
 

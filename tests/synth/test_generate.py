@@ -45,7 +45,8 @@ def test_mapping_configs_validate_and_differ_between_sites(small_federation):
         assert omop.omop.person_id_field == "person_source_value"
     inpatient = {s: m[0].visits.inpatient[0].code for s, m in mappings.items()}
     assert inpatient == {"site_a": "IMP", "site_b": "ACUTE", "site_c": "I"}
-    assert mappings["site_c"][0].local_codes and mappings["site_c"][1].local_codes
+    # the FHIR form carries the laboratory's own codes; the OMOP form holds their LOINC concepts
+    assert mappings["site_c"][0].local_codes and not mappings["site_c"][1].local_codes
     assert mappings["site_b"][0].units["umol/l"] == "umol/L"
     assert mappings["site_c"][1].visits.inpatient[0].code == "8717"
 
@@ -73,9 +74,25 @@ def test_omop_file_has_cdm_tables_and_resolvable_concepts(small_federation):
         unresolved = con.execute(f"SELECT count(*) FROM {table} t LEFT JOIN concept c ON c.concept_id = t.{col} "
                                  "WHERE c.concept_id IS NULL").fetchone()[0]
         assert unresolved == 0, table
-    vocab = con.execute("SELECT DISTINCT c.vocabulary_id FROM condition_occurrence o "
-                        "JOIN concept c ON c.concept_id = o.condition_concept_id").fetchall()
-    assert vocab == [("ICD10CM",)]
+    # OHDSI conventions: standard SNOMED CT concepts in condition_concept_id, ICD-10-CM as the source
+    standard = con.execute("SELECT DISTINCT c.vocabulary_id, c.standard_concept FROM condition_occurrence o "
+                           "JOIN concept c ON c.concept_id = o.condition_concept_id").fetchall()
+    assert standard == [("SNOMED", "S")]
+    source = con.execute("SELECT DISTINCT c.vocabulary_id FROM condition_occurrence o "
+                         "JOIN concept c ON c.concept_id = o.condition_source_concept_id ORDER BY 1").fetchall()
+    assert source == [("ICD10CM",), ("SNOMED",)]    # cancer and prediabetes are problem-list SNOMED CT
+    maps = con.execute("""SELECT count(*) FROM condition_occurrence o LEFT JOIN concept_relationship r
+        ON r.concept_id_1 = o.condition_source_concept_id AND r.concept_id_2 = o.condition_concept_id
+        AND r.relationship_id = 'Maps to' WHERE r.concept_id_1 IS NULL""").fetchone()[0]
+    assert maps == 0
+    for table, col in {**CLINICAL, "measurement": "unit_concept_id"}.items():
+        nonstandard = con.execute(f"SELECT count(*) FROM {table} t JOIN concept c ON c.concept_id = t.{col} "
+                                  "WHERE c.standard_concept IS DISTINCT FROM 'S'").fetchone()[0]
+        assert nonstandard == 0, table
+    egfr = con.execute("SELECT DISTINCT m.measurement_concept_id, m.measurement_source_concept_id, c.concept_name "
+                       "FROM measurement m JOIN concept c ON c.concept_id = m.unit_concept_id "
+                       "WHERE m.measurement_source_value = '33914-3'").fetchall()
+    assert egfr == [(46236952, 3030354, "milliliter per minute per 1.73 square meter")]
     n_person, n_src = con.execute("SELECT count(*), count(DISTINCT person_source_value) FROM person").fetchone()
     assert n_person == n_src > 0
     con.close()

@@ -5,6 +5,14 @@ the ``condition``, ``measurement``, ``medication``, ``procedure`` record tables.
 resolves ``*_concept_id`` (and it is not 0), else ``'omop'`` and the concept id. With
 ``code_field: source_value`` the trimmed, upper-cased ``*_source_value`` is the code and its
 declared vocabulary the system; a source value no rule places falls back on the concept.
+
+A condition whose ``condition_source_concept_id`` resolves to another concept than its
+``condition_concept_id`` (an ICD-10-CM code mapped to SNOMED CT, as OHDSI ETLs write them)
+also gives a row of ``condition_source`` (the columns of ``condition``) with the source
+concept's ``vocabulary_id``/``concept_code``, like a second coding of a FHIR ``Condition.code``:
+the mapping stage matches a study's concept sets against both, so a study finds the standard
+concept (and its descendants) or the source code (ICD-10-CM prefixes), whichever it lists.
+``condition`` keeps one row per ``condition_occurrence`` row.
 """
 
 from __future__ import annotations
@@ -15,6 +23,12 @@ from ehr_fed.sources.omop.options import CLINICAL_TABLES, DOMAIN_PREFIX, Clinica
 from ehr_fed.sources.omop.sql import any_bad_timestamp, bigint, first_timestamp, literal, norm_id, text
 from ehr_fed.sources.omop.vocabulary import CONCEPT
 from ehr_fed.sources.records import TABLES
+
+#: tables whose ``*_source_concept_id`` also gives a coding (see the module docstring)
+SOURCE_CODED_TABLES = ("condition_occurrence",)
+#: the table of those codings: the columns of ``condition``, one row per condition whose source
+#: concept differs from its standard concept
+SOURCE_CODING_TABLE = "condition_source"
 
 #: the primary key column of each clinical table (named in quarantine details)
 ID_COLUMN: dict[str, str] = {
@@ -98,6 +112,13 @@ def build_clinical(b: Build, table: str, stg: str | None) -> None:
         visit = "vm.visit_id"
         visit_join = f"LEFT JOIN {STAGE}.visit_map vm ON vm.occ_id = {norm_id('s.visit_occurrence_id')}"
     extra, joins = [], [visit_join]
+    source_coded = table in SOURCE_CODED_TABLES and opts.code_field == "concept_id"
+    if source_coded:
+        extra += [
+            f"{bigint(f's.{p}_source_concept_id')} AS _source_id",
+            "sc.vocabulary_id AS _source_system", "sc.concept_code AS _source_code",
+        ]
+        joins.append(f"LEFT JOIN {CONCEPT} sc ON sc.id = {bigint(f's.{p}_source_concept_id')}")
     if table == "measurement":
         extra += [
             f"TRY_CAST({text('s.value_as_number')} AS DOUBLE) AS value",
@@ -130,6 +151,13 @@ def build_clinical(b: Build, table: str, stg: str | None) -> None:
     b.con.execute(
         f'INSERT INTO "{target}" SELECT {", ".join(columns)} FROM {checked} WHERE _reason IS NULL ORDER BY _row'
     )
+    if source_coded:
+        b.con.execute(
+            f'CREATE TABLE "{SOURCE_CODING_TABLE}" AS SELECT person_id, visit_id, _time AS onset_time, '
+            f"_source_system AS system, _source_code AS code, _source_id AS concept_id FROM {checked} "
+            "WHERE _reason IS NULL AND _source_code IS NOT NULL AND _source_id <> coalesce(concept_id, 0) "
+            "ORDER BY _row"
+        )
 
 
 def _checks(table: str, times: list[str], ends: list[str]) -> list[Check]:

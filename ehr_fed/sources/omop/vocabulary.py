@@ -1,7 +1,7 @@
 """The vocabulary subset a read needs: ``concept`` rows of the ids in use, ``concept_ancestor``.
 
-Only concepts used by the staged clinical tables (their ``*_concept_id`` and measurement
-``unit_concept_id``) are read, and only ``concept_ancestor`` rows whose descendant is one of
+Only concepts used by the staged clinical tables (their ``*_concept_id``, measurement
+``unit_concept_id`` and ``condition_source_concept_id``) are read, and only ``concept_ancestor`` rows whose descendant is one of
 them: enough to resolve codes and to match a study's concept ids with their descendants, without
 copying a full OHDSI vocabulary (millions of rows).
 """
@@ -21,6 +21,8 @@ def stage_vocabulary(b: Build, staged: dict[str, str]) -> None:
     parts = [
         f"SELECT {bigint(DOMAIN_PREFIX[t] + '_concept_id')} AS id FROM {stg}" for t, stg in staged.items()
     ]
+    if "condition_occurrence" in staged:
+        parts.append(f"SELECT {bigint('condition_source_concept_id')} AS id FROM {staged['condition_occurrence']}")
     if "measurement" in staged:
         parts.append(f"SELECT {bigint('unit_concept_id')} AS id FROM {staged['measurement']}")
     union = " UNION ".join(parts) if parts else "SELECT CAST(NULL AS BIGINT) AS id"
