@@ -76,6 +76,10 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         federation has no study).
     features : list of str or None
         The feature columns to model, a subset of the study's features (``None``: all of them).
+    dp : dict, float or None
+        Differential privacy (``{"epsilon": 2, "delta": 1e-6, ...}`` or just epsilon): every site noises its
+        own clipped contribution inside the secure sum (:mod:`ehr_fed.models.logreg_private`). ``None``
+        takes the federation's ``dp`` (off when it has none); results without DP are unchanged.
 
     Attributes
     ----------
@@ -106,6 +110,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         encrypted: bool = True,
         missing_values: str | None = None,
         features: list[str] | None = None,
+        dp: dict | float | None = None,
     ):
         self.penalty = penalty
         self.C = C
@@ -115,6 +120,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         self.encrypted = encrypted
         self.missing_values = missing_values
         self.features = features
+        self.dp = dp
 
     # ------------------------------------------------------------------------------------------ fit
     def _check_params(self) -> None:
@@ -196,6 +202,15 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         study = _study_spec(federation)
         names = self._feature_names(federation, study)
         strategy = self.missing_values or getattr(study, "missing_values", None) or DEFAULT_MISSING
+        private = _private_session(self, federation)
+        if private is not None:  # differentially private fit: its own fixed release plan
+            from ehr_fed.models.logreg_private import fit_private
+
+            fit_private(self, federation, study, names, strategy, *private, callback=callback)
+            self.study_id_ = _study_id(federation, study)
+            self.study_spec_ = study if hasattr(study, "model_dump") else None
+            self._set_coefficients()
+            return self
         n_sites = len(federation.site_ids)
         n_total = float(np.asarray(federation.secure_sum(
             "models.row_count", {}, {"n": (ROW_BOUND, n_sites)})["n"]).ravel()[0])
@@ -404,6 +419,16 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "coef_")
         check_savable(self)
         save_logreg(self, path)
+        if getattr(self, "dp_", None) is not None:  # the privacy spent travels with the model
+            from ehr_fed.models.logreg_private import attach_dp_record
+
+            attach_dp_record(path, self.dp_)
+
+
+def _private_session(model: Any, federation: Any):
+    from ehr_fed.models.logreg_private import resolve_dp
+
+    return resolve_dp(model, federation)
 
 
 def _study_spec(federation: Any) -> Any:

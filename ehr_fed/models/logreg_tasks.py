@@ -34,7 +34,9 @@ from ehr_fed.models.base import (
     site_preprocessing_sums,
     validate_feature_table,
 )
+from ehr_fed.models.logreg_dp import private_newton, private_preprocess_sums, private_row_count
 from ehr_fed.models.logreg_newton import site_newton_statistics
+from ehr_fed.privacy.dp import active_release
 
 #: largest absolute feature value a site accepts in ``models.preprocess_sums``; the public bound from which the
 #: secure-sum encoding of raw sums is sized (clinical quantities in canonical units are far below it)
@@ -102,6 +104,9 @@ def schema_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str
 @site_task("models.row_count", kind="count", counts={"n": ()})
 def row_count_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
     """The number of rows of the site's feature table."""
+    rel = active_release()
+    if rel is not None:  # differentially private form (ehr_fed.models.logreg_dp)
+        return private_row_count(len(table), rel)
     return {"n": np.array([float(len(table))])}
 
 
@@ -120,6 +125,9 @@ def preprocess_sums_task(table: pd.DataFrame, params: dict, ctx: SiteContext) ->
             f"site {ctx.site_id}: features {[n for n, b in zip(names, big, strict=True) if b]} hold values "
             f"beyond +/-{VALUE_BOUND:g}, the bound federated preprocessing encodes; check their units"
         )
+    rel = active_release()
+    if rel is not None:  # differentially private form (ehr_fed.models.logreg_dp)
+        return private_preprocess_sums(X, _labels(table, params.get("label", "label")), params, rel)
     return site_preprocessing_sums(X, _labels(table, params.get("label", "label")))
 
 
@@ -132,4 +140,7 @@ def newton_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str
                        ctx.site_id)
     if Z.shape[1] != beta.size:
         raise ValueError(f"site {ctx.site_id}: design has {Z.shape[1]} columns but beta has {beta.size}")
+    rel = active_release()
+    if rel is not None:  # differentially private form (ehr_fed.models.logreg_dp)
+        return private_newton(Z, y, beta, params, rel)
     return site_newton_statistics(Z, y, beta)

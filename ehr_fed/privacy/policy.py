@@ -7,6 +7,7 @@ A policy is plain data (YAML), validated when loaded::
     max_params_fraction: 0.33   # a model may not have more parameters than this fraction of the site's rows
     allowed_tasks: null         # null = every registered task; else a list of task names or prefixes "stats.*"
     audit_log: audit.jsonl      # where the site appends one JSON line per released payload (optional)
+    dp: {epsilon: 4, delta: 1.0e-6}   # optional: differential privacy required, budget per study
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ehr_fed.privacy.dp import DPConfig
 from ehr_fed.privacy.errors import DisclosureError
 
 
@@ -46,6 +48,10 @@ class PrivacyPolicy(BaseModel):
         Task names (shell patterns such as ``"stats.*"`` allowed) this site will run; ``None`` = all.
     audit_log : str or None
         Path of the site's JSON-lines audit log (relative paths are relative to the policy/site file).
+    dp : DPConfig or None
+        Differential privacy budget per study (``{epsilon, delta}``, see :mod:`ehr_fed.privacy.dp`): when
+        set, the site answers only private releases and refuses one that would exceed the study's budget
+        (ledger beside the audit log, :mod:`ehr_fed.privacy.budget`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -55,6 +61,7 @@ class PrivacyPolicy(BaseModel):
     max_params_fraction: float = Field(0.33, gt=0, le=1)
     allowed_tasks: list[str] | None = None
     audit_log: str | None = None
+    dp: DPConfig | None = None
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -134,7 +141,8 @@ class PrivacyPolicy(BaseModel):
         if int(requested) < self.min_cell_count:
             raise DisclosureError(
                 f"site {site_id or '?'} refuses {what}: the request allows cells of {int(requested)} rows, "
-                f"below its rule min_cell_count={self.min_cell_count}; request at least {self.min_cell_count}",
+                f"below this site's minimum cell count {self.min_cell_count} (rule min_cell_count); train "
+                f"with min_count >= {self.min_cell_count}",
                 rule="min_cell_count",
                 site_id=site_id,
             )

@@ -233,14 +233,14 @@ def test_feature_mismatch_shows_column_diff(fitted3, tables3):
 def test_get_set_params_and_clone(fitted3):
     params = fitted3.get_params()
     assert params == {"penalty": "none", "C": 1.0, "fit_intercept": True, "max_iter": 25, "tol": 1e-8,
-                      "encrypted": False, "missing_values": None, "features": None}
+                      "encrypted": False, "missing_values": None, "features": None, "dp": None}
     fresh = clone(fitted3)
     assert fresh.get_params() == params and not hasattr(fresh, "coef_")
     fresh.set_params(penalty="l2", C=0.5)
     assert (fresh.penalty, fresh.C) == ("l2", 0.5)
     assert FederatedLogisticRegression(C=3).__dict__ == {
         "penalty": "none", "C": 3, "fit_intercept": True, "max_iter": 25, "tol": 1e-8, "encrypted": True,
-        "missing_values": None, "features": None}
+        "missing_values": None, "features": None, "dp": None}
 
 
 def test_feature_subset(tables3, statsmodels3):

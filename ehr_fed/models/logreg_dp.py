@@ -1,0 +1,256 @@
+"""Differentially private forms of the logistic-regression site tasks (see :mod:`ehr_fed.privacy.dp`).
+
+With a private release active, every output is an exact integer field holding the site's clipped,
+quantised sum plus its Skellam noise share. The bounds that make the sensitivity hold are enforced here,
+at the site, from the request's public ``dp_clip`` parameters:
+
+``models.row_count``       ``n``: one row counts 1.
+``models.preprocess_sums`` each feature ``x_j`` is clipped to its declared range ``[lo_j, hi_j]``; with
+                           ``c_j`` its centre and ``r_j`` its half-width, the site sums ``round(Q (x - c) / r)``
+                           and ``round(Q ((x - c) / r)^2)`` (``Q`` = ``dp_clip["quantum"]``, one row moves
+                           each by at most ``Q``) and counts ``n``, ``n_pos`` and ``n_obs`` (1 per row).
+``logreg.newton``          each standardized design row ``z`` (intercept included) is clipped to L2 norm
+                           ``C`` (``z <- z min(1, C / |z|)``); gradient ``sum z (y - p)`` (one row: L2 <= C)
+                           and Hessian triangle ``sum p (1 - p) z z'`` (one row: L2 <= C^2 / 4) are scaled by
+                           ``scale_g`` / ``scale_h`` and rounded once per site; rounding adds at most 1 per
+                           coordinate, so the integer sensitivities are ``scale_g C + sqrt(d)`` and
+                           ``scale_h C^2 / 4 + sqrt(T)`` (L2), ``sqrt(d)`` / ``sqrt(T)`` times the first term
+                           plus ``d`` / ``T`` (L1). The log-likelihood (for the record only) sums row terms
+                           clipped to ``[-LOGLIK_CLIP, 0]``.
+
+The linear predictor uses the unclipped row, so the fixed point is the weighted score equation
+``sum c_i z_i (y_i - p_i) = 0`` (consistent for a correctly specified model); the Hessian uses ``c_i^2``,
+which keeps its sensitivity bounded.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy.special import expit
+
+from ehr_fed.models.logreg_newton import pack_upper, triangle_size
+from ehr_fed.privacy.dp import OutputSensitivity, Release, dp_task, field_width, noise_room
+
+#: per-row integer range of the quantised preprocessing sums
+PREPROCESS_QUANTUM = 1 << 10
+#: per-row integer range of a clipped gradient / Hessian term
+NEWTON_QUANTUM = 1 << 12
+#: a row's log-likelihood term is clipped to [-LOGLIK_CLIP, 0] in a private Newton round
+LOGLIK_CLIP = 20.0
+#: preprocessing outputs that carry no information in the private form (always 0)
+UNUSED_PREPROCESS = ("n_nonbinary", "n_one", "n_one_pos", "n_obs_pos", "n_miss_pos")
+
+#: plausible ranges of the study feature kinds (canonical units) used to clip private preprocessing sums
+KIND_BOUNDS = {
+    "age": (0.0, 110.0), "sex_female": (0.0, 1.0), "length_of_stay": (0.0, 60.0), "prior_visits": (0.0, 20.0),
+    "charlson": (0.0, 24.0), "condition_flag": (0.0, 1.0), "active_medications": (0.0, 40.0), "lace": (0.0, 19.0),
+}
+LAB_BOUNDS = {
+    "creatinine": (0.0, 15.0), "hemoglobin": (3.0, 22.0), "sodium": (100.0, 180.0), "glucose": (20.0, 800.0),
+    "hba1c": (3.0, 20.0), "egfr": (0.0, 200.0),
+}
+
+
+def default_feature_bounds(study: Any, names: list[str], overrides: dict | None = None) -> list[list[float]]:
+    """Clipping range of every feature: ``overrides``, else the study spec's kind / lab default."""
+    overrides = dict(overrides or {})
+    feats = {}
+    for f in getattr(study, "features", None) or []:
+        feats[getattr(f, "name", None)] = f
+    out, missing = [], []
+    for n in names:
+        if n in overrides:
+            lo, hi = (float(v) for v in overrides[n])
+        else:
+            f = feats.get(n)
+            kind = getattr(f, "kind", None)
+            b = LAB_BOUNDS.get(getattr(f, "lab", "")) if kind == "last_lab" else KIND_BOUNDS.get(kind)
+            if b is None:
+                missing.append(n)
+                continue
+            lo, hi = b
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+            raise ValueError(f"dp feature_bounds of {n!r} must be finite with hi > lo, got [{lo}, {hi}]")
+        out.append([lo, hi])
+    if missing:
+        raise ValueError(f"no clipping range is known for features {missing}; give them in "
+                         "dp={'feature_bounds': {name: [lo, hi], ...}} (public ranges in canonical units)")
+    return out
+
+
+# ----------------------------------------------------------------------------------- sensitivities
+def _row_count_sens(params: dict) -> list[OutputSensitivity]:
+    return [OutputSensitivity("n", 1.0, 1.0)]
+
+
+def _preprocess_sens(params: dict) -> list[OutputSensitivity]:
+    d = len(params["features"])
+    q = float(params["dp_clip"]["quantum"])
+    rd = math.sqrt(d)
+    return [OutputSensitivity("n", 1, 1, 0.5), OutputSensitivity("n_pos", 1, 1, 0.5),
+            OutputSensitivity("n_obs", d, rd, 1.0), OutputSensitivity("sum", d * q, rd * q, 2.0),
+            OutputSensitivity("sumsq", d * q, rd * q, 2.0)]
+
+
+def _newton_sens(params: dict) -> list[OutputSensitivity]:
+    clip = params["dp_clip"]
+    d = len(params["beta"])
+    t = triangle_size(d)
+    c, sg, sh = float(clip["clip_norm"]), float(clip["scale_g"]), float(clip["scale_h"])
+    wg = float(clip.get("weight_gradient", 0.5))
+    g2, h2, l2 = sg * c, sh * c * c / 4.0, float(clip["scale_l"]) * LOGLIK_CLIP + 1.0
+    return [OutputSensitivity("gradient", math.sqrt(d) * g2 + d, g2 + math.sqrt(d), wg * 0.9),
+            OutputSensitivity("hessian", math.sqrt(t) * h2 + t, h2 + math.sqrt(t), (1.0 - wg) * 0.9),
+            OutputSensitivity("loglik", l2, l2, 0.1)]
+
+
+dp_task("models.row_count", "preprocess", _row_count_sens)
+dp_task("models.preprocess_sums", "preprocess", _preprocess_sens)
+dp_task("logreg.newton", "model", _newton_sens)
+
+
+# ----------------------------------------------------------------------------------- site side
+def private_row_count(n_rows: int, rel: Release) -> dict[str, np.ndarray]:
+    return {"n": np.array([n_rows], dtype=np.int64) + rel.noise("n", 1)}
+
+
+def private_preprocess_sums(X: np.ndarray, y: np.ndarray, params: dict, rel: Release) -> dict[str, np.ndarray]:
+    """Clipped, quantised, noised preprocessing sums of one site (module docstring)."""
+    bounds = np.asarray(params["dp_clip"]["feature_bounds"], dtype=np.float64)
+    if bounds.shape != (X.shape[1], 2):
+        raise ValueError(f"dp_clip feature_bounds must have shape ({X.shape[1]}, 2), got {bounds.shape}")
+    q = float(params["dp_clip"]["quantum"])
+    c, r = bounds.mean(axis=1), (bounds[:, 1] - bounds[:, 0]) / 2.0
+    obs = ~np.isnan(X)
+    u = np.where(obs, (np.clip(X, bounds[:, 0], bounds[:, 1]) - c) / r, 0.0)
+    d = X.shape[1]
+    out = {
+        "n": np.array([X.shape[0]], dtype=np.int64) + rel.noise("n", 1),
+        "n_pos": np.array([int(np.sum(y == 1.0))], dtype=np.int64) + rel.noise("n_pos", 1),
+        "n_obs": obs.sum(axis=0).astype(np.int64) + rel.noise("n_obs", d),
+        "sum": np.rint(u * q).astype(np.int64).sum(axis=0) + rel.noise("sum", d),
+        "sumsq": np.rint(u * u * q).astype(np.int64).sum(axis=0) + rel.noise("sumsq", d),
+    }
+    for name in UNUSED_PREPROCESS:
+        out[name] = np.zeros(d, dtype=np.int64)
+    return out
+
+
+def clip_rows(Z: np.ndarray, clip_norm: float) -> np.ndarray:
+    """Per-row factors ``min(1, C / |z|)``."""
+    norms = np.sqrt(np.einsum("ij,ij->i", Z, Z))
+    return np.minimum(1.0, clip_norm / np.maximum(norms, 1e-300))
+
+
+def private_newton(Z: np.ndarray, y: np.ndarray, beta: np.ndarray, params: dict, rel: Release
+                   ) -> dict[str, np.ndarray]:
+    """Clipped, quantised, noised gradient and Hessian triangle of one site (module docstring)."""
+    clip = params["dp_clip"]
+    cn = clip_rows(Z, float(clip["clip_norm"]))
+    p = expit(Z @ beta)
+    Zc = Z * cn[:, None]
+    grad = Zc.T @ (np.asarray(y, dtype=float) - p)
+    A = Zc * np.sqrt(p * (1.0 - p))[:, None]
+    hess = pack_upper(A.T @ A)
+    eta = Z @ beta
+    ll = np.clip(np.asarray(y, dtype=float) * eta - np.logaddexp(0.0, eta), -LOGLIK_CLIP, 0.0).sum()
+    g = np.rint(grad * float(clip["scale_g"])).astype(np.int64)
+    h = np.rint(hess * float(clip["scale_h"])).astype(np.int64)
+    lq = np.rint(np.array([ll]) * float(clip["scale_l"])).astype(np.int64)
+    return {"gradient": g + rel.noise("gradient", g.size), "hessian": h + rel.noise("hessian", h.size),
+            "loglik": lq + rel.noise("loglik", 1)}
+
+
+# ----------------------------------------------------------------------------------- coordinator side
+def newton_clip(d: int, clip_norm: float | None, weight_gradient: float = 0.5) -> dict[str, float]:
+    """The public ``dp_clip`` of a Newton round: row norm ``C`` (default ``sqrt(d)``) and the scales."""
+    c = float(clip_norm) if clip_norm is not None else math.sqrt(d)
+    return {"clip_norm": c, "scale_g": NEWTON_QUANTUM / c, "scale_h": NEWTON_QUANTUM / (c * c / 4.0),
+            "scale_l": NEWTON_QUANTUM / LOGLIK_CLIP, "weight_gradient": float(weight_gradient)}
+
+
+def int_layout(name_bounds: dict[str, tuple[int, float]], n_sites: int) -> dict[str, dict]:
+    """Integer-field layout ``{name: {"widths", "max_terms"}}`` from (size, |pooled value| bound) pairs."""
+    return {name: {"widths": [[int(size), [field_width(bound)]]], "max_terms": int(n_sites)}
+            for name, (size, bound) in name_bounds.items()}
+
+
+def row_count_layout(plan: Any, n_sites: int, row_bound: float) -> dict[str, dict]:
+    from ehr_fed.privacy.dp import calibrate
+
+    noise = calibrate(plan, "preprocess", _row_count_sens({}))
+    return int_layout({"n": (1, row_bound + noise_room(noise["n"]))}, n_sites)
+
+
+def preprocess_layout(plan: Any, params: dict, n_bound: float, n_sites: int) -> dict[str, dict]:
+    from ehr_fed.privacy.dp import calibrate
+
+    noise = calibrate(plan, "preprocess", _preprocess_sens(params))
+    d, q = len(params["features"]), float(params["dp_clip"]["quantum"])
+    sizes = {"n": (1, n_bound), "n_pos": (1, n_bound), "n_obs": (d, n_bound), "sum": (d, n_bound * q),
+             "sumsq": (d, n_bound * q)}
+    bounds = {k: (s, b + noise_room(noise[k])) for k, (s, b) in sizes.items()}
+    bounds.update({k: (d, 1.0) for k in UNUSED_PREPROCESS})
+    return int_layout(bounds, n_sites)
+
+
+def newton_layout(plan: Any, params: dict, n_bound: float, n_sites: int) -> tuple[dict[str, dict], dict]:
+    """Layout of a private Newton round and the noise of its outputs."""
+    from ehr_fed.privacy.dp import calibrate
+
+    noise = calibrate(plan, "model", _newton_sens(params))
+    d = len(params["beta"])
+    bound = n_bound * NEWTON_QUANTUM + math.sqrt(d) + 1.0
+    return int_layout({"gradient": (d, bound + noise_room(noise["gradient"])),
+                       "hessian": (triangle_size(d), bound + noise_room(noise["hessian"])),
+                       "loglik": (1, bound + noise_room(noise["loglik"]))}, n_sites), noise
+
+
+def decode_preprocess(raw: dict[str, Any], params: dict, noise: dict) -> dict[str, np.ndarray]:
+    """Pooled sums in the form of :func:`ehr_fed.models.base.site_preprocessing_sums` from a private release.
+
+    Noisy counts are clipped to ``[0, n]``; a feature whose observed count is within three noise standard
+    deviations of ``n`` counts as never missing (no indicator is made of noise); no feature is treated as
+    binary (its binary cell counts are not released).
+    """
+    bounds = np.asarray(params["dp_clip"]["feature_bounds"], dtype=np.float64)
+    q = float(params["dp_clip"]["quantum"])
+    c, r = bounds.mean(axis=1), (bounds[:, 1] - bounds[:, 0]) / 2.0
+    s = {k: np.asarray(v, dtype=float).ravel() for k, v in raw.items()}
+    n = max(float(s["n"][0]), 1.0) if np.isfinite(s["n"][0]) else float("nan")
+    n_obs = np.clip(s["n_obs"], 0.0, n)
+    n_obs = np.where(n_obs > n - 3.0 * noise["n_obs"].sigma, n, n_obs)
+    su, sq = r * s["sum"] / q, r * r * s["sumsq"] / q
+    total = su + c * n_obs
+    sumsq = np.maximum(sq + 2.0 * c * su + c * c * n_obs, 0.0)
+    # a noisy variance can come out near 0 or negative: floor the standard deviation at r / 16 (the scale
+    # only conditions the design; the model is fitted on whatever public standardization results)
+    mean = np.divide(total, n_obs, out=np.zeros_like(total), where=n_obs > 0)
+    sumsq = np.maximum(sumsq, n_obs * (mean * mean + (r / 16.0) ** 2))
+    d = bounds.shape[0]
+    out = {"n": np.array([n]), "n_pos": np.array([float(np.clip(s["n_pos"][0], 1.0, n - 1.0))]),
+           "n_obs": n_obs, "sum": total, "sumsq": sumsq, "n_nonbinary": np.ones(d)}
+    for k in ("n_one", "n_one_pos", "n_obs_pos", "n_miss_pos"):
+        out[k] = np.zeros(d)
+    return out
+
+
+def decode_newton(raw: dict[str, Any], clip: dict, noise: dict, d: int
+                  ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Gradient, a positive definite Hessian triangle and the log-likelihood from a private Newton round.
+
+    The noisy Hessian's eigenvalues are floored at three noise standard deviations times ``sqrt(d)`` (the
+    scale of the noise matrix's spectrum), so the step stays defined: post-processing, no extra cost.
+    """
+    from ehr_fed.models.logreg_newton import unpack_upper
+
+    g = np.asarray(raw["gradient"], dtype=float).ravel() / clip["scale_g"]
+    H = unpack_upper(np.asarray(raw["hessian"], dtype=float).ravel() / clip["scale_h"], d)
+    floor = 3.0 * noise["hessian"].sigma / clip["scale_h"] * math.sqrt(d)
+    vals, vecs = np.linalg.eigh(H)
+    H = (vecs * np.maximum(vals, floor)) @ vecs.T
+    loglik = min(float(np.asarray(raw["loglik"], dtype=float).ravel()[0]) / clip["scale_l"], 0.0)
+    return g, pack_upper(H), loglik

@@ -1,0 +1,176 @@
+"""Differentially private federated logistic regression: the coordinator's side.
+
+``FederatedLogisticRegression(dp={"epsilon": 2})`` (or ``dp:`` in the federation) declares a session of
+``2 + rounds`` private releases: the row count and the preprocessing sums (group ``preprocess``) and
+``rounds`` Newton rounds (group ``model``, default 5, no early stop: the plan is fixed in advance). Every
+site adds its noise share to its own clipped, quantised contribution (:mod:`ehr_fed.models.logreg_dp`);
+the coordinator only sizes the integer fields from the same public calibration and post-processes the
+noisy sums (counts clipped, Hessian eigenvalues floored). The fitted model carries ``dp_``: the
+``(epsilon, delta)`` spent, the clipping bound, the quantisation scales and the noise of every release.
+
+Options in ``dp`` beyond :class:`~ehr_fed.privacy.dp.DPConfig`: ``rounds`` (5), ``clip_norm`` (L2 bound of a
+standardized design row, default ``sqrt(d)``), ``feature_bounds`` ({name: [lo, hi]} clipping ranges of the
+raw features for the preprocessing sums; defaults from the study spec's feature kinds) and
+``weight_gradient`` (share of a round's budget on the gradient, 0.5).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ehr_fed.models.base import FeaturePreprocessor
+from ehr_fed.models.logreg_dp import (
+    PREPROCESS_QUANTUM,
+    _newton_sens,
+    _preprocess_sens,
+    _row_count_sens,
+    decode_newton,
+    decode_preprocess,
+    default_feature_bounds,
+    newton_clip,
+    newton_layout,
+    preprocess_layout,
+    row_count_layout,
+)
+from ehr_fed.models.logreg_newton import newton_step, penalty_diagonal
+from ehr_fed.privacy.dp import DPConfig, DPError, ReleasePlan, calibrate, spent_record
+
+#: keys of a model's ``dp`` option that are not part of the budget itself
+OPTION_KEYS = ("rounds", "clip_norm", "feature_bounds", "weight_gradient")
+DEFAULT_ROUNDS = 5
+
+
+def resolve_dp(model: Any, federation: Any) -> tuple[DPConfig, dict[str, Any]] | None:
+    """The session's DP budget and options: the model's ``dp``, else the federation's ``dp``; None = off."""
+    raw = model.dp if getattr(model, "dp", None) is not None else getattr(federation, "dp", None)
+    if raw is None:
+        return None
+    if isinstance(raw, DPConfig):
+        raw = raw.model_dump()
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        raw = {"epsilon": float(raw)}
+    if not isinstance(raw, dict):
+        raise ValueError(f"dp must be None, a number (epsilon) or a mapping {{epsilon, delta, ...}}, got {raw!r}")
+    opts = {k: raw[k] for k in OPTION_KEYS if k in raw}
+    cfg = DPConfig.parse({k: v for k, v in raw.items() if k not in OPTION_KEYS})
+    if not cfg.enabled:
+        return None
+    rounds = opts.get("rounds", DEFAULT_ROUNDS)
+    if not (isinstance(rounds, int) and 1 <= rounds <= 50):
+        raise DPError(f"dp rounds must be an integer in 1..50, got {rounds!r}")
+    return cfg, opts
+
+
+def fit_private(model: Any, fed: Any, study: Any, names: list[str], strategy: str, cfg: DPConfig,
+                opts: dict[str, Any], callback: Any = None) -> Any:
+    """Fit ``model`` (a FederatedLogisticRegression) under the release plan of ``cfg``; sets its attributes."""
+    from ehr_fed.models.logreg import ROW_BOUND
+
+    rounds = int(opts.get("rounds", DEFAULT_ROUNDS))
+    plan = ReleasePlan(**cfg.model_dump(), releases={"preprocess": 2, "model": rounds})
+    p = plan.to_params()
+    n_sites = len(fed.site_ids)
+    records = []
+    raw = fed.secure_sum("models.row_count", {"dp": p}, row_count_layout(plan, n_sites, ROW_BOUND))
+    records.append(_record("models.row_count", plan, "preprocess", _row_count_sens({})))
+    n_noisy = float(np.asarray(raw["n"], dtype=float).ravel()[0])
+    sigma_n = records[-1]["noise"]["n"]["sigma"]
+    if not n_noisy > 10 * sigma_n:
+        raise ValueError(f"the federation holds too few rows for a private fit at epsilon={cfg.epsilon:g} "
+                         f"(noisy pooled row count {n_noisy:.0f}, noise sd {sigma_n:.1f})")
+    n_bound = n_noisy + 12 * sigma_n  # public upper bound of the pooled row count (noise beyond 12 sd: never)
+    bounds = default_feature_bounds(study, names, opts.get("feature_bounds"))
+    prep_params = {"features": names, "label": "label", "dp": p,
+                   "dp_clip": {"feature_bounds": bounds, "quantum": PREPROCESS_QUANTUM}}
+    raw = fed.secure_sum("models.preprocess_sums", prep_params,
+                         preprocess_layout(plan, prep_params, n_bound, n_sites))
+    records.append(_record("models.preprocess_sums", plan, "preprocess", _preprocess_sens(prep_params)))
+    sums = decode_preprocess(raw, prep_params, calibrate(plan, "preprocess", _preprocess_sens(prep_params)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prep = FeaturePreprocessor.from_sums(sums, names, missing_values=str(strategy),
+                                             center=bool(model.fit_intercept))
+    n_total, n_pos = float(sums["n"][0]), float(sums["n_pos"][0])
+    terms = (["intercept"] if model.fit_intercept else []) + list(prep.terms_)
+    d = len(terms)
+    clip = newton_clip(d, opts.get("clip_norm"), float(opts.get("weight_gradient", 0.5)))
+    lam = penalty_diagonal(prep.scale_, model.C if model.penalty == "l2" else None, model.fit_intercept)
+    beta = np.zeros(d)
+    if model.fit_intercept:
+        beta[0] = math.log(n_pos / (n_total - n_pos))
+    state = {k: v for k, v in prep.get_state().items() if k not in ("sums", "dropped_terms")}
+    history, info, loglik = [], None, float("nan")
+    for rnd in range(1, rounds + 1):
+        params = {"preprocess": state, "beta": beta.tolist(), "fit_intercept": bool(model.fit_intercept),
+                  "label": "label", "dp": p, "dp_clip": clip}
+        layout, noise = newton_layout(plan, params, n_bound, n_sites)
+        stats = fed.secure_sum("logreg.newton", params, layout)
+        records.append(_record("logreg.newton", plan, "model", _newton_sens(params)))
+        g, htri, loglik = decode_newton(stats, clip, noise, d)
+        step, info = newton_step(g, htri, beta, lam, terms)
+        beta = beta + step
+        entry = {"round": rnd, "loglik": loglik, "objective": loglik, "step": float(np.abs(step).max()),
+                 "converged": False, "private": True}
+        history.append(entry)
+        if callback:
+            callback(entry)
+    model.beta_, model.information_, model.loglik_ = beta, info, loglik
+    model.n_iter_, model.converged_, model.history_ = rounds, True, history
+    model.preprocessor_ = prep
+    model.feature_names_in_ = np.asarray(names, dtype=object)
+    model.n_features_in_ = len(names)
+    model.terms_ = prep.terms_.copy()
+    model.dropped_terms_ = list(prep.dropped_terms_)
+    model.classes_ = np.array([0, 1])
+    model.n_samples_, model.n_positives_, model.n_sites_ = int(round(n_total)), int(round(n_pos)), n_sites
+    model.dp_ = spent_record(
+        plan, records, clip_norm=clip["clip_norm"],
+        quantisation={"gradient_scale": clip["scale_g"], "hessian_scale": clip["scale_h"],
+                      "loglik_scale": clip["scale_l"], "preprocess_quantum": PREPROCESS_QUANTUM},
+        feature_bounds=dict(zip(names, bounds, strict=True)), rounds=rounds,
+        noise={r["task"]: r["noise"] for r in records},
+        note="counts, sums and standard errors are computed from noisy aggregates; standard errors do not "
+             "include the privacy noise",
+    )
+    return model
+
+
+def _record(task: str, plan: ReleasePlan, group: str, sens: Any) -> dict[str, Any]:
+    outs = calibrate(plan, group, sens, task)
+    return {"task": task, "group": group, "rho": sum(o.rho for o in outs.values()),
+            "xi": sum(o.xi for o in outs.values()),
+            "noise": {k: {"sigma": o.sigma, "l2": o.l2} for k, o in outs.items()}}
+
+
+def attach_dp_record(path: Any, record: dict[str, Any]) -> None:
+    """Add the ``dp`` record (epsilon and delta spent, bounds, scales, noise) to a written model file."""
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from ehr_fed.models.persistence import _strict
+
+    path = Path(path)
+    doc = json.loads(path.read_text())
+    doc["dp"] = _strict(json.loads(json.dumps(record)))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_dp_record(path: Any) -> dict[str, Any] | None:
+    """The ``dp`` record of a model file (None: trained without differential privacy)."""
+    import json
+    from pathlib import Path
+
+    return json.loads(Path(path).read_text()).get("dp")
