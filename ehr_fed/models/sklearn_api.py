@@ -129,10 +129,10 @@ def local_training_table(estimator: Any, X: Any, y: Any, *, allow_nan: bool,
     classes, encoded = np.unique(y, return_inverse=True)
     if len(classes) < 2:
         raise ValueError(
-            f"{name} needs samples of 2 classes, but the data contains only one class: {classes[0]!r}."
+            f"{name} needs samples of 2 classes, but the data contains only one class: {classes.tolist()[0]!r}."
         )
     if len(classes) > 2:
-        shown = ", ".join(repr(c) for c in classes[:10]) + (", ..." if len(classes) > 10 else "")
+        shown = ", ".join(repr(c) for c in classes.tolist()[:10]) + (", ..." if len(classes) > 10 else "")
         raise ValueError(
             f"Only binary classification is supported. {name} got y with {len(classes)} classes ({shown}); "
             "pass a label with exactly two values."
@@ -190,7 +190,7 @@ def check_predict_X(estimator: Any, X: Any, *, allow_nan: bool) -> np.ndarray:
         return validate_X(estimator, X, reset=False, allow_nan=allow_nan)
     frame = select_features(X, names, type(estimator).__name__)
     try:
-        return check_array(frame, dtype=np.float64, accept_sparse=False, estimator=estimator,
+        return check_array(frame, dtype=np.float64, accept_sparse=False, estimator=estimator, input_name="X",
                            ensure_all_finite="allow-nan" if allow_nan else True)
     except (TypeError, ValueError) as exc:
         bad = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
@@ -206,5 +206,5 @@ def check_savable(model: Any) -> None:
         raise ValueError(f"this {name} was fitted on an array without feature names, but a model file records "
                          "its features by name: fit it on a DataFrame with named feature columns")
     if not np.array_equal(model.classes_, [0, 1]):
-        raise ValueError(f"this {name} was fitted with labels {list(model.classes_)}, but a model file holds a "
+        raise ValueError(f"this {name} was fitted with labels {model.classes_.tolist()}, but a model file holds a "
                          "0/1 label (like a study's 'label' column): fit it with y encoded as 0/1")
