@@ -23,6 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--workdir", type=Path, help="folder where large sources spill")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="force the progress bar on (--progress) or off (--no-progress); default: long runs")
+    p.add_argument("--min-index-events", type=int, default=1,
+                   help="fail (exit 1, nothing written) when the mapping matches fewer index events (1)")
     p.set_defaults(func=run)
 
 
@@ -32,20 +34,30 @@ def quarantine_path(out: Path) -> Path:
 
 
 def write_table(table, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Write a feature table (patient level: mode 0600, atomically)."""
+    from ehr_fed.cohort.pipeline import write_private
+
     if out.suffix.lower() == ".csv":
-        table.to_csv(out, index=False)
+        write_private(out, lambda tmp: table.to_csv(tmp, index=False))
     else:
-        table.to_parquet(out, index=False)
+        write_private(out, lambda tmp: table.to_parquet(tmp, index=False))
 
 
 def run(args) -> int:
+    from ehr_fed.cli.common import check_writable
     from ehr_fed.cohort import QuarantineThresholdError, harmonize
+    from ehr_fed.cohort.pipeline import check_index_events, write_private
     from ehr_fed.mapping import ConfigError
 
     if args.out.suffix.lower() not in (".parquet", ".csv"):
         print(f"error: --out {args.out} must end in .parquet or .csv", file=sys.stderr)
         return 2
+    if args.min_index_events < 0:
+        print(f"error: --min-index-events must be >= 0, got {args.min_index_events}", file=sys.stderr)
+        return 2
+    for path in (args.out, quarantine_path(args.out), args.summary_json):
+        if path is not None:
+            check_writable(path)  # before the harmonization, not after it
     try:
         ft = harmonize(args.source, args.input, args.mapping, args.study, strict=args.strict,
                        workdir=args.workdir, progress=args.progress)
@@ -55,19 +67,20 @@ def run(args) -> int:
         print(f"error: {len(exc.problems)} problem(s) in the configs; nothing was read", file=sys.stderr)
         return 1
     except QuarantineThresholdError as exc:
-        path = exc.quarantine.write(quarantine_path(args.out))
+        path = write_private(quarantine_path(args.out), exc.quarantine.write)
         print(f"error: {exc}\nquarantine: {path}", file=sys.stderr)
         return 1
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    check_index_events(ft.summary, args.min_index_events)  # nothing is written then
     write_table(ft.table, args.out)
     qpath = quarantine_path(args.out)
     _write_quarantine(ft, qpath)
     summary = dict(ft.summary, output=str(args.out), quarantine_file=str(qpath))
     if args.summary_json:
-        args.summary_json.parent.mkdir(parents=True, exist_ok=True)
-        args.summary_json.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+        text = json.dumps(summary, indent=2, default=str) + "\n"
+        write_private(args.summary_json, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     s = ft.summary
     print(f"{args.out}: {s['index_events']} index events, {s['positives']} positive, {s['persons']} persons; "
           f"quarantined {sum(s['quarantined'].values())} {s['quarantined'] or ''}".rstrip(), file=sys.stderr)
@@ -75,7 +88,9 @@ def run(args) -> int:
 
 
 def _write_quarantine(ft, path: Path) -> None:
+    from ehr_fed.cohort.pipeline import write_private
+
     if ft.quarantine is not None:
-        ft.quarantine.write(path)
+        write_private(path, ft.quarantine.write)
     else:
-        path.write_text("", encoding="utf-8")
+        write_private(path, lambda tmp: tmp.write_text("", encoding="utf-8"))

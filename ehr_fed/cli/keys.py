@@ -21,6 +21,7 @@ def register(subparsers) -> None:
     c.add_argument("--creator", help="site that creates the Paillier keypair")
     c.add_argument("--bits", type=int, default=2048, help="Paillier modulus size (>= 2048)")
     c.add_argument("--allow-insecure", "--insecure-test-keys", dest="insecure_test_keys", action="store_true", help="allow < 2048 bits (tests only)")
+    c.add_argument("--force", action="store_true", help="overwrite existing key files in --out")
     c.set_defaults(func=ceremony)
     s = sub.add_parser("show", help="print the public part of a key file")
     s.add_argument("file")
@@ -36,6 +37,13 @@ def ceremony(args: argparse.Namespace) -> int:
         print(f"ehr-fed keys ceremony: --sites must list distinct site ids, got {ids}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    targets = [out / f"{sid}.site.json" for sid in ids] + [out / "coordinator.json"]
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not args.force:
+        print(f"ehr-fed keys ceremony: key files already exist ({', '.join(existing)}); replacing them "
+              "locks the sites out of models and data encrypted under the old keys. To do so anyway, "
+              "pass --force to overwrite them, or choose another --out", file=sys.stderr)
+        return 2
     keys = {sid: SiteKeys.generate(sid) for sid in ids}
     try:
         ckeys = run_ceremony(keys, creator=args.creator, n_length=args.bits,
@@ -55,7 +63,14 @@ def ceremony(args: argparse.Namespace) -> int:
 def show(args: argparse.Namespace) -> int:
     from ehr_fed.federation.keys import fingerprint
 
-    data = json.loads(Path(args.file).read_text())
+    try:
+        data = json.loads(Path(args.file).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        print(f"error: {args.file} is not a key file (expected the JSON written by ehr-fed keys ceremony)",
+              file=sys.stderr)
+        return 1
     pub = data.get("paillier_public")
     import base64
     info = {"site_id": data.get("site_id"), "holds_private_key": bool(data.get("paillier_private")),

@@ -66,20 +66,24 @@ def run_command(args: argparse.Namespace) -> int:
     mistakes); anything else is a bug: exit 70 with a one-line message, the traceback only with
     ``--verbose``.
     """
+    import traceback
+
     from ehr_fed.cli.common import EXIT_ERROR, EXIT_USAGE, UsageError, user_error_types, user_message
 
-    log = logging.getLogger("ehr_fed.cli")
+    verbose = bool(getattr(args, "verbose", False))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except user_error_types() as exc:
-        log.debug("%s failed", args.command, exc_info=True)
+        if verbose:
+            traceback.print_exc(file=sys.stderr)
         print(f"error: {user_message(exc)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_ERROR
     except Exception as exc:  # a bug, not a user mistake: still no traceback unless asked for
-        log.debug("%s failed", args.command, exc_info=True)
+        if verbose:
+            traceback.print_exc(file=sys.stderr)
         print(f"error: unexpected {type(exc).__name__} in 'ehr-fed {args.command}': {exc} (this is a bug; "
               "rerun with --verbose for the traceback and report it)", file=sys.stderr)
         return 70

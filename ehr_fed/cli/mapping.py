@@ -101,12 +101,14 @@ def _preview(args) -> int:
     import pandas as pd
 
     from ehr_fed.cohort import harmonize
+    from ehr_fed.cohort.pipeline import check_index_events
     from ehr_fed.mapping import ConfigError
 
     try:
         ft = harmonize(args.source, args.input, args.mapping, args.study)
     except ConfigError as exc:
         return _print_problems(exc)
+    check_index_events(ft.summary, 1)  # a mapping that matches nothing is the mistake to show
     with pd.option_context("display.max_columns", None, "display.width", 200):
         print(ft.table.head(args.rows).to_string())
     print(json.dumps(ft.summary, indent=2, default=str))

@@ -8,8 +8,9 @@ Airflow task logs or a log shipper can parse them. An ``error`` carries a short
 Exit codes
 ----------
 0  scores written
-1  an input problem: model file, mapping or study config, source, too many quarantined records,
-   unexpected failure (nothing written)
+1  an input problem: model file (missing, edited: checksum mismatch), mapping or study config, source,
+   too many quarantined records, fewer index events than --min-index-events (``too_few_index_events``:
+   typically another site's mapping), unexpected failure (nothing written)
 2  usage: bad arguments or output suffix (nothing written)
 3  the site's feature table or the study does not match the model's schema (column diff in the log)
 """
@@ -47,6 +48,8 @@ def register(subparsers) -> None:
                    help="output .parquet or .csv (quarantined records go to <out>.quarantine.jsonl)")
     p.add_argument("--strict", action="store_true", help="validate every FHIR resource with fhir.resources")
     p.add_argument("--workdir", type=Path, help="where large sources spill (default: a temporary folder)")
+    p.add_argument("--min-index-events", type=int, default=1,
+                   help="fail (exit 1, nothing written) when the mapping matches fewer index events (1)")
     p.set_defaults(func=run)
 
 
@@ -80,6 +83,7 @@ def json_logging():
 def _classify(exc: BaseException) -> tuple[str, int]:
     """(reason code, exit code) of a failure."""
     from ehr_fed.cohort import QuarantineThresholdError
+    from ehr_fed.cohort.pipeline import TooFewIndexEventsError
     from ehr_fed.mapping.problems import ConfigError
     from ehr_fed.models.persistence import ModelFormatError
     from ehr_fed.models.scoring import ScoringSchemaError, StudyRequiredError
@@ -90,6 +94,8 @@ def _classify(exc: BaseException) -> tuple[str, int]:
         (ModelFormatError, "model_format", EXIT_INPUT),
         (ConfigError, "config_error", EXIT_INPUT),
         (QuarantineThresholdError, "quarantine_threshold", EXIT_INPUT),
+        (TooFewIndexEventsError, "too_few_index_events", EXIT_INPUT),
+        (PermissionError, "permission_denied", EXIT_INPUT),
         (FileNotFoundError, "not_found", EXIT_INPUT),
         (ValueError, "invalid_input", EXIT_INPUT),
     ]
@@ -100,6 +106,8 @@ def _classify(exc: BaseException) -> tuple[str, int]:
 
 
 def run(args) -> int:
+    from ehr_fed.cli.common import private_file
+    from ehr_fed.cohort.pipeline import check_index_events
     from ehr_fed.models.scoring import OUTPUT_SUFFIXES, predict_site, quarantine_path
 
     t0 = time.perf_counter()
@@ -110,11 +118,19 @@ def run(args) -> int:
         return EXIT_USAGE
     log_event("start", model=str(args.model), source=args.source, input=str(args.input),
               mapping=str(args.mapping), study=str(args.study) if args.study else None, out=str(args.out))
+    def log(event: str, **fields) -> None:
+        log_event(event, **fields)
+        if event == "harmonized":  # before anything is scored or written
+            check_index_events(fields, args.min_index_events)
+
     try:
         with json_logging():
             result = predict_site(args.model, source=args.source, input=args.input, mapping=args.mapping,
                                   study=args.study, out=args.out, strict=args.strict, workdir=args.workdir,
-                                  log=log_event)
+                                  log=log)
+        for path in (result.out, result.quarantine_file):
+            if path is not None:
+                private_file(path)  # scores and rejected records are patient level
     except Exception as exc:  # every failure becomes one parseable error record and an exit code
         reason, code = _classify(exc)
         extra = {}

@@ -15,6 +15,56 @@ from ehr_fed.cohort.table import FeatureTable, person_key, person_salt
 from ehr_fed.mapping import SiteMapping, StudySpec, load_mapping, load_study
 from ehr_fed.mapping.apply import apply_mapping
 
+#: file mode of every patient-level output (feature tables, quarantine files, summaries, scores): owner only
+PRIVATE_MODE = 0o600
+
+
+def write_private(path, write) -> Path:
+    """Write a patient-level file atomically with mode 0600: ``write(tmp_path)`` fills a temporary file
+    beside ``path`` (created 0600, so the rows are never readable by others), then it replaces ``path``.
+
+    Returns the path written; on failure no partial file is left and an existing ``path`` is kept.
+    """
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, PRIVATE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class TooFewIndexEventsError(ValueError):
+    """The mapping matched fewer index events than required (often: another site's mapping)."""
+
+
+def check_index_events(summary: dict, minimum: int) -> None:
+    """Raise :class:`TooFewIndexEventsError` when ``summary['index_events'] < minimum``.
+
+    Zero index events from a source that has records almost always means the wrong mapping (another
+    site's local codes, or visit classes that match nothing), not an empty hospital.
+    """
+    n = int(summary.get("index_events") or 0)
+    if n >= minimum:
+        return
+    records = sum((summary.get("source_records") or {}).values())
+    site, study = summary.get("site_id"), summary.get("study_id")
+    raise TooFewIndexEventsError(
+        f"the mapping{f' of site {site!r}' if site else ''} matched {n} index event(s)"
+        f"{f' of study {study!r}' if study else ''}{f' in {records} source records' if records else ''}, "
+        f"fewer than the required {minimum}. "
+        "Check that the mapping belongs to this source (site id, visit classes, local codes: "
+        "`ehr-fed mapping profile --mapping ...` shows what it covers), or lower --min-index-events"
+    )
+
 
 class QuarantineThresholdError(RuntimeError):
     """More records were quarantined than the study allows; ``quarantine`` holds them."""
