@@ -100,6 +100,9 @@ def harmonize_sites(fed_yaml: Path, echo: Echo = print) -> dict[str, SiteData]:
     import yaml
 
     from ehr_fed.cohort import harmonize
+    from ehr_fed.cohort.table import use_test_secret
+
+    use_test_secret()  # synthetic hospitals: the public test secret for person keys, unless one is set
 
     base = Path(fed_yaml).parent
     cfg = yaml.safe_load(Path(fed_yaml).read_text())

@@ -7,9 +7,7 @@ not grow with the number of patients and the output does not depend on the chunk
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 import shutil
 import uuid
@@ -59,12 +57,14 @@ class SiteResult:
 
 
 def person_key(site_id: str, person_id: str) -> str:
-    """The cohort stage's ``person_key``: sha256 of the salt and the local id, first 16 bytes in hex.
+    """The cohort stage's ``person_key`` (:func:`ehr_fed.cohort.table.person_key`): HMAC-SHA256 of the local
+    id under the site's secret ``EHR_FED_PERSON_SALT``; synthetic hospitals use the public test secret
+    unless one is set (:func:`ehr_fed.cohort.table.use_test_secret`)."""
+    from ehr_fed.cohort.table import person_key as keyed
+    from ehr_fed.cohort.table import person_salt, use_test_secret
 
-    The salt is ``EHR_FED_PERSON_SALT`` when set, else the site id (``docs/internals.md``).
-    """
-    salt = os.environ.get("EHR_FED_PERSON_SALT") or site_id
-    return hashlib.sha256((salt + person_id).encode("utf-8")).digest()[:16].hex()
+    use_test_secret()
+    return keyed(person_salt(site_id), person_id)
 
 
 class _Ids:

@@ -107,9 +107,12 @@ def test_t2d_progression_within_horizon(builder, mapping, t2d):
     assert ft.table["lab_hba1c"].isna().all()
 
 
-@pytest.mark.parametrize("salt", [None, "s3cret"])
+@pytest.mark.parametrize("salt", [None, "short", "s3cret-of-this-site-only"])
 def test_person_key_salt(builder, mapping, readmission, monkeypatch, salt):
     import hashlib
+    import hmac
+
+    from ehr_fed.cohort.table import PersonKeyError
 
     if salt:
         monkeypatch.setenv("EHR_FED_PERSON_SALT", salt)
@@ -117,7 +120,11 @@ def test_person_key_salt(builder, mapping, readmission, monkeypatch, salt):
         monkeypatch.delenv("EHR_FED_PERSON_SALT", raising=False)
     b = builder.person("p1")
     b.visit("a", "p1", "2020-01-01", "2020-01-02")
+    if salt in (None, "short"):  # no silent fallback to the public site id
+        with pytest.raises(PersonKeyError, match="site test_site: .*EHR_FED_PERSON_SALT"):
+            build_feature_table(b.records, mapping, readmission)
+        return
     ft = build_feature_table(b.records, mapping, readmission)
-    want = hashlib.sha256(((salt or "test_site") + "p1").encode()).hexdigest()[:32]
+    want = hmac.new(salt.encode(), b"p1", hashlib.sha256).hexdigest()[:32]
     assert ft.table["person_key"].tolist() == [want]
     assert ft.table["site_id"].tolist() == ["test_site"]

@@ -10,7 +10,7 @@ from ehr_fed.privacy import AuditLog, PolicyError, PrivacyPolicy, merge_histogra
 
 def test_defaults_and_yaml(tmp_path):
     p = PrivacyPolicy()
-    assert (p.min_cell_count, p.min_sites, p.max_params_fraction, p.allowed_tasks) == (10, 3, 0.1, None)
+    assert (p.min_cell_count, p.min_sites, p.max_params_fraction, p.allowed_tasks) == (10, 3, 0.33, None)
     f = tmp_path / "policy.yaml"
     f.write_text("min_cell_count: 5\nallowed_tasks: ['stats.*']\n")
     q = PrivacyPolicy.from_yaml(f)

@@ -6,7 +6,8 @@ and from a federation (``federated.FederatedHistogramSource``: one ``secure_sum`
 subtraction: of two siblings only the smaller one (fewer rows; fewer Hessian when counts are not
 collected) is requested, the other is ``parent - sibling``, exact because histograms are integer sums. Nodes
 at the maximum depth are leaves: their totals come with their parent's split, so their histograms are never
-requested (a depth-``d`` tree costs ``d`` histogram rounds, not ``d + 1``).
+requested (a depth-``d`` tree costs ``d`` histogram rounds, not ``d + 1``). Splits are searched on the
+histograms with small bins merged (:func:`.splitting.merge_small_bins`), the same for every source.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from .binning import BinMapper
 from .histogram import build_histograms, logistic_grad_hess, quantize
 from .predictor import Tree, apply_tree, base_margin
-from .splitting import SplitParams, find_best_split, leaf_weight, node_totals
+from .splitting import SplitParams, find_best_split, leaf_weight, merge_small_bins, node_totals
 
 __all__ = ["HistogramSource", "LocalHistogramSource", "GrowParams", "grow_tree"]
 
@@ -98,8 +99,9 @@ def grow_tree(source: HistogramSource, mapper: BinMapper, params: GrowParams) ->
     level = [0]
     for depth in range(params.max_depth):
         pairs = []
-        for nid in level:
-            info = find_best_split(hists[nid], n_cuts, sp)
+        merged = merge_small_bins(np.stack([hists[nid] for nid in level]), sp)  # the min-count rule
+        for i, nid in enumerate(level):
+            info = find_best_split(merged[i], n_cuts, sp)
             if info is None:
                 continue
             if info.bin < n_cuts[info.feature]:

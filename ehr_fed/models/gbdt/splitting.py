@@ -11,7 +11,11 @@ With ``G``, ``H`` the sums of gradient and Hessian in a node, XGBoost (``binary:
 Missing values: every cut is tried twice, missing rows going right and going left (the learned default
 direction); in addition the split "all observed values left, missing right" is tried, which isolates the
 missing rows. Here, as a disclosure-control addition, both children must also hold at least
-``min_count`` rows (the pooled count channel of the histogram).
+``min_count`` rows (the pooled count channel of the histogram), and before a node's splits are searched
+its bins are merged (:func:`merge_small_bins`) until every group of adjacent bins holds at least
+``min_count`` pooled rows: no threshold is offered between two bins of a group, so no split ever depends on
+a bin of fewer rows. The pooled learner and the federated one apply the same rule to the same integer
+histograms and grow the same trees.
 
 Ties are broken deterministically: lowest feature, then lowest bin, then missing-right before missing-left.
 """
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SplitParams", "SplitInfo", "node_totals", "leaf_weight", "find_best_split"]
+__all__ = ["SplitParams", "SplitInfo", "node_totals", "leaf_weight", "find_best_split", "merge_small_bins"]
 
 K_RT_EPS = 1e-6
 
@@ -100,7 +104,10 @@ def find_best_split(hist: np.ndarray, n_cuts: np.ndarray, params: SplitParams) -
     for d, (left, valid) in enumerate(
         (
             (cum, b <= nc),  # d=0: missing right (b == n_cuts: all observed left, missing right)
-            (cum + missing[:, None, :], b < nc),  # d=1: missing left
+            # d=1: missing left. With merged bins (min_count > 1) the observed part of the left side must
+            # not be empty: "missing alone left" is the mirror of d=0 at b == n_cuts, and only that form
+            # routes rows as the merged histogram counts them (module doc of merge_small_bins)
+            (cum + missing[:, None, :], (b < nc) & ((cum != 0).any(axis=2) if params.min_count > 1 else True)),
         )
     ):
         right = total[None, None, :] - left
@@ -133,3 +140,66 @@ def find_best_split(hist: np.ndarray, n_cuts: np.ndarray, params: SplitParams) -
         left=(int(left[0]), int(left[1]), int(left[2])),
         right=(int(right[0]), int(right[1]), int(right[2])),
     )
+
+
+def merge_small_bins(hists: np.ndarray, params: SplitParams) -> np.ndarray:
+    """Merge adjacent bins of node histograms until each group holds at least ``params.min_count`` rows.
+
+    Parameters
+    ----------
+    hists : int64 ndarray of shape (n_nodes, n_features, n_bins, 3)
+        Raw node histograms (last bin = missing values).
+    params : SplitParams
+        ``min_count``; with ``use_count`` the count channel decides, otherwise the Hessian channel must
+        reach ``min_count / 4`` (every row's Hessian is at most 1/4, so such a group holds at least
+        ``min_count`` rows).
+
+    Returns
+    -------
+    int64 ndarray of the same shape
+        Each group's (G, H, count) sums sit in the group's last non-empty value bin (its missing-value
+        bin when the group is only that bin); every other bin of the group is 0. Groups are read from
+        the lowest bin up, the missing bin last; a last group below the minimum joins the one before.
+
+    With the sums at a group's last bin, every threshold inside a group gives the same gain as the
+    threshold just below the group, and the tie-break (lowest bin) picks the latter, so the chosen
+    threshold routes rows exactly as the merged histogram counts them. A missing-value bin merged into
+    value bins is counted at the group's last value bin; the missing-left direction then never wins (it
+    ties, and missing-right is preferred), so missing rows go right, like that group.
+    """
+    hists = np.asarray(hists, dtype=np.int64)
+    if params.min_count <= 1 or hists.size == 0:
+        return hists
+    n_nodes, n_features, n_bins, n_ch = hists.shape
+    h = hists.reshape(n_nodes * n_features, n_bins, n_ch)
+    if params.use_count:
+        key, need = 2, int(params.min_count)
+    else:
+        key, need = 1, int(np.ceil(params.min_count * 2.0 ** (params.precision - 2)))
+    rows = np.arange(h.shape[0])
+    out = np.zeros_like(h)
+    acc = np.zeros((h.shape[0], n_ch), dtype=np.int64)
+    last_nz = np.full(h.shape[0], -1)  # last non-empty value bin of the open group
+    prev = np.full(h.shape[0], -1)  # where the last closed group's sums sit
+    for b in range(n_bins):
+        col = h[:, b, :]
+        acc += col
+        nonempty = col.any(axis=1)
+        if b < n_bins - 1:
+            last_nz = np.where(nonempty, b, last_nz)
+        close = acc[:, key] >= need
+        if close.any():
+            r = rows[close]
+            pos = np.where(last_nz[r] >= 0, last_nz[r], b)
+            out[r, pos] = acc[r]
+            prev[r] = pos
+            acc[r] = 0
+            last_nz[r] = -1
+    rest = rows[acc.any(axis=1)]
+    if rest.size:
+        joined = prev[rest] >= 0
+        pos = np.where(last_nz[rest] >= 0, last_nz[rest], np.where(joined, prev[rest], n_bins - 1))
+        carried = np.where(joined[:, None], out[rest, np.maximum(prev[rest], 0)], 0)
+        out[rest[joined], prev[rest[joined]]] = 0
+        out[rest, pos] = carried + acc[rest]
+    return out.reshape(hists.shape)
