@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,31 @@ def write_private(path, write) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+#: the packages whose code turns a source into a feature table (their digest keys harmonization caches)
+HARMONIZATION_PACKAGES = ("ehr_fed.sources", "ehr_fed.mapping", "ehr_fed.cohort")
+
+
+@functools.lru_cache(maxsize=1)
+def harmonization_code_digest() -> str:
+    """sha256 of the toolkit version and of every module of :data:`HARMONIZATION_PACKAGES` (path and bytes).
+
+    A cached feature table keyed on it is rebuilt after an upgrade, or any local change to the code that
+    reads sources, applies mappings or builds cohorts, instead of silently reusing a table older code built.
+    """
+    import hashlib
+    import importlib
+
+    from ehr_fed import __version__
+
+    h = hashlib.sha256(f"ehr-fed {__version__}\n".encode())
+    for name in HARMONIZATION_PACKAGES:
+        root = Path(importlib.import_module(name).__file__).parent
+        for f in sorted(root.rglob("*.py")):
+            h.update(f"{name}/{f.relative_to(root).as_posix()}\n".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 class TooFewIndexEventsError(ValueError):
