@@ -89,7 +89,8 @@ def cache_key(kind: str, input: Path, mapping: Path, study: Path | None) -> str:
     for p in (input, mapping, study):
         if p is not None:
             _fingerprint_path(p, h)
-    h.update(("salt:" + ("env" if os.environ.get("EHR_FED_PERSON_SALT") else "site_id")).encode())
+    # tables keyed with another person-key secret are not reused (the secret itself is not stored)
+    h.update(("salt:" + hashlib.sha256(os.environ.get("EHR_FED_PERSON_SALT", "").encode()).hexdigest()).encode())
     from ehr_fed.cohort.pipeline import harmonization_code_digest
 
     h.update(f"code:{harmonization_code_digest()}".encode())  # version + code that builds the tables
