@@ -122,8 +122,11 @@ def outcome_names(study: Any) -> tuple[str, str]:
 
 def outcome_name(study: Any) -> str:
     """The outcome in a few words ("readmission within 30 days", "type 2 diabetes within 3 years")."""
+    label = getattr(study, "label", None)
+    if getattr(label, "kind", None) == "readmission":
+        return f"readmission within {label.window_days} days"
     positive = outcome_names(study)[1]
-    return positive[0].lower() + positive[1:]
+    return positive if positive.startswith("label") else positive[0].lower() + positive[1:]
 
 
 def study_of(*objects: Any) -> Any:

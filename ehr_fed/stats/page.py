@@ -50,7 +50,7 @@ def fmt_int(v: Any, missing: str = "-") -> str:
         f = float(v)
     except (TypeError, ValueError):
         return str(v)
-    return missing if math.isnan(f) else f"{int(round(f)):,}".replace(",", " ")
+    return missing if math.isnan(f) else str(int(round(f)))
 
 
 def fmt_num(v: Any, digits: int = 3, missing: str = "-") -> str:
