@@ -67,6 +67,11 @@ def register(subparsers) -> None:
     lr.add_argument("--missing-values", choices=("mean_impute_with_indicator", "mean_impute", "native"),
                     help="missing-value handling (default: the study spec's)")
     lr.add_argument("--features", help="comma-separated subset of the study's features (default: all)")
+    lr.add_argument("--epsilon", type=float,
+                    help="differential privacy: total epsilon of this training session (default: the "
+                         "federation's privacy dp setting, else off)")
+    lr.add_argument("--delta", type=float, help="differential privacy delta (default 1e-6)")
+    lr.add_argument("--dp-rounds", type=int, help="Newton rounds of a private fit (5)")
     lr.set_defaults(func=run_logreg)
 
     gb = models.add_parser("gbdt", help="federated gradient-boosted trees (XGBoost-compatible)",
@@ -122,6 +127,7 @@ def run_logreg(args) -> int:
     model = FederatedLogisticRegression(
         penalty=args.penalty, C=args.C, fit_intercept=not args.no_intercept, max_iter=args.max_iter,
         tol=args.tol, encrypted=not args.plaintext, missing_values=args.missing_values, features=features,
+        dp=_dp_option(args),
     )
     try:
         with _federation(args) as fed, warnings.catch_warnings(record=True) as caught:
@@ -145,7 +151,26 @@ def run_logreg(args) -> int:
         print(model.summary().round(6).to_string())
     print(f"model written to {args.out} ({model.n_samples_} rows, {model.n_sites_} sites, "
           f"{model.n_iter_} rounds)", file=sys.stderr)
+    dp = getattr(model, "dp_", None)
+    if dp is not None:
+        print(f"differential privacy: epsilon {dp['epsilon']:.4g}, delta {dp['delta']:g} spent over "
+              f"{dp['releases']} releases (row clip norm {dp['clip_norm']:.4g}, up to {dp['events_per_patient']} "
+              "index event(s) per patient)")
     return 0
+
+
+def _dp_option(args) -> dict | None:
+    """The ``dp`` option of a logistic regression from --epsilon / --delta / --dp-rounds (None: unset)."""
+    if args.epsilon is None:
+        if args.delta is not None or args.dp_rounds is not None:
+            raise SystemExit("ehr-fed train: --delta and --dp-rounds need --epsilon")
+        return None
+    dp: dict = {"epsilon": args.epsilon}
+    if args.delta is not None:
+        dp["delta"] = args.delta
+    if args.dp_rounds is not None:
+        dp["rounds"] = args.dp_rounds
+    return dp
 
 
 def run_gbdt(args) -> int:

@@ -213,7 +213,8 @@ def decode_preprocess(raw: dict[str, Any], params: dict, noise: dict) -> dict[st
     """Pooled sums in the form of :func:`ehr_fed.models.base.site_preprocessing_sums` from a private release.
 
     Noisy counts are clipped to ``[0, n]``; a feature whose observed count is within three noise standard
-    deviations of ``n`` counts as never missing (no indicator is made of noise); no feature is treated as
+    deviations of ``n`` counts as never missing (no indicator is made of noise), one within three of 0 as
+    never observed; no feature is treated as
     binary (its binary cell counts are not released).
     """
     bounds = np.asarray(params["dp_clip"]["feature_bounds"], dtype=np.float64)
@@ -223,6 +224,7 @@ def decode_preprocess(raw: dict[str, Any], params: dict, noise: dict) -> dict[st
     n = max(float(s["n"][0]), 1.0) if np.isfinite(s["n"][0]) else float("nan")
     n_obs = np.clip(s["n_obs"], 0.0, n)
     n_obs = np.where(n_obs > n - 3.0 * noise["n_obs"].sigma, n, n_obs)
+    n_obs = np.where(n_obs < 3.0 * noise["n_obs"].sigma, 0.0, n_obs)  # within noise of 0: never observed
     su, sq = r * s["sum"] / q, r * r * s["sumsq"] / q
     total = su + c * n_obs
     sumsq = np.maximum(sq + 2.0 * c * su + c * c * n_obs, 0.0)

@@ -17,6 +17,7 @@ raw features for the preprocessing sums; defaults from the study spec's feature 
 from __future__ import annotations
 
 import math
+import uuid
 import warnings
 from typing import Any
 
@@ -45,8 +46,11 @@ DEFAULT_ROUNDS = 5
 
 
 def resolve_dp(model: Any, federation: Any) -> tuple[DPConfig, dict[str, Any]] | None:
-    """The session's DP budget and options: the model's ``dp``, else the federation's ``dp``; None = off."""
+    """The session's DP budget and options: the model's ``dp``, else the federation's (``privacy: dp:`` of
+    the federation YAML); None = off."""
     raw = model.dp if getattr(model, "dp", None) is not None else getattr(federation, "dp", None)
+    if raw is None:
+        raw = getattr(getattr(federation, "policy", None), "dp", None)
     if raw is None:
         return None
     if isinstance(raw, DPConfig):
@@ -71,7 +75,7 @@ def fit_private(model: Any, fed: Any, study: Any, names: list[str], strategy: st
     from ehr_fed.models.logreg import ROW_BOUND
 
     rounds = int(opts.get("rounds", DEFAULT_ROUNDS))
-    plan = ReleasePlan(**cfg.model_dump(), releases={"preprocess": 2, "model": rounds})
+    plan = ReleasePlan(**cfg.model_dump(), releases={"preprocess": 2, "model": rounds}, plan_id=uuid.uuid4().hex)
     p = plan.to_params()
     n_sites = len(fed.site_ids)
     records = []
@@ -153,11 +157,12 @@ def attach_dp_record(path: Any, record: dict[str, Any]) -> None:
     import tempfile
     from pathlib import Path
 
-    from ehr_fed.models.persistence import _strict
+    from ehr_fed.models.persistence import _strict, seal_model_document
 
     path = Path(path)
     doc = json.loads(path.read_text())
     doc["dp"] = _strict(json.loads(json.dumps(record)))
+    doc = seal_model_document(doc)  # the checksum covers the dp record too
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:

@@ -33,6 +33,7 @@ from ehr_fed.privacy.dp import (
     calibrate,
     dp_task_spec,
     epsilon_spent,
+    rho_for_epsilon,
 )
 from ehr_fed.privacy.errors import DisclosureError
 
@@ -110,13 +111,25 @@ class BudgetLedger:
         return epsilon_spent([(c["rho"], c["xi"]) for c in self.charges(study)], delta)
 
     def check(self, study: str, release: Release, budget: DPConfig, site_id: str) -> float:
-        """Raise DisclosureError when ``release`` would exceed ``budget``; returns the epsilon after it."""
-        events = [(c["rho"], c["xi"]) for c in self.charges(study)]
+        """Raise DisclosureError when ``release`` would exceed ``budget``; returns the epsilon after it.
+
+        The first release of a plan (``plan_id``) is checked against the whole declared plan (its epsilon as one
+        zCDP cost), so a session that cannot finish is refused at its start, not half-way; every release
+        is also checked on its own cost.
+        """
+        charges = self.charges(study)
+        events = [(c["rho"], c["xi"]) for c in charges]
         before = epsilon_spent(events, budget.delta)
         after = epsilon_spent([*events, (release.rho, release.xi)], budget.delta)
+        what = "this release"
+        if not any(c.get("plan_id") == release.plan.plan_id for c in charges):
+            plan = release.plan
+            planned = epsilon_spent([*events, (rho_for_epsilon(plan.epsilon, plan.delta), 0.0)], budget.delta)
+            if planned > after:
+                after, what = planned, f"this session's release plan (epsilon {plan.epsilon:g})"
         if after > budget.epsilon * (1 + 1e-9):
             raise DisclosureError(
-                f"site {site_id} refuses {release.task!r}: this release would bring study {study or '-'!r} to "
+                f"site {site_id} refuses {release.task!r}: {what} would bring study {study or '-'!r} to "
                 f"epsilon {after:.4g} (delta {budget.delta:g}), over its budget epsilon={budget.epsilon:g}; "
                 f"remaining budget: epsilon {max(0.0, budget.epsilon - before):.4g} of {budget.epsilon:g} "
                 f"({len(events)} release(s) charged so far). Plan a session with a smaller epsilon, or ask "
@@ -144,6 +157,7 @@ class BudgetLedger:
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "session": session,
                 "task": release.task, "round": int(round), "group": release.group,
                 "rho": release.rho, "xi": release.xi, "session_epsilon": release.plan.epsilon,
+                "plan_id": release.plan.plan_id,
             })
             entry["epsilon_spent"] = after
             self._write(data)

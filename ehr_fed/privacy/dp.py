@@ -142,6 +142,9 @@ class ReleasePlan(DPConfig):
     """A session's declared release plan: its ``(epsilon, delta)`` and the number of releases per group."""
 
     releases: dict[str, int]
+    #: identifies one planned session (one fit, one evaluation); a site checks the whole plan at its first
+    #: release
+    plan_id: str = ""
 
     @field_validator("releases")
     @classmethod

@@ -1,0 +1,112 @@
+"""A site's per-study privacy budget: refusal before computing, persistence, DP required by policy."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ehr_fed.federation import Federation, FederationError, PrivacyPolicy
+from ehr_fed.federation.tasks import site_task
+from ehr_fed.privacy import BudgetLedger, DisclosureError, epsilon_spent
+from ehr_fed.privacy.budget import cap_events, ledger_path
+from ehr_fed.privacy.dp import OutputSensitivity, ReleasePlan, active_release, dp_task
+
+CALLS: list[str] = []
+_LOCK = threading.Lock()
+
+
+@site_task("tests.dp_spy", kind="count")
+def _spy(table: pd.DataFrame, params: dict, ctx) -> dict:
+    with _LOCK:
+        CALLS.append(ctx.site_id)
+    rel = active_release()
+    noise = rel.noise("n", 1) if rel is not None else 0
+    return {"n": np.array([len(table)], dtype=np.int64) + noise}
+
+
+dp_task("tests.dp_spy", "stats", lambda params: [OutputSensitivity("n", 1.0, 1.0)])
+
+
+def _tables(n_sites: int = 3, rows: int = 50) -> dict[str, pd.DataFrame]:
+    return {f"s{i}": pd.DataFrame({"site_id": f"s{i}", "person_key": [f"p{i}_{j % 40}" for j in range(rows)],
+                                   "index_time": pd.Timestamp("2024-01-01") + pd.to_timedelta(range(rows), "D"),
+                                   "label": np.arange(rows) % 2, "x": np.arange(rows, dtype=float)})
+            for i in range(n_sites)}
+
+
+LAYOUT = {"n": {"widths": [[1, [30]]], "max_terms": 3}}
+
+
+def _ask(fed, epsilon: float):
+    plan = ReleasePlan(epsilon=epsilon, delta=1e-6, releases={"stats": 1}).to_params()
+    return fed.secure_sum("tests.dp_spy", {"dp": plan}, LAYOUT)
+
+
+def test_budget_refuses_before_computing_and_survives_a_restart(tmp_path):
+    CALLS.clear()
+    policy = PrivacyPolicy(dp={"epsilon": 1.0, "delta": 1e-6})
+    with Federation.in_process(_tables(), policy=policy, encrypted=False, audit_dir=tmp_path) as fed:
+        out = _ask(fed, 0.8)
+        assert abs(np.asarray(out["n"]).ravel()[0] - 120) < 200  # 3 x 40 patients (one event each) + noise
+        assert sorted(CALLS) == ["s0", "s1", "s2"]
+        with pytest.raises((FederationError, DisclosureError), match=r"remaining budget: epsilon 0\.2"):
+            _ask(fed, 0.8)
+        assert len(CALLS) == 3  # refused before the task ran at any site
+    ledger = json.loads(ledger_path(tmp_path / "s0.audit.jsonl").read_text())
+    charges = ledger["studies"][""]["charges"]
+    assert len(charges) == 1 and charges[0]["task"] == "tests.dp_spy"
+    audit = [json.loads(line) for line in (tmp_path / "s0.audit.jsonl").read_text().splitlines()]
+    dp_lines = [e for e in audit if e.get("action") == "dp_charge"]
+    assert len(dp_lines) == 1 and 0.7 < dp_lines[0]["dp"]["epsilon_spent"] <= 0.8  # at most the planned 0.8
+    # a restarted federation (new site objects, same files) still knows what was spent
+    with Federation.in_process(_tables(), policy=policy, encrypted=False, audit_dir=tmp_path) as fed:
+        with pytest.raises((FederationError, DisclosureError), match="over its budget epsilon=1"):
+            _ask(fed, 0.8)
+        _ask(fed, 0.3)  # what remains can still be spent (under RDP composition 0.8 then 0.3 stays below 1)
+    assert len(CALLS) == 6
+
+
+def test_policy_requiring_dp_refuses_a_request_without_a_plan():
+    policy = PrivacyPolicy(dp={"epsilon": 2.0})
+    with Federation.in_process(_tables(), policy=policy, encrypted=False) as fed:
+        with pytest.raises((FederationError, DisclosureError), match="requires differential privacy"):
+            fed.secure_sum("tests.dp_spy", {}, LAYOUT)
+
+
+def test_task_without_private_form_is_refused():
+    plan = ReleasePlan(epsilon=1.0, releases={"stats": 1}).to_params()
+    with Federation.in_process(_tables(), encrypted=False) as fed:
+        with pytest.raises((FederationError, DisclosureError), match="has no differentially private form"):
+            fed.secure_sum("stats.count", {"dp": plan}, {"n": [1e9, 3], "positives": [1e9, 3]})
+
+
+def test_ledger_composes_charges_and_writes_atomically(tmp_path):
+    from ehr_fed.privacy.dp import DPConfig, Release, calibrate
+
+    plan = ReleasePlan(epsilon=1.0, releases={"stats": 2})
+    outs = calibrate(plan, "stats", [OutputSensitivity("n", 1, 1)])
+    rel = Release("t", "stats", plan, outs)
+    path = tmp_path / "a.dp_budget.json"
+    led = BudgetLedger(path)
+    budget = DPConfig(epsilon=1.0)
+    for r in range(2):
+        led.charge("study1", rel, session="x", round=r, budget=budget)
+    assert not list(tmp_path.glob(".a.dp_budget.json.*"))  # no temporary file left behind
+    fresh = BudgetLedger(path)
+    assert 0.95 < fresh.spent("study1", 1e-6) <= 1.0  # two planned halves of epsilon 1
+    assert fresh.spent("other", 1e-6) == 0.0
+    assert fresh.spent("study1", 1e-6) == pytest.approx(epsilon_spent([(rel.rho, rel.xi)] * 2, 1e-6))
+    with pytest.raises(DisclosureError, match=r"remaining budget: epsilon 0\.02\d* of 1 \(2 release"):
+        fresh.check("study1", rel, budget, "s0")
+
+
+def test_cap_events_keeps_the_earliest_rows_per_patient():
+    t = pd.DataFrame({"person_key": ["a", "a", "b", "a"], "index_time": pd.to_datetime(
+        ["2024-03-01", "2024-01-01", "2024-01-05", "2024-02-01"]), "v": [1, 2, 3, 4]})
+    assert cap_events(t, 1)["v"].tolist() == [2, 3]
+    assert cap_events(t, 2)["v"].tolist() == [2, 3, 4]
+    assert cap_events(t, 5) is t

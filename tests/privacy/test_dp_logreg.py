@@ -1,0 +1,133 @@
+"""Private federated logistic regression: DP off is bit-identical, DP on records what it spent."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from ehr_fed.cli.main import main
+from ehr_fed.federation import Federation, PrivacyPolicy
+from ehr_fed.models import FederatedLogisticRegression
+from ehr_fed.models.logreg_private import read_dp_record
+
+FEATURES = ["age", "sex_female", "los_days", "charlson", "lab_creatinine", "cond_cancer"]
+BOUNDS = {"age": [0, 110], "sex_female": [0, 1], "los_days": [0, 60], "charlson": [0, 24],
+          "lab_creatinine": [0, 15], "cond_cancer": [0, 1]}
+
+
+def site_table(site: str, n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    age = rng.normal(66, 12, n)
+    sex = (rng.random(n) < 0.5).astype(float)
+    los = rng.exponential(4, n)
+    charlson = rng.integers(0, 8, n).astype(float)
+    creat = rng.lognormal(0, 0.3, n)
+    cancer = (rng.random(n) < 0.15).astype(float)
+    eta = -4.0 + 0.03 * age + 0.4 * sex + 0.08 * los + 0.15 * charlson + 0.8 * creat + 0.5 * cancer
+    label = (rng.random(n) < 1.0 / (1.0 + np.exp(-eta))).astype("int8")
+    creat[rng.random(n) < 0.2] = np.nan
+    return pd.DataFrame({"site_id": site, "person_key": [f"{site}-{i}" for i in range(n)],
+                         "index_time": pd.Timestamp("2021-01-01"), "label": label, "age": age,
+                         "sex_female": sex, "los_days": los, "charlson": charlson, "lab_creatinine": creat,
+                         "cond_cancer": cancer})
+
+
+@pytest.fixture(scope="module")
+def tables() -> dict[str, pd.DataFrame]:
+    return {f"s{i}": site_table(f"s{i}", 3000, 70 + i) for i in range(3)}
+
+
+def _fed(tables, **kw):
+    return Federation.in_process(tables, encrypted=False, **kw)
+
+
+def test_dp_off_is_bit_identical(tables):
+    with _fed(tables) as fed:
+        base = FederatedLogisticRegression(encrypted=False).fit(fed)
+        off = FederatedLogisticRegression(encrypted=False, dp={"epsilon": float("inf")}).fit(fed)
+    assert np.array_equal(base.beta_, off.beta_) and np.array_equal(base.information_, off.information_)
+    assert base.history_ == off.history_ and not hasattr(base, "dp_") and not hasattr(off, "dp_")
+
+
+def test_private_fit_spends_at_most_its_epsilon_and_stays_useful(tables, tmp_path):
+    pooled = pd.concat(tables.values(), ignore_index=True)
+    with _fed(tables) as fed:
+        base = FederatedLogisticRegression(encrypted=False).fit(fed)
+        model = FederatedLogisticRegression(encrypted=False, dp={"epsilon": 4.0, "feature_bounds": BOUNDS}).fit(fed)
+    rec = model.dp_
+    assert 3.8 < rec["epsilon"] <= 4.0 and rec["delta"] == 1e-6 and rec["releases"] == 2 + 5
+    assert rec["clip_norm"] == pytest.approx(np.sqrt(len(model.terms_) + 1))
+    assert set(rec["noise"]) == {"models.row_count", "models.preprocess_sums", "logreg.newton"}
+    assert abs(model.n_samples_ - 9000) < 100  # a noisy count
+    auc = roc_auc_score(pooled["label"], model.predict_proba(pooled)[:, 1])
+    auc0 = roc_auc_score(pooled["label"], base.predict_proba(pooled)[:, 1])
+    assert auc > auc0 - 0.02
+    assert not np.array_equal(model.beta_, base.beta_)
+    # the model file carries epsilon and delta, and loads back
+    path = tmp_path / "m.json"
+    model.save(path)
+    doc = json.loads(path.read_text())
+    assert doc["dp"]["epsilon"] == pytest.approx(rec["epsilon"]) and doc["dp"]["delta"] == 1e-6
+    assert read_dp_record(path)["quantisation"]["gradient_scale"] > 0
+    from ehr_fed import load_model
+
+    again = load_model(path)
+    np.testing.assert_array_equal(again.predict_proba(pooled), model.predict_proba(pooled))
+
+
+def test_site_budget_refuses_a_second_private_fit(tables):
+    policy = PrivacyPolicy(dp={"epsilon": 3.0})
+    with _fed(tables, policy=policy) as fed:
+        m = FederatedLogisticRegression(encrypted=False, dp={"epsilon": 2.5, "feature_bounds": BOUNDS}).fit(fed)
+        assert m.dp_["epsilon"] <= 2.5
+        with pytest.raises(Exception, match=r"refuses 'models.row_count'.*remaining budget: epsilon 0\.\d+ of 3"):
+            FederatedLogisticRegression(encrypted=False, dp={"epsilon": 2.5, "feature_bounds": BOUNDS}).fit(fed)
+        with pytest.raises(Exception, match="requires differential privacy"):
+            fed.dp = None
+            fed.policy = PrivacyPolicy()  # the coordinator forgets dp: the sites still require it
+            FederatedLogisticRegression(encrypted=False).fit(fed)
+
+
+def test_unknown_feature_range_is_a_clear_error(tables):
+    t = {k: v.assign(mystery=1.0) for k, v in tables.items()}
+    with _fed(t) as fed, pytest.raises(ValueError, match=r"no clipping range is known for features \['age', 'mystery'\]"):
+        FederatedLogisticRegression(encrypted=False, features=["age", "mystery"], dp=2.0).fit(fed)
+
+
+STUDY = __import__("pathlib").Path(__file__).resolve().parents[2] / "mappings" / "studies" / "readmission_30d.yaml"
+
+
+@pytest.fixture(scope="module")
+def federation_yaml(tables, tmp_path_factory):
+    root = tmp_path_factory.mktemp("dpfed")
+    names = [f["name"] for f in yaml.safe_load(STUDY.read_text())["features"]]
+    sites = []
+    for sid, t in tables.items():  # the study's columns: ours where we have them, the rest never observed
+        full = t[["site_id", "person_key", "index_time", "label"]].copy()
+        for n in names:
+            full[n] = t[n] if n in t.columns else np.nan
+        full.to_parquet(root / f"{sid}.parquet", index=False)
+        sites.append({"id": sid, "table": f"{sid}.parquet"})
+    cfg = {"study": str(STUDY), "sites": sites, "transport": {"kind": "in_process"}, "keys": {"n_length": 2048},
+           "privacy": {"min_cell_count": 10, "min_sites": 3, "max_params_fraction": 0.3}}
+    path = root / "federation.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_cli_epsilon_trains_a_private_model(federation_yaml, tmp_path, capsys):
+    out = tmp_path / "model.json"
+    rc = main(["train", "logreg", "--federation", str(federation_yaml), "--out", str(out), "--plaintext",
+               "--features", "age,sex_female,los_days,cond_cancer", "--epsilon", "3", "--delta", "1e-7"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "differential privacy: epsilon 2.9" in cap.out and "delta 1e-07" in cap.out
+    assert json.loads(out.read_text())["dp"]["delta"] == 1e-7
+    rc = main(["train", "logreg", "--federation", str(federation_yaml), "--out", str(tmp_path / "m2.json"),
+               "--plaintext", "--epsilon", "-1"])
+    assert rc == 1 and "dp.epsilon: Input should be greater than 0" in capsys.readouterr().err
