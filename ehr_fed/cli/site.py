@@ -1,9 +1,10 @@
-"""``ehr-fed site``: inspect a site configuration and its audit log."""
+"""``ehr-fed site``: check a site, read its audit log, and run its processes for a Flower federation."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(subparsers) -> None:
@@ -17,14 +18,45 @@ def register(subparsers) -> None:
     a.set_defaults(func=audit)
     s = sub.add_parser(
         "serve",
-        help="serve the site on a local socket for its Flower SuperNode (see docs/deployment.md)",
+        help="serve the site on a local socket for its ClientApp (see docs/deployment.md)",
         description="Keep the site (feature table, policy, keys, audit log) loaded and answer the "
-        "messages its SuperNode's ClientApp relays over a Unix socket. Start the SuperNode with "
-        "--node-config 'site-id=\"ID\" site-config=\"CONFIG\" site-socket=\"SOCKET\"'.",
+        "messages the site's ClientApp ('ehr-fed site clientapp') relays over a Unix socket. The "
+        "socket's folder must have mode 0700; only this user (and --allow-uid) may connect.",
     )
     s.add_argument("config", help="the site YAML")
-    s.add_argument("--socket", required=True, help="path of the Unix socket to create (mode 0600)")
+    s.add_argument("--socket", required=True, help="path of the Unix socket to create (mode 0600, folder 0700)")
+    s.add_argument("--state-dir", help="where the replay memory is kept (default: state/ beside the site YAML)")
+    s.add_argument("--allow-uid", type=int, action="append", default=[],
+                   help="also accept this uid as a peer (a ClientApp run as another system user)")
     s.set_defaults(func=serve)
+    ca = sub.add_parser(
+        "clientapp",
+        help="the site's long-lived Flower ClientApp: runs only this installed ehr-fed app",
+        description="Answer the tasks of a SuperNode started with '--isolation process': only runs whose "
+        "app bundle (FAB) is the one shipped with this ehr-fed are answered, by relaying to "
+        "'ehr-fed site serve'; any other app is refused unrun.",
+    )
+    ca.add_argument("--runtime-api", required=True, help="the SuperNode's Runtime API, host:port (its --host/--port)")
+    ca.add_argument("--socket", required=True, help="the site service's socket")
+    ca.add_argument("--trust-fab", action="append", default=[], metavar="SHA256",
+                    help="also run the app bundle with this SHA-256 (after reviewing it)")
+    ca.add_argument("--poll-interval", type=float, default=0.02, help="seconds between task polls (default 0.02)")
+    ca.set_defaults(func=clientapp)
+    sn = sub.add_parser(
+        "supernode",
+        help="run Flower's SuperNode with a short idle poll (arguments after -- go to flower-supernode)",
+        description="Flower's flower-supernode, unchanged except that its idle waits (3 s in Flower "
+        "1.41/1.42) are capped at --poll-interval seconds.",
+    )
+    sn.add_argument("--poll-interval", type=float, default=0.05)
+    sn.add_argument("supernode_args", nargs="*", metavar="-- FLOWER-SUPERNODE-ARGS")
+    sn.set_defaults(func=supernode)
+    nk = sub.add_parser("node-key", help="create the SuperNode's authentication key pair (register the .pub)")
+    nk.add_argument("--out", required=True, help="folder for supernode.key (0600) and supernode.pub")
+    nk.add_argument("--name", default="supernode")
+    nk.set_defaults(func=node_key)
+    ah = sub.add_parser("app-hash", help="print the SHA-256 of the Flower app bundle this ehr-fed runs")
+    ah.set_defaults(func=app_hash)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
@@ -52,10 +84,43 @@ def audit(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from ehr_fed.federation.transports.flower_site import SiteServiceError
     from ehr_fed.federation.transports.flower_site import serve as serve_site
 
     try:
-        serve_site(args.config, args.socket)
+        serve_site(args.config, args.socket, args.state_dir, tuple(args.allow_uid))
+    except SiteServiceError as exc:
+        print(f"ehr-fed site serve: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def clientapp(args: argparse.Namespace) -> int:
+    from ehr_fed.federation.transports.flower_clientapp import run
+
+    return run(args.runtime_api, args.socket, tuple(args.trust_fab), args.poll_interval)
+
+
+def supernode(args: argparse.Namespace) -> int:
+    from ehr_fed.federation.transports.flower_supernode import run
+
+    run(list(args.supernode_args), args.poll_interval)
+    return 0
+
+
+def node_key(args: argparse.Namespace) -> int:
+    from ehr_fed.federation.transports.flower_tls import make_supernode_auth_keys
+
+    keys = make_supernode_auth_keys(args.out, args.name)
+    print(json.dumps({"private_key": str(keys.private_key), "public_key": str(keys.public_key),
+                      "next": f"on the coordinator host: flwr supernode register {keys.public_key.name}"}, indent=1))
+    return 0
+
+
+def app_hash(args: argparse.Namespace) -> int:
+    from ehr_fed.federation.transports.flower_clientapp import trusted_fab_hashes
+
+    print(next(iter(trusted_fab_hashes())))
     return 0

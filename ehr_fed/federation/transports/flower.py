@@ -21,9 +21,7 @@ an ``ArrayRecord``): Flower moves a handful of objects per message whatever its 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -43,8 +41,6 @@ log = logging.getLogger(__name__)
 QUERY = "query.ehrfed"
 IDENTIFY = "query.ehrfed_identify"
 _BLOB = "ehrfed"
-#: env var: append coordinator-side exchange timings (JSON lines) to this file
-TIMING_ENV = "EHR_FED_FLOWER_TIMING"
 
 
 class SiteIdentityError(RuntimeError):
@@ -113,13 +109,13 @@ class GridTransport:
     """
 
     def __init__(self, grid: Grid, *, expected_sites: int | None = None, connect_timeout: float = 120.0,
-                 verify: Verifier | None = None, poll: float = 0.01):
+                 verify: Verifier | None = None, poll: float = 0.02):
         self.grid = grid
         self.verify = verify
         self.poll = poll
         self._nodes: dict[str, int] = {}
         self.refused: dict[int, str] = {}
-        self._timing = os.environ.get(TIMING_ENV)
+        self.last_exchange: dict[str, Any] = {}
         self._discover(expected_sites, connect_timeout)
 
     def _discover(self, expected: int | None, timeout: float) -> None:
@@ -216,11 +212,8 @@ class GridTransport:
             pending.difference_update(m.metadata.reply_to_message_id for m in got)
             if pending:
                 time.sleep(self.poll)
-        if self._timing and messages:
-            with open(self._timing, "a") as fh:
-                fh.write(json.dumps({"side": "coordinator", "type": messages[0].metadata.message_type,
-                                     "start": t0, "pushed": t_pushed, "done": time.time(),
-                                     "replies": [{"created": r.metadata.created_at} for r in replies]}) + "\n")
+        self.last_exchange = {"start": t0, "pushed": t_pushed, "done": time.time(),
+                              "replies": [float(r.metadata.created_at) for r in replies]}
         return replies
 
     def close(self) -> None:

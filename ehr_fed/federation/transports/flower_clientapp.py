@@ -100,7 +100,12 @@ class SiteClientApp:
         from flwr.supercore.retry import make_simple_http_retry_invoker
         from flwr.supercore.runtime import RuntimeHttpClient
 
+        import flwr.supernode.runtime.run_clientapp as run_clientapp
+
+        from ehr_fed.federation.transports.flower_pacing import fast_object_pulls
         from ehr_fed.federation.transports.flower_site import SiteClient
+
+        fast_object_pulls(run_clientapp)  # a task is offered before its message's objects are stored
 
         self.runtime_api = runtime_api
         self.trusted = trusted if trusted is not None else trusted_fab_hashes()

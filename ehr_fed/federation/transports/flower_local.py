@@ -25,7 +25,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ehr_fed.federation.transports.flower_tls import TlsFiles, make_loopback_certificates, make_supernode_auth_keys
+from ehr_fed.federation.transports.flower_tls import (
+    NodeAuthKeys,
+    TlsFiles,
+    make_loopback_certificates,
+    make_supernode_auth_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +110,7 @@ class LoopbackDeployment:
     site_configs: dict[str, str | Path]
     workdir: Path | None = None
     port: int = 0
-    poll_interval: float = 0.05
+    poll_interval: float = 0.1
     register_nodes: bool = True
     tls: TlsFiles | None = None
     _procs: list[_Proc] = field(default_factory=list)
@@ -149,16 +154,35 @@ class LoopbackDeployment:
         self._wait_for_port(self.port, timeout)
         self._write_flwr_config()
         self.sockets = self._start_site_services(timeout)
+        keys = {name: make_supernode_auth_keys(self.workdir / "node-keys", name) for name in self.site_configs}
+        if self.register_nodes:
+            self._register([k.public_key for k in keys.values()], timeout)
         for name in self.site_configs:
-            self.start_node(name, self.sockets[name], register=self.register_nodes)
+            self.start_node(name, self.sockets[name], keys=keys[name])
         self._wait_for_nodes(len(self.site_configs) if self.register_nodes else 0, timeout)
         return self
 
-    def start_node(self, name: str, socket_path: Path, *, register: bool = True) -> None:
-        """Start a SuperNode (process isolation) and the site's ClientApp beside it."""
-        keys = make_supernode_auth_keys(self.workdir / "node-keys", name)
-        if register:
-            self.flwr(["supernode", "register", str(keys.public_key), CONNECTION])
+    def _register(self, public_keys: list[Path], timeout: float) -> None:
+        """``flwr supernode register`` every key with the SuperLink (in parallel)."""
+        env = flower_env(self.flwr_home)
+        procs = [subprocess.Popen([_bin("flwr"), "supernode", "register", str(k), CONNECTION], env=env,
+                                  cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for k in public_keys]
+        for key, proc in zip(public_keys, procs, strict=True):
+            out, _ = proc.communicate(timeout=timeout)
+            if proc.returncode != 0:
+                raise FlowerDeploymentError(f"flwr supernode register {key} failed:\n{out[-2000:]}")
+
+    def start_node(self, name: str, socket_path: Path, *, keys: NodeAuthKeys | None = None,
+                   register: bool = True) -> None:
+        """Start a SuperNode (process isolation, authenticated) and the site's ClientApp beside it.
+
+        ``keys``: the node's auth key pair (new, and registered when ``register``, when None).
+        """
+        if keys is None:
+            keys = make_supernode_auth_keys(self.workdir / "node-keys", name)
+            if register:
+                self._register([keys.public_key], 60.0)
         runtime_port = free_port()
         self._spawn(
             f"supernode-{name}",
@@ -177,7 +201,7 @@ class LoopbackDeployment:
             f"clientapp-{name}",
             [sys.executable, "-m", "ehr_fed.federation.transports.flower_clientapp",
              "--runtime-api", f"127.0.0.1:{runtime_port}", "--socket", str(socket_path),
-             "--poll-interval", str(min(self.poll_interval, 0.02))],
+             "--poll-interval", str(self.poll_interval / 2)],
         )
 
     def processes(self, *names: str) -> list[_Proc]:

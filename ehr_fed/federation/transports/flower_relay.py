@@ -32,6 +32,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ from ehr_fed.federation.transports.flower_local import (
 )
 
 APP_DIR = Path(__file__).with_name("flower_app")
+#: env var: append every exchange's timings (JSON lines) to this file
+TIMING_ENV = "EHR_FED_FLOWER_TIMING"
 
 
 def _send(sock: socket.socket, obj: dict[str, Any]) -> None:
@@ -102,6 +105,8 @@ class FlowerRelayTransport:
         got = self._call("connect", {"expected_sites": expected_sites, "timeout": connect_timeout,
                                      "bundles": bundles})
         self._sites = list(got["sites"])
+        #: timings of every exchange (coordinator and ServerApp clocks; see benchmarks/flower.py)
+        self.exchanges: list[dict[str, Any]] = []
         self.refused: dict[str, str] = dict(got.get("refused") or {})
 
     def _accept(self, timeout: float) -> socket.socket:
@@ -153,8 +158,15 @@ class FlowerRelayTransport:
         return list(self._sites)
 
     def send(self, messages: Mapping[str, TaskMessage], timeout: float | None) -> dict[str, Reply | SiteFailure]:
-        replies = self._call("send", {"timeout": timeout, "messages": {sid: m.to_dict() for sid, m in messages.items()}})
-        return {sid: _decode_reply(item) for sid, item in (replies or {}).items()}
+        t0 = time.time()
+        got = self._call("send", {"timeout": timeout, "messages": {sid: m.to_dict() for sid, m in messages.items()}})
+        record = {"side": "coordinator", "action": next(iter(messages.values())).action if messages else "",
+                  "start": t0, "done": time.time(), "grid": got.get("timing") or {}}
+        self.exchanges.append(record)
+        if os.environ.get(TIMING_ENV):
+            with open(os.environ[TIMING_ENV], "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        return {sid: _decode_reply(item) for sid, item in (got.get("replies") or {}).items()}
 
     def close(self) -> None:
         if self._conn is not None:
@@ -195,8 +207,13 @@ def _decode_reply(item: dict[str, Any]) -> Reply | SiteFailure:
 # -- the ServerApp's side ---------------------------------------------------------------------------
 def serve_relay(grid: Any, relay_path: str) -> None:
     """Connect to the coordinator named in ``relay_path`` and serve its requests on ``grid``."""
+    import flwr.superlink.grid.http_grid as http_grid
+
     from ehr_fed.federation.keys import SitePublicBundle
     from ehr_fed.federation.transports.flower import GridTransport, bundle_verifier
+    from ehr_fed.federation.transports.flower_pacing import fast_object_pulls
+
+    fast_object_pulls(http_grid)  # replies: retry objects still uploading after ms, not 1 s
 
     info = json.loads(Path(relay_path).read_text())
     conn = socket.create_connection((info["host"], int(info["port"])))
@@ -225,7 +242,8 @@ def serve_relay(grid: Any, relay_path: str) -> None:
                         raise RuntimeError("send before connect")
                     msgs = {sid: TaskMessage.from_dict(m) for sid, m in arg["messages"].items()}
                     replies = transport.send(msgs, arg["timeout"])
-                    value = {sid: _encode_reply(r) for sid, r in replies.items()}
+                    value = {"replies": {sid: _encode_reply(r) for sid, r in replies.items()},
+                             "timing": transport.last_exchange}
                 else:
                     raise RuntimeError(f"unknown relay operation {op!r}")
                 _send(conn, {"status": "ok", "value": value})

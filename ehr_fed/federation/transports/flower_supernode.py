@@ -4,8 +4,10 @@ Flower 1.41 and 1.42 have no option for how often an idle SuperNode asks the Sup
 loop sleeps a fixed 3 s after every empty pull, and 0.5 s between checks for a finished reply. On a
 federation whose rounds take a fraction of a second that pause is most of every exchange. This
 launcher runs Flower's own ``flower-supernode`` (same code, same arguments, same Fleet API and
-authentication) and only caps those two pauses at ``--poll-interval`` seconds (default 0.05). It
-changes nothing else; remove it once Flower exposes the interval.
+authentication) and only caps those two pauses at ``--poll-interval`` seconds (default 0.05), and
+retries a message's not-yet-stored objects after milliseconds instead of 1 s
+(:mod:`~ehr_fed.federation.transports.flower_pacing`). It changes nothing else; remove it once Flower
+exposes these intervals.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ def run(args: list[str], poll: float = DEFAULT_POLL) -> None:
     import flwr.supernode.start_client_internal as loop
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
+    from ehr_fed.federation.transports.flower_pacing import fast_object_pulls
+
     loop.time = _PacedTime(poll)
+    fast_object_pulls(loop)
     sys.argv = ["flower-supernode", *args]
     flower_supernode()
 
