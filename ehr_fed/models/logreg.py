@@ -70,7 +70,8 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         Convergence when the largest Newton step (standardized coefficients) is below ``tol``.
     encrypted : bool
         Require Paillier-encrypted secure sums; ``False`` runs the same protocol in plaintext (the
-        federation must then allow it).
+        federation must then allow it). Applies to ``fit(federation)``: a local ``fit(X, y)`` keeps every
+        sum inside this process and runs in plaintext.
     missing_values : {"mean_impute_with_indicator", "mean_impute", "native"} or None
         ``None`` (default) takes the study spec's ``missing_values`` (``mean_impute_with_indicator`` if the
         federation has no study).
@@ -409,7 +410,11 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
         from ehr_fed.models.logreg_export import to_sklearn_pipeline
 
         check_is_fitted(self, "coef_")
-        return to_sklearn_pipeline(self)
+        pipe = to_sklearn_pipeline(self)
+        pipe.steps[-1][1].classes_ = self.classes_.copy()  # the labels of fit (0/1 for a federation)
+        if not hasattr(self, "feature_names_in_"):  # fitted on an array: the pipeline takes arrays too
+            del pipe.steps[0][1].feature_names_in_
+        return pipe
 
     def save(self, path: Any) -> None:
         """Write the model as versioned JSON (see :mod:`ehr_fed.models.persistence`)."""

@@ -157,8 +157,9 @@ def test_inf_is_refused_in_fit_and_predict_never_dropped(pooled, est):
     est.fit(pooled[FEATURES], y)
     with pytest.raises(ValueError, match=r"Input X contains infinity"):
         (est.transform if hasattr(est, "transform") else est.predict_proba)(frame)
-    with pytest.raises(ValueError, match=r"Input X contains infinity"):
-        (est.transform if hasattr(est, "transform") else est.predict_proba)(bad)
+    with pytest.warns(UserWarning, match="X does not have valid feature names, but"):  # scikit-learn's warning
+        with pytest.raises(ValueError, match=r"Input X contains infinity"):
+            (est.transform if hasattr(est, "transform") else est.predict_proba)(bad)
 
 
 def test_a_site_refuses_inf_in_its_table(tables):
@@ -243,3 +244,12 @@ def test_model_files_need_named_features_and_0_1_labels(pooled, tmp_path):
         with pytest.raises(ValueError, match=r"fitted with labels \['a', 'b'\]"):
             type(est)(**est.get_params()).fit(pooled[FEATURES], np.where(y == 1, "b", "a")).save(tmp_path / "m.json")
         type(est)(**est.get_params()).fit(pooled).save(tmp_path / "m.json")  # a feature table saves
+
+
+def test_exported_pipeline_keeps_the_labels_and_takes_arrays(pooled):
+    X, y = _xy(pooled)
+    model = FederatedLogisticRegression().fit(X, np.where(y == 1, 2, 1))
+    pipe = model.to_sklearn()
+    np.testing.assert_array_equal(pipe.predict(X), model.predict(X))
+    np.testing.assert_allclose(pipe.predict_proba(X), model.predict_proba(X), rtol=0, atol=1e-12)
+    assert list(pipe.classes_) == [1, 2] and not hasattr(pipe.steps[0][1], "feature_names_in_")

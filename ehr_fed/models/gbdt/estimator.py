@@ -67,7 +67,8 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
     min_child_weight : float, default 1.0
         Minimum Hessian sum of a child.
     encrypted : bool, default True
-        Require a federation that encrypts (Paillier) its secure sums.
+        Require a federation that encrypts (Paillier) its secure sums. Applies to ``fit(federation)``: a
+        local ``fit(X, y)`` keeps every sum inside this process and runs in plaintext.
     min_count_rule : {"count", "hessian"}, default "count"
         How leaves are kept above the minimum cell count (module docstring).
     min_cell_count : int or None
