@@ -168,7 +168,8 @@ def federated_statistics(fed) -> pd.DataFrame:
 
 
 def model_features(study: Any, cfg: DemoConfig) -> dict[str, list[str]]:
-    """The features of each model: ``{"logreg": [...], "gbdt": [...]}`` (boosting: all of the study's).
+    """The features of each model, in the study's order: ``{"logreg": [...], "gbdt": [...]}`` (boosting: all
+    of the study's).
 
     Raises ValueError naming the features of ``cfg.lr_features`` that the study does not have.
     """
@@ -178,10 +179,11 @@ def model_features(study: Any, cfg: DemoConfig) -> dict[str, list[str]]:
         if unknown:
             raise ValueError(f"DemoConfig.lr_features: {unknown} are not features of the study "
                              f"{study.study_id!r}; its features are {names}")
-        lr = list(cfg.lr_features)
+        chosen = set(cfg.lr_features)
     else:
-        lr = [f for f in LR_FEATURES.get(study.study_id, names) if f in names]
-    return {"logreg": lr, "gbdt": names}
+        chosen = set(LR_FEATURES.get(study.study_id, names))
+    # in the study's (the tables') column order: the sites score a model on its features in that order
+    return {"logreg": [f for f in names if f in chosen], "gbdt": names}
 
 
 def train_models(fed, cfg: DemoConfig, echo: Echo = print, features: dict[str, list[str]] | None = None
