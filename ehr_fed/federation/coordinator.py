@@ -15,7 +15,7 @@ import pandas as pd
 
 from ehr_fed.federation import he
 from ehr_fed.federation.checkpoint import Journal, params_hash
-from ehr_fed.federation.keys import CoordinatorKeys, SiteKeys, run_ceremony
+from ehr_fed.federation.keys import CoordinatorKeys, SiteKeys, coordinator_view, run_ceremony
 from ehr_fed.federation.masks import params_digest
 from ehr_fed.federation.messages import ProtocolError, Reply, TaskMessage, new_nonce
 from ehr_fed.federation.payload import validate
@@ -78,11 +78,13 @@ class Federation:
                    checkpoint_dir: str | Path | None = None, *, study: Any = None,
                    site_policies: Mapping[str, PrivacyPolicy] | None = None, workers: str = "threads",
                    timeout: float | None = 600.0, audit_dir: str | Path | None = None,
-                   site_keys: Mapping[str, SiteKeys] | None = None) -> Federation:
+                   site_keys: Mapping[str, SiteKeys] | None = None, key_scheme: str = "single",
+                   threshold: int | None = None) -> Federation:
         """A federation of local tables (notebooks, tests): runs the key ceremony among the sites.
 
         ``site_keys`` reuses existing key material (e.g. one keypair per test session) instead of a
-        new ceremony.
+        new ceremony. ``key_scheme="threshold"`` makes the ceremony deal t-of-n key shares (``threshold``,
+        default a majority of the sites) so that no single site can decrypt.
         """
         if not tables:
             raise FederationError("Federation.in_process needs at least one site table")
@@ -91,13 +93,11 @@ class Federation:
         policy = policy or PrivacyPolicy()
         if site_keys is not None:
             keys_by_site = {sid: site_keys[sid] for sid in tables}
-            first = keys_by_site[next(iter(tables))]
-            ckeys = CoordinatorKeys(paillier_public=first.paillier_public or b"",
-                                    sites={s: k.public_bundle() for s, k in keys_by_site.items()})
+            ckeys = coordinator_view(keys_by_site)
         else:
             keys_by_site = {sid: SiteKeys.generate(sid) for sid in tables}
             ckeys = run_ceremony(keys_by_site, n_length=key_bits, allow_insecure=allow_insecure,
-                                 encrypted=encrypted)
+                                 encrypted=encrypted, scheme=key_scheme, threshold=threshold)
         nodes = {}
         for sid, table in tables.items():
             sp = (site_policies or {}).get(sid, policy)
@@ -277,6 +277,38 @@ class Federation:
             out.append({"site_id": sid, "arrays": arrays, "shapes": sh, "signature": sig})
         return out
 
+    def _partials(self, task, r, payload, participants, combiner) -> dict[str, dict]:
+        """Threshold scheme: t - 1 other share holders among the participants each check the request and
+        return their partial decryptions, encrypted to the combining site (the coordinator cannot read them)."""
+        need = int(self.keys.threshold) - 1
+        holders = [s for s in sorted(participants) if s != combiner and s in self.keys.share_index]
+        if len(holders) < need:
+            raise FederationError(
+                f"round {r} ({task!r}): the threshold key needs {need + 1} share holders among the participants "
+                f"{participants}; only {len(holders) + 1} hold shares")
+        out: dict[str, dict] = {}
+        errors: list[str] = []
+        for sid in holders:
+            if len(out) == need:
+                break
+            msg = TaskMessage("partial_decrypt", task, self.study_id, self.journal.session, r, new_nonce(), payload)
+            rep = self.transport.send({sid: msg}, self.timeout).get(sid)
+            if isinstance(rep, SiteFailure) or rep is None:
+                errors.append(f"{sid}: {rep}")
+                continue
+            rep.check_answers(msg, sid)
+            if not rep.ok:
+                if rep.error_kind == "disclosure":
+                    raise FederationError(f"round {r} ({task!r}): share holder {sid} refused: {rep.error}")
+                errors.append(f"{sid}: {rep.error_kind}: {rep.error}")
+                continue
+            out[sid] = {k: rep.payload.get(k) for k in ("partials", "signature", "index")}
+        if len(out) < need:
+            raise FederationError(
+                f"round {r} ({task!r}): only {len(out)} of the {need} partial decryptions needed besides the "
+                "combining site's arrived:\n  " + "\n  ".join(errors))
+        return out
+
     def _decryptors(self, candidates: list[str]) -> list[str]:
         """The decrypting site of a sum over ``candidates``: the first in sorted order, the same site for every
         computation of a federation (the contributors bind it in their signatures and refuse a second
@@ -287,6 +319,8 @@ class Federation:
         payload = {"contributions": contributions, "contribution_nonce": nonce, "sum": total,
                    "encrypted": self.encrypted, "layout": lay, "participants": participants,
                    "params_digest": digest, "decryptor": decryptor}
+        if self.encrypted and self.keys is not None and self.keys.scheme == "threshold":
+            payload["partials"] = self._partials(task, r, payload, participants, decryptor)
         msg = TaskMessage("decrypt", task, self.study_id, self.journal.session, r, new_nonce(), payload)
         rep = self.transport.send({decryptor: msg}, self.timeout).get(decryptor)
         if isinstance(rep, SiteFailure) or rep is None:

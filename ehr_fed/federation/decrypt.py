@@ -17,17 +17,26 @@ site learns nothing from holding them. The decrypting site
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import numpy as np
 
 from ehr_fed.federation import he
+from ehr_fed.federation.keys import unwrap_secret, wrap_secret
 from ehr_fed.federation.messages import ProtocolError, TaskMessage
 from ehr_fed.federation.signing import array_bytes, contribution_digest
 from ehr_fed.privacy import DisclosureError
 
 
-def open_sum(site, msg: TaskMessage) -> tuple[dict[str, np.ndarray], list[str]]:
+def verified_sum(site, msg: TaskMessage, *, role: str):
+    """Every check of a decrypt (or partial-decrypt) request; returns the verified summed ciphertexts.
+
+    ``role`` is ``"decryptor"`` (the site the contributors named, which opens or combines) or ``"share"``
+    (a threshold share holder asked for its partial decryption).
+    Returns ``(sums, shapes, layout, contributors, digest)``.
+    """
     p = msg.payload
     try:
         contributions = p["contributions"]
@@ -42,30 +51,35 @@ def open_sum(site, msg: TaskMessage) -> tuple[dict[str, np.ndarray], list[str]]:
         raise ProtocolError("decrypt request: participants must be a list of site ids")
     if not isinstance(digest, str) or not digest:
         raise ProtocolError("decrypt request: params_digest must be a non-empty str")
-    if decryptor != site.site_id:
+    if not isinstance(total, dict) or not isinstance(p.get("layout") or {}, dict):
+        raise ProtocolError("decrypt request: sum and layout must be mappings of output names")
+    if role == "decryptor" and decryptor != site.site_id:
         raise ProtocolError(f"the contributors agreed to decryption by {decryptor!r}, not by this site")
     encrypted = bool(p.get("encrypted", False))
-    if encrypted and site._sk is None:
-        raise ProtocolError("this site holds no Paillier private key and cannot decrypt")
+    if encrypted and site._sk is None and site._share is None:
+        raise ProtocolError("this site holds no Paillier private key or key share and cannot decrypt")
     if not isinstance(contributions, list) or not contributions:
         raise ProtocolError("decrypt request carries no contributions")
     names = sorted(total)
     seen: list[str] = []
     for c in contributions:
+        if not isinstance(c, dict) or not isinstance(c.get("arrays"), dict) or not isinstance(c.get("shapes"), dict):
+            raise ProtocolError("decrypt request: a contribution is not {site_id, arrays, shapes, signature}")
         sid = c.get("site_id")
         bundle = site.keys.peers.get(sid)
         if bundle is None:
             raise ProtocolError(f"contribution from unknown site {sid!r}: not a member of the key ceremony")
         if sid in seen:
             raise ProtocolError(f"site {sid!r} contributes twice to one sum")
-        if sorted(c["arrays"]) != names:
+        if sorted(c["arrays"]) != names or sorted(c["shapes"]) != names:
             raise ProtocolError(f"contribution of {sid!r} has outputs {sorted(c['arrays'])}, the sum has {names}")
         if any(isinstance(v, bytes) != encrypted for v in c["arrays"].values()):
             raise ProtocolError(f"contribution of {sid!r} is not {'encrypted' if encrypted else 'plaintext'}")
+        signature = c.get("signature")
         signed = contribution_digest(study=msg.study, session=msg.session, round=msg.round, nonce=nonce,
                                      task=msg.task, site_id=sid, arrays=c["arrays"], shapes=c["shapes"],
                                      participants=participants, params=digest, decryptor=decryptor)
-        if not bundle.verify(c["signature"], signed):
+        if not isinstance(signature, bytes) or not bundle.verify(signature, signed):
             raise ProtocolError(
                 f"the signature of site {sid!r} does not match its contribution to {msg.task!r} round "
                 f"{msg.round}; refusing to decrypt"
@@ -81,7 +95,7 @@ def open_sum(site, msg: TaskMessage) -> tuple[dict[str, np.ndarray], list[str]]:
     site.record_opening(msg.study, msg.task, digest, seen)
     pk = site._pk if encrypted else None
     shapes = contributions[0]["shapes"]
-    out: dict[str, np.ndarray] = {}
+    sums = {}
     for name in names:
         if any(list(c["shapes"][name]) != list(shapes[name]) for c in contributions):
             raise ProtocolError(f"sites disagree on the shape of {name!r}")
@@ -90,18 +104,98 @@ def open_sum(site, msg: TaskMessage) -> tuple[dict[str, np.ndarray], list[str]]:
             raise ProtocolError(
                 f"the coordinator's sum of {name!r} is not the sum of the signed contributions; refusing to decrypt"
             )
+        sums[name] = mine
+    layout = {}
+    for name in names:
         spec = (p.get("layout") or {}).get(name)
         if isinstance(spec, dict):
             try:
-                widths = he.field_widths(spec)
+                he.field_widths(spec)
             except (KeyError, TypeError, ValueError) as exc:
                 raise ProtocolError(f"the decrypt request's layout of {name!r} is invalid: {exc}") from None
-            vec = he.decrypt_fields(site._sk, pk, mine, widths)
-        else:
-            vec = he.decrypt(site._sk, pk, mine)
-        out[name] = vec.reshape([int(s) for s in shapes[name]])
-    return out, sorted(seen)
+        layout[name] = spec
+    return sums, shapes, layout, sorted(seen), digest
 
 
-def summarize(contributions: list[dict[str, Any]]) -> list[str]:
-    return sorted(c["site_id"] for c in contributions)
+def open_sum(site, msg: TaskMessage) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The decrypting site: verify, then decrypt (single key) or combine the partial decryptions."""
+    sums, shapes, layout, seen, digest = verified_sum(site, msg, role="decryptor")
+    encrypted = bool(msg.payload.get("encrypted", False))
+    pk = site._pk if encrypted else None
+    if encrypted and site._sk is None:
+        values = _combine(site, msg, sums, layout, digest)
+    else:
+        values = {}
+        for name, total in sums.items():
+            spec = layout[name]
+            if isinstance(spec, dict):
+                values[name] = he.decrypt_fields(site._sk, pk, total, he.field_widths(spec))
+            else:
+                values[name] = he.decrypt(site._sk, pk, total)
+    return {name: v.reshape([int(x) for x in shapes[name]]) for name, v in values.items()}, seen
+
+
+# -- threshold decryption ------------------------------------------------------------------------------------
+def _partials_aad(msg: TaskMessage, holder: str, combiner: str, digest: str) -> bytes:
+    return json.dumps({"from": holder, "to": combiner, "study": msg.study, "session": msg.session,
+                       "round": msg.round, "nonce": msg.payload.get("contribution_nonce"), "task": msg.task,
+                       "params": digest}, sort_keys=True).encode()
+
+
+def partial_for_combiner(site, msg: TaskMessage) -> dict[str, Any]:
+    """A share holder: the same checks as the decrypting site, then its partial decryptions (with proofs),
+    encrypted to the combining site and signed: the coordinator relays them but cannot combine them."""
+    if site._share is None:
+        raise ProtocolError("this site holds no threshold key share")
+    sums, _, _, _, digest = verified_sum(site, msg, role="share")
+    combiner = msg.payload["decryptor"]
+    bundle = site.keys.peers.get(combiner)
+    if bundle is None:
+        raise ProtocolError(f"the combining site {combiner!r} is not a member of the key ceremony")
+    packed = {name: [he.pack_ints(parts), proof]
+              for name, (parts, proof) in ((n, he.partial(site._share, site._pk, t)) for n, t in sums.items())}
+    blob_plain = json.dumps({k: [base64.b64encode(a).decode(), base64.b64encode(b).decode()]
+                             for k, (a, b) in packed.items()}, sort_keys=True).encode()
+    aad = _partials_aad(msg, site.site_id, combiner, digest)
+    blob = wrap_secret(bundle, blob_plain, aad)
+    return {"partials": blob, "signature": site.keys.sign(aad + blob), "index": int(site._share.index)}
+
+
+def _combine(site, msg: TaskMessage, sums, layout, digest) -> dict[str, np.ndarray]:
+    if site._share is None:
+        raise ProtocolError("this site holds no Paillier private key or key share and cannot decrypt")
+    share = site._share
+    given = msg.payload.get("partials")
+    if not isinstance(given, dict):
+        raise ProtocolError("threshold decrypt request carries no partial decryptions (payload 'partials')")
+    parts: dict[str, dict[int, list[int]]] = {name: {} for name in sums}
+    proofs: dict[str, dict[int, bytes]] = {name: {} for name in sums}
+    for name, total in sums.items():
+        own, proof = he.partial(share, site._pk, total)
+        parts[name][share.index], proofs[name][share.index] = own, proof
+    for holder, entry in given.items():
+        bundle = site.keys.peers.get(holder)
+        if bundle is None or holder == site.site_id:
+            raise ProtocolError(f"partial decryption from {holder!r}, not another member of the key ceremony")
+        try:
+            blob, sig, index = entry["partials"], entry["signature"], int(entry["index"])
+        except (KeyError, TypeError, ValueError):
+            raise ProtocolError(f"the partial decryption of {holder!r} is malformed") from None
+        aad = _partials_aad(msg, holder, site.site_id, digest)
+        if not isinstance(blob, bytes) or not isinstance(sig, bytes) or not bundle.verify(sig, aad + blob):
+            raise ProtocolError(f"the partial decryption of {holder!r} is not signed by {holder!r}; refused")
+        try:
+            opened = json.loads(unwrap_secret(site.keys, blob, aad))
+            for name in sums:
+                a, b = opened[name]
+                parts[name][index] = he.unpack_ints(base64.b64decode(a))
+                proofs[name][index] = base64.b64decode(b)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"the partial decryption of {holder!r} cannot be read: {exc}") from None
+    out = {}
+    for name, total in sums.items():
+        try:
+            out[name] = he.combine_decode(site._pk, total, parts[name], proofs[name], site._verification, layout[name])
+        except ValueError as exc:
+            raise ProtocolError(f"threshold decryption of {name!r} failed: {exc}") from None
+    return out

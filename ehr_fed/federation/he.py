@@ -109,3 +109,67 @@ def public_fingerprint(pk_bytes: bytes | None) -> str:
     from ehr_fed.federation.keys import fingerprint
 
     return fingerprint(pk_bytes)
+
+
+# -- threshold decryption ------------------------------------------------------------------------------------
+def load_share(share_bytes: bytes | None, pk, *, allow_insecure: bool = False):
+    """A site's threshold key share (checked against the federation's public key), or None."""
+    if not share_bytes:
+        return None
+    from ehr_fed.crypto import ThresholdKeyShare
+    from ehr_fed.crypto.keys import insecure_keys_allowed
+
+    return ThresholdKeyShare.from_bytes(share_bytes, pk, allow_insecure=insecure_keys_allowed(allow_insecure))
+
+
+def partial(share, pk, total: Any) -> tuple[list[int], bytes]:
+    """This share's partial decryptions of a summed vector and the proof that they are correct."""
+    from ehr_fed import crypto
+
+    ev = crypto.EncryptedVector.from_bytes(pk, total)
+    parts = crypto.partial_decrypt(share, ev)
+    return parts, crypto.prove_partial(share, ev, parts).to_bytes()
+
+
+def combine_decode(pk, total: Any, partials: dict[int, list[int]], proofs: dict[int, bytes], verification,
+                   spec: Any) -> np.ndarray:
+    """Check every share's proof, combine the partial decryptions of ``total`` and decode them
+    (float layout ``[bound, max_terms]`` or integer fields ``{"widths": ..., "max_terms": T}``)."""
+    from ehr_fed import crypto
+    from ehr_fed.crypto.fields import decode_fields
+
+    ev = crypto.EncryptedVector.from_bytes(pk, total)
+    plain = crypto.combine_partials(
+        pk, partials, verification.threshold, verification.n_shares, ciphertexts=ev, verification=verification,
+        proofs={i: crypto.PartialProof.from_bytes(p) for i, p in proofs.items()})
+    if isinstance(spec, dict):
+        return decode_fields(ev, plain, field_widths(spec)).astype(np.float64)
+    return np.asarray(crypto.decode_vector(ev, plain), dtype=np.float64)
+
+
+def pack_ints(values: list[int]) -> bytes:
+    """Length-prefixed big-endian integers (partial decryptions on the wire)."""
+    out = bytearray(len(values).to_bytes(4, "big"))
+    for v in values:
+        raw = int(v).to_bytes((int(v).bit_length() + 7) // 8 or 1, "big")
+        out += len(raw).to_bytes(4, "big") + raw
+    return bytes(out)
+
+
+def unpack_ints(data: bytes) -> list[int]:
+    from ehr_fed.crypto import PayloadError
+
+    try:
+        count, pos, out = int.from_bytes(data[:4], "big"), 4, []
+        for _ in range(count):
+            size = int.from_bytes(data[pos:pos + 4], "big")
+            pos += 4
+            if pos + size > len(data):
+                raise IndexError
+            out.append(int.from_bytes(data[pos:pos + size], "big"))
+            pos += size
+    except (IndexError, TypeError):
+        raise PayloadError("partial decryptions are truncated") from None
+    if pos != len(data) or len(out) != count:
+        raise PayloadError("partial decryptions have trailing or missing bytes")
+    return out

@@ -9,7 +9,10 @@ Actions
 -------
 ``query``              run a task, return its (disclosure-checked) plaintext result
 ``secure_sum``         run a task, return each output array encrypted (or plain) and signed
-``decrypt``            (key-holding site) verify signed contributions, add them, decrypt only the sum
+``decrypt``            (key-holding site) verify signed contributions, add them, decrypt only the sum (with a
+                       threshold key: combine its own and the relayed partial decryptions)
+``partial_decrypt``    (threshold share holder) the same checks, then its partial decryptions of the sum,
+                       encrypted to the combining site
 ``ping``               liveness and site metadata (site id, key fingerprints)
 """
 
@@ -21,12 +24,21 @@ from typing import Any
 
 from ehr_fed.federation import payload as _payload
 
-ACTIONS = ("query", "secure_sum", "decrypt", "ping")
+ACTIONS = ("query", "secure_sum", "decrypt", "partial_decrypt", "ping")
 PROTOCOL_VERSION = 1
 
 
 class ProtocolError(Exception):
     """A message or reply breaks the protocol (malformed, stale, wrong study, wrong site)."""
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` of a (possibly huge or hostile) value, cut to ``limit`` characters for an error message."""
+    try:
+        text = repr(value)
+    except Exception:  # a value whose repr fails is described by its type
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def new_nonce() -> str:
@@ -65,13 +77,13 @@ class TaskMessage:
     payload: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.action not in ACTIONS:
-            raise ProtocolError(f"unknown action {self.action!r}; expected one of {ACTIONS}")
+        if not isinstance(self.action, str) or self.action not in ACTIONS:
+            raise ProtocolError(f"unknown action {_short(self.action)}; expected one of {ACTIONS}")
         for name in ("task", "study", "session", "nonce"):
             if not isinstance(getattr(self, name), str):
                 raise ProtocolError(f"TaskMessage.{name} must be a str, got {type(getattr(self, name)).__name__}")
-        if not isinstance(self.round, int) or isinstance(self.round, bool) or self.round < 0:
-            raise ProtocolError(f"TaskMessage.round must be an int >= 0, got {self.round!r}")
+        if not isinstance(self.round, int) or isinstance(self.round, bool) or not 0 <= self.round < 2**63:
+            raise ProtocolError(f"TaskMessage.round must be an int in [0, 2**63), got {_short(self.round)}")
         if not self.nonce:
             raise ProtocolError("TaskMessage.nonce is empty")
         if not isinstance(self.payload, dict):
@@ -89,15 +101,20 @@ class TaskMessage:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskMessage:
+        if not isinstance(data, dict):
+            raise ProtocolError(f"malformed task message: expected a dict, got {type(data).__name__}")
         try:
-            if data.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
-                raise ProtocolError(f"protocol version {data.get('v')} != {PROTOCOL_VERSION}")
+            v = data.get("v", PROTOCOL_VERSION)
+            if type(v) is not int or v != PROTOCOL_VERSION:
+                raise ProtocolError(f"protocol version {_short(v)} != {PROTOCOL_VERSION}")
             return cls(
                 action=data["action"], task=data["task"], study=data["study"], session=data["session"],
                 round=data["round"], nonce=data["nonce"], payload=data.get("payload", {}),
             )
         except KeyError as exc:
             raise ProtocolError(f"malformed task message: missing field {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed task message: {_short(exc)}") from None
 
     def to_flat(self) -> dict[str, Any]:
         return _payload.flatten(self.to_dict())
@@ -133,12 +150,15 @@ class Reply:
     payload: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.status not in ("ok", "error"):
-            raise ProtocolError(f"Reply.status must be 'ok' or 'error', got {self.status!r}")
+        if not isinstance(self.status, str) or self.status not in ("ok", "error"):
+            raise ProtocolError(f"Reply.status must be 'ok' or 'error', got {_short(self.status)}")
         if not isinstance(self.site_id, str) or not self.site_id:
             raise ProtocolError("Reply.site_id must be a non-empty str")
-        if not isinstance(self.round, int) or isinstance(self.round, bool):
-            raise ProtocolError(f"Reply.round must be an int, got {self.round!r}")
+        for name in ("action", "task", "study", "session", "nonce", "error", "error_kind"):
+            if not isinstance(getattr(self, name), str):
+                raise ProtocolError(f"Reply.{name} must be a str, got {type(getattr(self, name)).__name__}")
+        if not isinstance(self.round, int) or isinstance(self.round, bool) or not -(2**63) <= self.round < 2**63:
+            raise ProtocolError(f"Reply.round must be a 64-bit int, got {_short(self.round)}")
         if not isinstance(self.payload, dict):
             raise ProtocolError("Reply.payload must be a dict")
         object.__setattr__(self, "payload", _payload.validate(self.payload, ".payload"))
@@ -157,6 +177,8 @@ class Reply:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Reply:
+        if not isinstance(data, dict):
+            raise ProtocolError(f"malformed reply: expected a dict, got {type(data).__name__}")
         try:
             return cls(
                 site_id=data["site_id"], action=data["action"], task=data["task"], study=data["study"],
@@ -166,8 +188,8 @@ class Reply:
             )
         except KeyError as exc:
             raise ProtocolError(f"malformed reply: missing field {exc.args[0]!r}") from None
-        except TypeError as exc:
-            raise ProtocolError(f"malformed reply: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed reply: {_short(exc)}") from None
 
     def to_flat(self) -> dict[str, Any]:
         return _payload.flatten(self.to_dict())

@@ -66,6 +66,8 @@ class SiteNode:
         self._pk = he.load_public(self.keys.paillier_public, allow_insecure=allow_insecure,
                                   what=f"site {site_id}'s")
         self._sk = he.load_private(self.keys.paillier_private, self._pk)
+        self._share = he.load_share(self.keys.paillier_share, self._pk, allow_insecure=allow_insecure)
+        self._verification = self._share.verification if self._share is not None else None
         self.state = state if isinstance(state, SiteState) else SiteState(state)
         self._lock = threading.Lock()
 
@@ -88,7 +90,8 @@ class SiteNode:
 
     @property
     def holds_private_key(self) -> bool:
-        return self._sk is not None
+        """Whether this site can take part in decryption (the whole key, or a threshold share)."""
+        return self._sk is not None or self._share is not None
 
     # ------------------------------------------------------------------------------------------
     def handle(self, message: TaskMessage | dict[str, Any]) -> Reply:
@@ -102,7 +105,7 @@ class SiteNode:
         try:
             self._check_fresh(message)
             handler = {"query": self._query, "secure_sum": self._secure_sum, "decrypt": self._decrypt,
-                       "ping": self._ping}[message.action]
+                       "partial_decrypt": self._partial_decrypt, "ping": self._ping}[message.action]
             return handler(message)
         except DisclosureError as exc:
             kind, err = "disclosure", str(exc)
@@ -288,6 +291,15 @@ class SiteNode:
             return he.encrypt_fields(pk, a, widths, int(spec["max_terms"]), masker, name)
         except EncodingOverflowError as exc:
             raise ProtocolError(f"task {task.name!r} output {name!r}: {exc}; widen the layout") from None
+
+    def _partial_decrypt(self, msg: TaskMessage) -> Reply:
+        from ehr_fed.federation.decrypt import partial_for_combiner
+
+        task = get_task(msg.task)
+        self.policy.check_task(task.name, self.site_id)
+        payload = partial_for_combiner(self, msg)
+        return self._release(msg, f"{task.kind}:partial_decryption", payload,
+                             combiner=msg.payload.get("decryptor"))
 
     def _decrypt(self, msg: TaskMessage) -> Reply:
         from ehr_fed.federation.decrypt import open_sum

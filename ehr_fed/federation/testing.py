@@ -34,15 +34,20 @@ def make_tables(sizes=(80, 120, 100), seed: int = 7) -> dict[str, pd.DataFrame]:
     return {f"site_{chr(97 + i)}": make_table(f"site_{chr(97 + i)}", n, seed + i) for i, n in enumerate(sizes)}
 
 
-@functools.lru_cache(maxsize=4)
-def _ceremony(site_ids: tuple[str, ...]) -> tuple[dict[str, SiteKeys], CoordinatorKeys]:
+@functools.lru_cache(maxsize=8)
+def _ceremony(site_ids: tuple[str, ...], scheme: str = "single",
+              threshold: int | None = None) -> tuple[dict[str, SiteKeys], CoordinatorKeys]:
     keys = {sid: SiteKeys.generate(sid) for sid in site_ids}
-    return keys, run_ceremony(keys, n_length=1024, allow_insecure=True)
+    return keys, run_ceremony(keys, n_length=1024, allow_insecure=True, scheme=scheme, threshold=threshold)
 
 
-def test_ceremony(site_ids=("site_a", "site_b", "site_c")) -> tuple[dict[str, SiteKeys], CoordinatorKeys]:
-    """Site keys (fresh copies) and coordinator keys of one cached 1024-bit ceremony: TESTS ONLY."""
-    keys, ckeys = _ceremony(tuple(site_ids))
+def test_ceremony(site_ids=("site_a", "site_b", "site_c"), scheme: str = "single",
+                  threshold: int | None = None) -> tuple[dict[str, SiteKeys], CoordinatorKeys]:
+    """Site keys (fresh copies) and coordinator keys of one cached 1024-bit ceremony: TESTS ONLY.
+
+    ``scheme="threshold"`` deals t-of-n shares (``threshold`` default: a majority) instead of one key.
+    """
+    keys, ckeys = _ceremony(tuple(site_ids), scheme, threshold)
     return copy.deepcopy(keys), ckeys
 
 
