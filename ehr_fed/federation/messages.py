@@ -83,7 +83,7 @@ class TaskMessage:
             if not isinstance(getattr(self, name), str):
                 raise ProtocolError(f"TaskMessage.{name} must be a str, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.round, int) or isinstance(self.round, bool) or not 0 <= self.round < 2**63:
-            raise ProtocolError(f"TaskMessage.round must be an int in [0, 2**63), got {_short(self.round)}")
+            raise ProtocolError(f"TaskMessage.round must be an int >= 0 (below 2**63), got {_short(self.round)}")
         if not self.nonce:
             raise ProtocolError("TaskMessage.nonce is empty")
         if not isinstance(self.payload, dict):

@@ -32,8 +32,14 @@ def _fail(where: str, what: str) -> None:
     )
 
 
-def validate(value: Any, where: str = "") -> Any:
+#: deepest nesting of lists / dicts a payload may have
+MAX_DEPTH = 32
+
+
+def validate(value: Any, where: str = "", _depth: int = 0) -> Any:
     """Return a normalised copy of ``value`` or raise :class:`PayloadTypeError` saying where and why."""
+    if _depth > MAX_DEPTH:
+        _fail(where[:200], f"lists / dicts nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, (str, bytes)):
         return value
     if isinstance(value, bool | np.bool_):
@@ -52,15 +58,15 @@ def validate(value: Any, where: str = "") -> Any:
             _fail(where, "array with infinite values (NaN marks missing or suppressed cells; inf is refused)")
         return value if value.flags.c_contiguous else value.copy(order="C")
     if isinstance(value, list | tuple):
-        return [validate(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [validate(v, f"{where}[{i}]", _depth + 1) for i, v in enumerate(value)]
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                _fail(where, f"dict key {k!r} is not a str")
+                _fail(where, f"dict key {repr(k)[:40]} is not a str")
             if "/" in k or k.startswith("#") or k.startswith("\x00"):
-                _fail(where, f"dict key {k!r} may not contain '/' or start with '#'")
-            out[k] = validate(v, f"{where}[{k!r}]")
+                _fail(where, f"dict key {k[:40]!r} may not contain '/' or start with '#'")
+            out[k] = validate(v, f"{where}[{k[:40]!r}]", _depth + 1)
         return out
     _fail(where, f"value of type {type(value).__name__}")
     return None  # unreachable
@@ -86,14 +92,26 @@ def flatten(payload: Any, prefix: str = "") -> dict[str, Any]:
 
 def unflatten(flat: dict[str, Any]) -> Any:
     """Inverse of :func:`flatten`."""
+    if not isinstance(flat, dict):
+        raise PayloadTypeError(f"a flat message is a dict of paths to leaves, got {type(flat).__name__}")
     if set(flat) == {""}:
         return _leaf(flat[""])
     root: dict[str, Any] = {}
     for path, leaf in flat.items():
+        if not isinstance(path, str):
+            raise PayloadTypeError(f"flat message path of type {type(path).__name__} is not a str")
         parts = path.split("/")
+        if len(parts) > MAX_DEPTH + 2:
+            raise PayloadTypeError(f"flat message path nested deeper than {MAX_DEPTH} levels")
+        if isinstance(leaf, dict | list | tuple):
+            raise PayloadTypeError(f"flat message path {path[:60]!r}: a leaf may not be a list or dict")
         node = root
         for part in parts[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise PayloadTypeError(f"flat message path {path[:60]!r} runs through a leaf")
+        if isinstance(node.get(parts[-1]), dict):
+            raise PayloadTypeError(f"flat message path {path[:60]!r} is both a leaf and a container")
         node[parts[-1]] = _leaf(leaf)
     return _lists(root)
 
@@ -110,6 +128,8 @@ def _lists(node: Any) -> Any:
     if not isinstance(node, dict) or not node:
         return node
     if all(k.startswith("#") for k in node):
+        if not all(k[1:].isdigit() for k in node):
+            raise PayloadTypeError(f"flat message list items must be '#<index>', got {sorted(node)[:3]}")
         items = sorted(node.items(), key=lambda kv: int(kv[0][1:]))
         return [_lists(v) for _, v in items]
     return {k: _lists(v) for k, v in node.items()}
