@@ -22,9 +22,14 @@ def register(subparsers) -> None:
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("profile", help="local codes, units and visit classes a source uses, and which are unmapped")
+    p = sub.add_parser("profile", help="local codes, units and visit classes a source uses, and which are unmapped",
+                       description="What a source uses (visit classes, code systems, codes, units) and what the "
+                                   "mapping makes of it; LOINC and SNOMED CT codes checked (format, check digit). "
+                                   "With --study: which codes feed which study feature and which feed none, lab "
+                                   "units harmonize would quarantine, and sources without values.")
     _source_args(p)
     p.add_argument("--mapping", type=Path, help="site mapping to check coverage against")
+    p.add_argument("--study", type=Path, help="study spec: say which codes feed which feature (needs --mapping)")
     p.add_argument("--json", action="store_true", help="JSON rows instead of a table")
     p.add_argument("--limit", type=int, default=40, help="rows per section in the table (0: all)")
     p.set_defaults(func=_profile)
@@ -78,22 +83,33 @@ def _print_problems(exc) -> int:
 
 
 def _profile(args) -> int:
-    from ehr_fed.mapping import ConfigError, load_mapping
+    from ehr_fed.cohort import charlson
+    from ehr_fed.mapping import ConfigError, load_mapping, load_study
     from ehr_fed.mapping.profile import format_profile, profile_json, profile_records
     from ehr_fed.sources import read_source
 
+    if args.study and not args.mapping:
+        print("error: --study needs --mapping (the codes feed the study through the site mapping)",
+              file=sys.stderr)
+        return 2
     try:
         mapping = load_mapping(args.mapping) if args.mapping else None
+        study = load_study(args.study) if args.study else None
     except ConfigError as exc:
         return _print_problems(exc)
     options = None if mapping is None else (mapping.fhir if args.source == "fhir" else mapping.omop)
     known = list(mapping.code_systems) if mapping else None
+    extra = charlson.concept_sets()
     with read_source(args.source, args.input, options=options, known_systems=known) as records:
-        rows = profile_records(records, mapping)
+        rows = profile_records(records, mapping, study, extra_concept_sets=extra,
+                               extra_features={name: "charlson" for name in extra})
     if args.json:
         print(profile_json(rows))
     else:
         print(format_profile(rows, limit=args.limit or None))
+    n_bad = sum(1 for r in rows if r.problem)
+    if n_bad:
+        print(f"{n_bad} problem(s) found: see the rows marked BAD (or \"problem\" in --json)", file=sys.stderr)
     return 0
 
 
