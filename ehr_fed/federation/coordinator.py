@@ -79,12 +79,13 @@ class Federation:
                    site_policies: Mapping[str, PrivacyPolicy] | None = None, workers: str = "threads",
                    timeout: float | None = 600.0, audit_dir: str | Path | None = None,
                    site_keys: Mapping[str, SiteKeys] | None = None, key_scheme: str = "single",
-                   threshold: int | None = None) -> Federation:
+                   threshold: int | None = None, masks: bool = True) -> Federation:
         """A federation of local tables (notebooks, tests): runs the key ceremony among the sites.
 
         ``site_keys`` reuses existing key material (e.g. one keypair per test session) instead of a
         new ceremony. ``key_scheme="threshold"`` makes the ceremony deal t-of-n key shares (``threshold``,
-        default a majority of the sites) so that no single site can decrypt.
+        default a majority of the sites) so that no single site can decrypt. ``masks=False`` turns the
+        pairwise masks off at every site: only to measure their cost.
         """
         if not tables:
             raise FederationError("Federation.in_process needs at least one site table")
@@ -103,7 +104,7 @@ class Federation:
             sp = (site_policies or {}).get(sid, policy)
             audit = Path(audit_dir) / f"{sid}.audit.jsonl" if audit_dir else None
             nodes[sid] = SiteNode(sid, table, sp, keys_by_site[sid], study=_study_id(study), audit_log=audit,
-                                  allow_insecure=allow_insecure)
+                                  allow_insecure=allow_insecure, masks=masks)
         from ehr_fed.federation.transports.in_process import InProcessTransport
 
         transport = InProcessTransport(nodes, workers=workers)

@@ -47,6 +47,10 @@ class SiteNode:
         Defaults to ``policy.audit_log`` or an in-memory log.
     allow_insecure : bool
         Accept a Paillier key below 2048 bits (tests only; also ``EHR_FED_ALLOW_INSECURE_KEYS=1``).
+    masks : bool, default True
+        Mask contributions pairwise (:mod:`ehr_fed.federation.masks`). ``False`` exists only to measure what
+        the masks cost (benchmarks); every site of a federation must then agree, and the decrypting site can
+        read each contribution.
     state : SiteState or path, optional
         The site's protocol memory (nonces, rounds, opened sums): a JSON-lines file makes it survive a
         restart (:mod:`ehr_fed.federation.state`); default in memory.
@@ -54,7 +58,8 @@ class SiteNode:
 
     def __init__(self, site_id: str, table: pd.DataFrame, policy: PrivacyPolicy | None = None,
                  keys: SiteKeys | None = None, *, study: str = "", audit_log: AuditLog | str | Path | None = None,
-                 allow_insecure: bool = False, state: SiteState | str | Path | None = None):
+                 allow_insecure: bool = False, state: SiteState | str | Path | None = None,
+                 masks: bool = True):
         self.site_id = site_id
         self.table = table
         self.policy = policy or PrivacyPolicy()
@@ -69,6 +74,7 @@ class SiteNode:
         self._share = he.load_share(self.keys.paillier_share, self._pk, allow_insecure=allow_insecure)
         self._verification = self._share.verification if self._share is not None else None
         self.state = state if isinstance(state, SiteState) else SiteState(state)
+        self.masks = bool(masks)
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:  # for worker processes
@@ -244,7 +250,7 @@ class SiteNode:
                 f"{prev}; a second decrypting site could open it over another participant set (differencing)",
                 rule="differencing", site_id=self.site_id)
         masker = None
-        if encrypted:
+        if encrypted and self.masks:
             context = mask_context(study=msg.study, session=msg.session, round=msg.round, nonce=msg.nonce,
                                    task=msg.task, participants=participants, digest=digest)
             masker = SiteMasker(pairwise_seeds(self.keys.kex_private, self.site_id, self.keys.peers,
