@@ -5,9 +5,12 @@ one folder per hospital::
 
     site_a/fhir/<Type>.000.ndjson.gz   FHIR R4 bulk export: Patient, Encounter, Condition,
                                        Observation, MedicationRequest, Procedure
-    site_a/omop.duckdb                 the same patients in OMOP CDM v5.4 (person, visit_occurrence,
-                                       condition_occurrence, measurement, drug_exposure,
-                                       procedure_occurrence, death, observation_period, concept)
+    site_a/omop.duckdb                 the same patients in OMOP CDM v5.4 as an OHDSI ETL writes them
+                                       (person, visit_occurrence, condition_occurrence, measurement,
+                                       drug_exposure, procedure_occurrence, death, observation_period)
+                                       with the OHDSI vocabulary subset they use (concept,
+                                       concept_relationship, concept_ancestor, domain, vocabulary,
+                                       concept_class, relationship; :mod:`ehr_fed.synth.vocabulary`)
     site_a/mapping_fhir.yaml           the site's mapping config for each form
     site_a/mapping_omop.yaml
     site_a/truth.parquet               site-only: the true risk of every index event (not a model input)
