@@ -61,6 +61,8 @@ def test_wire_round_trip_keeps_types_and_values():
                                 "ct": b"\x00\x01", "none": None, "nested": {"k": [1, 2.5, "x", True]},
                                 "empty": [], "big": 2**200}).to_flat()
     back = TaskMessage.from_flat(from_recorddict(to_recorddict(flat)))
+    big = {"a": np.arange(700_000, dtype=np.float64)}  # above the inline limit: a chunked Flower Array
+    np.testing.assert_array_equal(from_recorddict(to_recorddict(big))["a"], big["a"])
     np.testing.assert_array_equal(back.payload["a"], np.arange(6.0).reshape(2, 3))
     assert back.payload["i"].dtype == np.uint16
     assert back.payload["ct"] == b"\x00\x01" and back.payload["none"] is None and back.payload["big"] == 2**200

@@ -15,8 +15,9 @@ holds the site's data and keys). A federated computation is a Flower run of ehr-
 - :data:`clientapp`, the FAB's ClientApp component, refuses to run: ehr-fed's site code runs only in
   the site's own processes, never in a process Flower starts from a FAB.
 
-A message travels as one :mod:`~ehr_fed.federation.transports.flower_wire` blob (a uint8 ``Array`` in
-an ``ArrayRecord``): Flower moves a handful of objects per message whatever its payload.
+A message travels as one :mod:`~ehr_fed.federation.transports.flower_wire` blob (a ``bytes`` value of a
+``ConfigRecord``; a chunked uint8 ``Array`` above 4 MB): Flower moves three objects per message whatever
+its payload, where one object per array cost dozens of fetches per boosting message.
 """
 
 from __future__ import annotations
@@ -48,17 +49,29 @@ class SiteIdentityError(RuntimeError):
 
 
 # -- records ----------------------------------------------------------------------------------------
+#: blobs up to this size travel as one ConfigRecord value (3 Flower objects per message); larger ones
+#: as a uint8 Array, which Flower splits into chunks of 5 MB
+_INLINE_MAX = 4 * 1024 * 1024
+
+
 def blob_record(blob: bytes) -> RecordDict:
-    """A wire blob as a Flower ``RecordDict`` (one uint8 array)."""
+    """A wire blob as a Flower ``RecordDict`` (one bytes value, or one uint8 array when large)."""
+    if len(blob) <= _INLINE_MAX:
+        return RecordDict({_BLOB: ConfigRecord({"m": blob})})
     return RecordDict({_BLOB: ArrayRecord({"m": Array.from_numpy_ndarray(np.frombuffer(blob, dtype=np.uint8))})})
 
 
 def blob_of(content: RecordDict) -> bytes:
     """The wire blob of a record made by :func:`blob_record`."""
     try:
-        return content[_BLOB]["m"].numpy().tobytes()
-    except (KeyError, TypeError, AttributeError):
+        value = content[_BLOB]["m"]
+    except (KeyError, TypeError):
         raise ProtocolError("Flower message without the ehr-fed record") from None
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, Array):
+        return value.numpy().tobytes()
+    raise ProtocolError(f"the ehr-fed record holds a {type(value).__name__}, not bytes")
 
 
 def config_record(values: Mapping[str, Any]) -> RecordDict:

@@ -96,11 +96,10 @@ class SiteClientApp:
 
     def __init__(self, runtime_api: str, socket_path: str | Path, *, trusted: set[str] | None = None,
                  poll_interval: float = 0.02, root_certificates: bytes | None = None):
+        import flwr.supernode.runtime.run_clientapp as run_clientapp
         from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
         from flwr.supercore.retry import make_simple_http_retry_invoker
         from flwr.supercore.runtime import RuntimeHttpClient
-
-        import flwr.supernode.runtime.run_clientapp as run_clientapp
 
         from ehr_fed.federation.transports.flower_pacing import fast_object_pulls
         from ehr_fed.federation.transports.flower_site import SiteClient
