@@ -220,9 +220,9 @@ _VOCABULARIES = {
     "Concept Class": ("OMOP Concept Class", 44819233),
     "Relationship": ("OMOP Relationship", 44819235),
     "None": ("OMOP Standardized Vocabularies", 44819096),
-    "ICD10CM": ("International Classification of Diseases, Tenth Revision, Clinical Modification (NCHS)", None),
-    "LOINC": ("Logical Observation Identifiers Names and Codes (Regenstrief Institute)", None),
-    "UCUM": ("Unified Code for Units of Measure (Regenstrief Institute)", None),
+    "ICD10CM": ("International Classification of Diseases, Tenth Revision, Clinical Modification (NCHS)", 44819098),
+    "LOINC": ("Logical Observation Identifiers Names and Codes (Regenstrief Institute)", 44819102),
+    "UCUM": ("Unified Code for Units of Measure (Regenstrief Institute)", 44819107),
     "Type Concept": ("OMOP Type Concept", None),
 }
 #: concept_class_id -> (concept_class_name, concept_class_concept_id)
@@ -246,6 +246,10 @@ RELATIONSHIPS = {
     "Is a": ("Is a", "1", "0", "Subsumes", 44818821),
     "Subsumes": ("Subsumes", "1", "1", "Is a", 44818723),
 }
+#: metadata concept ids not in the SynPUF subset: the 'Maps to' / 'Mapped from' relationship concepts
+#: (OHDSI Vocabulary-v5.0 repository) and the ICD10CM, LOINC, UCUM vocabulary concepts (a public
+#: export of the OHDSI VOCABULARY table, release v5.0 19-MAY-20)
+_OHDSI_METADATA = {44818977, 44818976, 44819098, 44819102, 44819107}
 #: metadata concepts whose concept_name differs from the name in their table (SynPUF subset)
 _CONCEPT_NAMES = {44819110: "CMS Place of Service"}
 
@@ -257,7 +261,7 @@ def _metadata() -> tuple[list[Concept], list[tuple], list[tuple], list[tuple], l
 
     def meta(cid, name, vocab, cls, code="OMOP generated"):
         cid, source = (cid, "synpuf") if cid is not None else (next(local), "local")
-        if cid in (44818977, 44818976):
+        if cid in _OHDSI_METADATA:
             source = "ohdsi"
         concepts.append(_c(cid, name, "Metadata", vocab, cls, None, code, source=source))
         return cid
@@ -266,7 +270,7 @@ def _metadata() -> tuple[list[Concept], list[tuple], list[tuple], list[tuple], l
     vocabularies = []
     for vid, (name, cid) in _VOCABULARIES.items():
         concept_name = _CONCEPT_NAMES.get(cid, name)
-        vocabularies.append((vid, name, "OMOP generated" if cid else None, None,
+        vocabularies.append((vid, name, None, None,
                              meta(cid, concept_name, "Vocabulary", "Vocabulary")))
     classes = [(k, name, meta(cid, name, "Concept Class", "Concept Class")) for k, (name, cid) in _CLASSES.items()]
     relationships = [(rid, name, h, d, rev, meta(cid, name, "Relationship", "Relationship"))
