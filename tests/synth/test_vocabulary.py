@@ -4,9 +4,11 @@ in ../shared/data, and every code synth writes (FHIR and OMOP) against that subs
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import duckdb
 import orjson
+import pandas as pd
 import pytest
 
 from ehr_fed.cohort import harmonize
@@ -199,3 +201,18 @@ def test_conditions_are_read_by_source_concept_or_by_standard_descendants(small_
     omop = harmonize("omop", base / "site_a" / "omop.duckdb", base / "site_a" / "mapping_omop.yaml",
                      study.model_copy(update={"concept_sets": sets})).table
     assert omop["cond_diabetes"].sum() == 0
+
+
+def test_the_generic_ohdsi_site_mapping_reads_a_synthetic_site(small_federation):
+    # site_a uses the standard Visit concepts: the shipped mapping of any standard OMOP CDM reads it
+    # (person ids from person_id instead of person_source_value, so only person_key differs)
+    base = small_federation.parent
+    study = base / "readmission_30d.yaml"
+    generic = Path(__file__).resolve().parents[2] / "mappings" / "sites" / "omop_default.yaml"
+    own = harmonize("omop", base / "site_a" / "omop.duckdb", base / "site_a" / "mapping_omop.yaml", study).table
+    other = harmonize("omop", base / "site_a" / "omop.duckdb", generic, study).table
+    cols = [c for c in own.columns if c not in ("site_id", "person_key")]
+    a = own[cols].sort_values(cols).reset_index(drop=True)
+    b = other[cols].sort_values(cols).reset_index(drop=True)
+    assert len(a) > 0
+    pd.testing.assert_frame_equal(a, b)
