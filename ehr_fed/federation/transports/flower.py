@@ -129,6 +129,8 @@ class GridTransport:
         self._nodes: dict[str, int] = {}
         self.refused: dict[int, str] = {}
         self.last_exchange: dict[str, Any] = {}
+        if verify is None:
+            log.warning("no ceremony keys given: SuperNodes' site claims are taken unverified (pilots only)")
         self._discover(expected_sites, connect_timeout)
 
     def _discover(self, expected: int | None, timeout: float) -> None:
