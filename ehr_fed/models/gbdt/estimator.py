@@ -81,7 +81,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         ``packing.DEFAULT_PRECISION`` (12). Every site, and the pooled learner, use the same grid, so their
         histograms are the same integers.
     bin_edges : list of arrays or None
-        Cut values per feature; None = federated quantiles (local quantiles for a local table).
+        Cut values per feature; None = federated quantiles (of the one site, for a local table).
 
     Attributes
     ----------
@@ -388,8 +388,8 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         model = cls(**params)
         model.trees_ = trees
         model.base_score_ = meta["base_score"]
-        names = meta["feature_names"] or [f"f{j}" for j in range(meta["n_features"])]
-        model.feature_names_in_ = np.asarray(names, dtype=object)
+        if meta["feature_names"]:  # a model trained without names has none (scikit-learn's convention)
+            model.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
         model.n_features_in_ = meta["n_features"]
         model.classes_ = np.array([0, 1])
         return model
