@@ -253,3 +253,14 @@ def test_exported_pipeline_keeps_the_labels_and_takes_arrays(pooled):
     np.testing.assert_array_equal(pipe.predict(X), model.predict(X))
     np.testing.assert_allclose(pipe.predict_proba(X), model.predict_proba(X), rtol=0, atol=1e-12)
     assert list(pipe.classes_) == [1, 2] and not hasattr(pipe.steps[0][1], "feature_names_in_")
+
+
+def test_unpenalized_fit_refuses_the_separable_data_of_scikit_learns_checks():
+    from sklearn.datasets import make_blobs
+
+    from ehr_fed.models import PerfectSeparationError
+
+    X, y = make_blobs(n_samples=30, centers=[[0, 0], [4, 4]], cluster_std=0.5, random_state=0)
+    with pytest.raises(PerfectSeparationError, match="fit with penalty='l2'"):
+        FederatedLogisticRegression().fit(X, y)
+    assert FederatedLogisticRegression(penalty="l2").fit(X, y).score(X, y) == 1.0
