@@ -2,7 +2,7 @@
 with every primary key, foreign key and index, and harmonizes from there to the same feature table as
 from its DuckDB file and from its FHIR form.
 
-The federation is ``ehr-fed synth --sites 3 --patients 300 --seed 5``; ``EHR_FED_SYNTH_PG_PATIENTS=2000``
+The federation is ``ehr-fed synth --sites 3 --patients 200 --seed 5``; ``EHR_FED_SYNTH_PG_PATIENTS=2000``
 runs the issue's full size (several minutes on a shared test machine).
 """
 
@@ -29,7 +29,7 @@ DDL_FILES = ("ddl", "primary_keys", "constraints", "indices")
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth-pg") / "fed"
-    patients = int(os.environ.get("EHR_FED_SYNTH_PG_PATIENTS", "300"))
+    patients = int(os.environ.get("EHR_FED_SYNTH_PG_PATIENTS", "200"))
     fed = generate_federation(out, n_sites=3, n_patients=patients, seed=5, format="both")
     cfg = yaml.safe_load(fed.read_text())
     return fed.parent, cfg
