@@ -18,9 +18,9 @@ at the site, from the request's public ``dp_clip`` parameters:
                            plus ``d`` / ``T`` (L1). The log-likelihood (for the record only) sums row terms
                            clipped to ``[-LOGLIK_CLIP, 0]``.
 
-The linear predictor uses the unclipped row, so the fixed point is the weighted score equation
-``sum c_i z_i (y_i - p_i) = 0`` (consistent for a correctly specified model); the Hessian uses ``c_i^2``,
-which keeps its sensitivity bounded.
+The Newton rounds are exact Newton steps of the logistic regression on the clipped rows (the linear
+predictor uses the clipped row too), so they converge as the non-private ones do; the model then scores
+unclipped rows, which only matters for the few rows beyond the clip norm.
 """
 
 from __future__ import annotations
@@ -149,13 +149,12 @@ def private_newton(Z: np.ndarray, y: np.ndarray, beta: np.ndarray, params: dict,
                    ) -> dict[str, np.ndarray]:
     """Clipped, quantised, noised gradient and Hessian triangle of one site (module docstring)."""
     clip = params["dp_clip"]
-    cn = clip_rows(Z, float(clip["clip_norm"]))
-    p = expit(Z @ beta)
-    Zc = Z * cn[:, None]
+    Zc = Z * clip_rows(Z, float(clip["clip_norm"]))[:, None]
+    eta = Zc @ beta
+    p = expit(eta)
     grad = Zc.T @ (np.asarray(y, dtype=float) - p)
     A = Zc * np.sqrt(p * (1.0 - p))[:, None]
     hess = pack_upper(A.T @ A)
-    eta = Z @ beta
     ll = np.clip(np.asarray(y, dtype=float) * eta - np.logaddexp(0.0, eta), -LOGLIK_CLIP, 0.0).sum()
     g = np.rint(grad * float(clip["scale_g"])).astype(np.int64)
     h = np.rint(hess * float(clip["scale_h"])).astype(np.int64)
@@ -240,19 +239,25 @@ def decode_preprocess(raw: dict[str, Any], params: dict, noise: dict) -> dict[st
     return out
 
 
-def decode_newton(raw: dict[str, Any], clip: dict, noise: dict, d: int
-                  ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Gradient, a positive definite Hessian triangle and the log-likelihood from a private Newton round.
-
-    The noisy Hessian's eigenvalues are floored at three noise standard deviations times ``sqrt(d)`` (the
-    scale of the noise matrix's spectrum), so the step stays defined: post-processing, no extra cost.
-    """
+def decode_newton(raw: dict[str, Any], clip: dict, d: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Gradient (d,), the noisy information matrix (d, d) and the log-likelihood of a private Newton round."""
     from ehr_fed.models.logreg_newton import unpack_upper
 
     g = np.asarray(raw["gradient"], dtype=float).ravel() / clip["scale_g"]
     H = unpack_upper(np.asarray(raw["hessian"], dtype=float).ravel() / clip["scale_h"], d)
-    floor = 3.0 * noise["hessian"].sigma / clip["scale_h"] * math.sqrt(d)
-    vals, vecs = np.linalg.eigh(H)
-    H = (vecs * np.maximum(vals, floor)) @ vecs.T
     loglik = min(float(np.asarray(raw["loglik"], dtype=float).ravel()[0]) / clip["scale_l"], 0.0)
-    return g, pack_upper(H), loglik
+    return g, H, loglik
+
+
+def smoothed_information(hessians: list[np.ndarray], clip: dict, noise: dict) -> np.ndarray:
+    """Upper triangle of the mean of the rounds' noisy information matrices, made positive definite.
+
+    Near the solution the information changes little from round to round, so the mean of ``R`` noisy
+    matrices has ``1 / sqrt(R)`` of the noise; its eigenvalues are floored at twice the spectral scale of
+    that noise (``2 sigma sqrt(d / R)``), so every step is defined. Post-processing: no privacy cost.
+    """
+    H = np.mean(hessians, axis=0)
+    d = H.shape[0]
+    floor = 2.0 * noise["hessian"].sigma / clip["scale_h"] * math.sqrt(d / len(hessians))
+    vals, vecs = np.linalg.eigh(H)
+    return pack_upper((vecs * np.maximum(vals, floor)) @ vecs.T)

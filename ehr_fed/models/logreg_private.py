@@ -10,8 +10,11 @@ noisy sums (counts clipped, Hessian eigenvalues floored). The fitted model carri
 
 Options in ``dp`` beyond :class:`~ehr_fed.privacy.dp.DPConfig`: ``rounds`` (5), ``clip_norm`` (L2 bound of a
 standardized design row, default ``sqrt(d)``), ``feature_bounds`` ({name: [lo, hi]} clipping ranges of the
-raw features for the preprocessing sums; defaults from the study spec's feature kinds) and
-``weight_gradient`` (share of a round's budget on the gradient, 0.5).
+raw features for the preprocessing sums; defaults from the study spec's feature kinds),
+``weight_gradient`` (share of a round's budget on the gradient, 0.5), and the post-processing of the noisy
+sums: ``ridge_factor`` (0.5: a ridge of 0.5 x the spectral scale of the information matrix's noise, in the
+standardized space, not on the intercept), ``hessian_window`` (1: each step uses that round's information
+matrix; k > 1 averages the last k) and ``average_last`` (1: the last iterate; k > 1 averages the last k).
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ from ehr_fed.models.logreg_dp import (
     newton_layout,
     preprocess_layout,
     row_count_layout,
+    smoothed_information,
 )
 from ehr_fed.models.logreg_newton import newton_step, penalty_diagonal
 from ehr_fed.privacy.dp import DPConfig, DPError, ReleasePlan, calibrate, spent_record
 
 #: keys of a model's ``dp`` option that are not part of the budget itself
-OPTION_KEYS = ("rounds", "clip_norm", "feature_bounds", "weight_gradient")
+OPTION_KEYS = ("rounds", "clip_norm", "feature_bounds", "weight_gradient", "hessian_window", "average_last",
+               "ridge_factor")
 DEFAULT_ROUNDS = 5
 
 
@@ -107,21 +112,28 @@ def fit_private(model: Any, fed: Any, study: Any, names: list[str], strategy: st
     if model.fit_intercept:
         beta[0] = math.log(n_pos / (n_total - n_pos))
     state = {k: v for k, v in prep.get_state().items() if k not in ("sums", "dropped_terms")}
-    history, info, loglik = [], None, float("nan")
+    history, info, loglik, hessians, iterates = [], None, float("nan"), [], []
+    window, average = int(opts.get("hessian_window", 1)), int(opts.get("average_last", 1))
     for rnd in range(1, rounds + 1):
         params = {"preprocess": state, "beta": beta.tolist(), "fit_intercept": bool(model.fit_intercept),
                   "label": "label", "dp": p, "dp_clip": clip}
         layout, noise = newton_layout(plan, params, n_bound, n_sites)
+        if rnd == 1:  # a ridge in the standardized space, scaled to the information matrix's noise
+            tau = float(opts.get("ridge_factor", 0.5)) * noise["hessian"].sigma / clip["scale_h"] * math.sqrt(d)
+            lam = lam + np.where(np.arange(d) < (1 if model.fit_intercept else 0), 0.0, tau)
         stats = fed.secure_sum("logreg.newton", params, layout)
         records.append(_record("logreg.newton", plan, "model", _newton_sens(params)))
-        g, htri, loglik = decode_newton(stats, clip, noise, d)
-        step, info = newton_step(g, htri, beta, lam, terms)
+        g, H, loglik = decode_newton(stats, clip, d)
+        hessians.append(H)
+        step, info = newton_step(g, smoothed_information(hessians[-window:], clip, noise), beta, lam, terms)
         beta = beta + step
+        iterates.append(beta)
         entry = {"round": rnd, "loglik": loglik, "objective": loglik, "step": float(np.abs(step).max()),
                  "converged": False, "private": True}
         history.append(entry)
         if callback:
             callback(entry)
+    beta = np.mean(iterates[-average:], axis=0)
     model.beta_, model.information_, model.loglik_ = beta, info, loglik
     model.n_iter_, model.converged_, model.history_ = rounds, True, history
     model.preprocessor_ = prep
