@@ -7,7 +7,16 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ehr_fed.stats.federated import _columns, _mean_std, moments, quantiles
+from ehr_fed.stats.federated import (
+    FINE_BINS,
+    _columns,
+    _mean_std,
+    _quantiles_from_hist,
+    histogram,
+    moments,
+    quantiles,
+    robust_range,
+)
 
 _GROUP_NAMES = {None: ["overall"], "label": ["label=0", "label=1"]}
 
@@ -23,10 +32,7 @@ def _frame(m: dict[str, np.ndarray], columns: list[str], groups: list[str]) -> p
                 "missing_pct": 100.0 * n_miss / n_rows if n_rows and np.isfinite(n_rows) else np.nan,
                 "mean": mean[g, j], "std": std[g, j],
             })
-    out = pd.DataFrame(rows).set_index(["group", "feature"])
-    for c in ("n", "missing"):  # counts: integers (suppressed cells <NA>)
-        out[c] = out[c].round().astype("Int64")
-    return out
+    return pd.DataFrame(rows).set_index(["group", "feature"])
 
 
 def describe(fed, columns: Sequence[str] | None = None, by: str | None = None,
@@ -90,7 +96,6 @@ def table_one(fed, columns: Sequence[str] | None = None, by: str = "label", *, s
     study ("Not readmitted", "Readmitted within 30 days"). ``attrs["sub_rows"]`` lists the missing rows.
     """
     from ehr_fed.stats import display
-    from ehr_fed.stats.federated import _quantiles_from_hist, fine_histograms, histogram
 
     study = study if study is not None else display.study_of(fed)
     cols = _columns(fed, columns)
@@ -104,13 +109,17 @@ def table_one(fed, columns: Sequence[str] | None = None, by: str = "label", *, s
     iqr: dict[tuple[int, int], str] = {}
     if skewed:
         sk_cols = [cols[j] for j in skewed]
-        h_all = fine_histograms(fed, sk_cols)
-        h_by = histogram(fed, sk_cols, h_all.edges, by=by)
+        integer = [display.integer_valued(study, c) for c in sk_cols]
+        rng = robust_range(fed, sk_cols)
+        edges = [display_edges(lo, hi, FINE_BINS, True) if whole else np.linspace(lo, hi, FINE_BINS + 1)
+                 if np.isfinite(lo) and np.isfinite(hi) else np.linspace(0.0, 1.0, FINE_BINS + 1)
+                 for (lo, hi), whole in zip(rng, integer, strict=True)]
+        overall_h = histograms_on_edges(fed, sk_cols, edges)
+        grouped_h = histograms_on_edges(fed, sk_cols, edges, by=by)
         for i, j in enumerate(skewed):
-            integer = display.integer_valued(study, cols[j])
-            for g, h, gg in ((0, h_all, 0), (1, h_by, 0), (2, h_by, 1)):
-                q = _quantiles_from_hist(h.edges[i], h.groups(gg, i), h.n_bins, np.array([0.25, 0.5, 0.75]))
-                iqr[(g, j)] = fmt_iqr(q, integer)
+            e = overall_h[i][0]
+            for k, groups in enumerate((overall_h[i][1][0], grouped_h[i][1][0], grouped_h[i][1][1])):
+                iqr[(k, j)] = fmt_iqr(_quartiles(e, groups, integer[i]), integer[i])
     rows: dict[str, dict[str, str]] = {"N": {name: _fmt_int(m["n_rows"][g, 0] if cols else np.nan)
                                              for name, m, g in sets}}
     sub_rows = []
@@ -130,6 +139,62 @@ def table_one(fed, columns: Sequence[str] | None = None, by: str = "label", *, s
     out = pd.DataFrame.from_dict(rows, orient="index")[names]
     out.attrs["sub_rows"] = sub_rows
     return out
+
+
+def nice_step(span: float, bins: int) -> float:
+    """The smallest of 1, 2, 2.5 or 5 x 10^k that cuts ``span`` into at most ``bins`` bins."""
+    raw = max(span / max(bins, 1), 1e-12)
+    base = 10.0 ** np.floor(np.log10(raw))
+    return float(next(m * base for m in (1, 2, 2.5, 5, 10) if m * base >= raw * (1 - 1e-9)))
+
+
+def display_edges(lo: float, hi: float, bins: int = 32, integer: bool = False) -> np.ndarray:
+    """Bin edges a reader expects over the public robust range ``[lo, hi]``: round bin widths (1, 2, 2.5, 5
+    x 10^k) starting at a multiple of the width; for whole-number features, bins centred on whole numbers.
+    The range comes from the disclosure-checked coarse histogram, so these edges reveal nothing new."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        lo, hi = 0.0, 1.0
+    if integer:
+        lo_i, hi_i = np.floor(lo), max(np.ceil(hi), np.floor(lo) + 1)
+        step = max(1.0, np.ceil(nice_step(hi_i - lo_i, bins)))
+        return np.arange(lo_i - 0.5, hi_i + step, step)[: bins + 2]
+    step = nice_step(hi - lo or 1.0, bins)
+    start = np.floor(lo / step) * step
+    n = int(np.ceil((hi - start) / step - 1e-9)) or 1
+    return start + step * np.arange(n + 1)
+
+
+def histograms_on_edges(fed, columns: Sequence[str], edges: Sequence[np.ndarray], by: str | None = None
+                        ) -> list[tuple[np.ndarray, list[list[tuple[int, int, float]]]]]:
+    """Pooled histograms of ``columns`` over per-column ``edges`` (any lengths): ``[(edges, groups per
+    group of rows)]`` with the released ``(first_bin, last_bin, count)`` groups. One secure sum per distinct
+    number of edges; the sites clip values outside the edges into the end bins and merge small bins."""
+    out: list = [None] * len(columns)
+    n_groups = 1 if by is None else 2
+    for size in sorted({len(e) for e in edges}):
+        idx = [j for j, e in enumerate(edges) if len(e) == size]
+        h = histogram(fed, [columns[j] for j in idx], np.array([edges[j] for j in idx]), by=by)
+        for i, j in enumerate(idx):
+            out[j] = (np.asarray(edges[j], dtype=float), [h.groups(g, i) for g in range(n_groups)])
+    return out
+
+
+def _quartiles(edges: np.ndarray, groups, integer: bool) -> np.ndarray:
+    """Quartiles from released bin groups: for whole numbers (bins centred on them) the value whose bin
+    holds the quantile; else linear interpolation within bins."""
+    qs = np.array([0.25, 0.5, 0.75])
+    n_bins = len(edges) - 1
+    if not integer:
+        return _quantiles_from_hist(edges, groups, n_bins, qs)
+    spread = np.zeros(n_bins)
+    for a, b, c in groups:
+        spread[a:b + 1] = c / (b - a + 1)
+    total = spread.sum()
+    if total <= 0:
+        return np.full(3, np.nan)
+    cum = np.cumsum(spread) / total
+    idx = np.minimum(np.searchsorted(cum, qs - 1e-12), n_bins - 1)
+    return (edges[idx] + edges[idx + 1]) / 2.0
 
 
 def _cell(kind: str, m, g: int, j: int, iqr: str | None) -> str:

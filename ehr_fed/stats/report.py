@@ -16,8 +16,16 @@ import numpy as np
 import pandas as pd
 
 from ehr_fed.stats import display
-from ehr_fed.stats.describe import _is_binary, describe, describe_by_site, fmt_iqr, table_one
-from ehr_fed.stats.federated import _columns, fine_histograms, moments
+from ehr_fed.stats.describe import (
+    _is_binary,
+    describe,
+    describe_by_site,
+    display_edges,
+    fmt_iqr,
+    histograms_on_edges,
+    table_one,
+)
+from ehr_fed.stats.federated import _columns, moments, robust_range
 from ehr_fed.stats.page import esc, fmt_int, page, table
 
 
@@ -37,10 +45,15 @@ def build_report(fed, columns=None, n_histograms: int = 4, hist_bins: int = 32) 
     hist_cols = [c for c in cols if c in set(cols[:n_histograms]) | set(drawn)] if n_histograms else []
     hists = {}
     if hist_cols:
-        h = fine_histograms(fed, hist_cols, bins=hist_bins)
-        for j, c in enumerate(hist_cols):
-            hists[c] = {"edges": h.edges[j].tolist(), "counts": np.nan_to_num(h.counts[0, j]).tolist(),
-                        "merged": [[a, b] for a, b, _ in h.groups(0, j) if b > a]}
+        rng = robust_range(fed, hist_cols)
+        edges = [display_edges(lo, hi, hist_bins, display.integer_valued(study, c) or kinds[c] == "binary")
+                 for c, (lo, hi) in zip(hist_cols, rng, strict=True)]
+        for c, (e, groups) in zip(hist_cols, histograms_on_edges(fed, hist_cols, edges), strict=True):
+            counts = np.zeros(len(e) - 1)
+            for first, _, count in groups[0]:
+                counts[first] = count
+            hists[c] = {"edges": e.tolist(), "counts": counts.tolist(),
+                        "merged": [[a, b] for a, b, _ in groups[0] if b > a]}
     return {
         "sites": fed.site_ids,
         "study": getattr(study, "study_id", None),
@@ -107,7 +120,7 @@ def histogram_figure(name: str, hist: dict[str, Any], unit: str | None = None):
     ax.set_xlabel(name)
     bin_width = float(np.diff(np.asarray(hist["edges"], dtype=float)[:2])[0]) if len(hist["edges"]) > 1 else 0
     ax.set_ylabel("index events per bin")
-    ax.set_title(f"{name.split(' (')[0]}: bins of {bin_width:.3g}{' ' + unit if unit else ''}", fontsize=10)
+    ax.set_title(f"{name.split(' (')[0]}: bins of {bin_width:g}{' ' + unit if unit else ''}", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -143,8 +156,12 @@ def features_table(report: dict[str, Any]) -> pd.DataFrame:
     rows = {}
     for c, r in overall.iterrows():
         kind = report["kinds"].get(c, "normal")
-        quart = ("" if kind == "binary" or "q0.5" not in r or pd.isna(r.get("q0.5"))
-                 else fmt_iqr(np.array([r["q0.25"], r["q0.5"], r["q0.75"]]), report["integer"].get(c, False)))
+        t1_label = f"{report['names'].get(c, c)}, median [IQR]"
+        if t1_label in report["table_one"].index:  # the same figures as Table 1
+            quart = report["table_one"].loc[t1_label, "Overall"]
+        else:
+            quart = ("" if kind == "binary" or "q0.5" not in r or pd.isna(r.get("q0.5"))
+                     else fmt_iqr(np.array([r["q0.25"], r["q0.5"], r["q0.75"]]), report["integer"].get(c, False)))
         rows[report["names"].get(c, c)] = {
             "type": {"binary": "yes/no", "skewed": "count / skewed", "normal": "measurement"}[kind],
             "n (non-missing)": fmt_int(r["n"], "suppressed"), "missing, n (%)": _missing(r),

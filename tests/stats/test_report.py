@@ -78,8 +78,13 @@ def test_table_one_medians_match_the_pooled_quartiles(t1, tables):
     med, q1, q3 = map(float, re.fullmatch(r"([\d.]+) \[([\d.]+), ([\d.]+)\]", cell).groups())
     expected = pooled["los_days"].quantile([0.5, 0.25, 0.75]).to_numpy()
     np.testing.assert_allclose([med, q1, q3], expected, atol=0.15)  # histogram resolution + 1 decimal
-    # a whole-number score: whole-number quartiles
-    assert re.fullmatch(r"\d+ \[\d+, \d+\]", t1.loc["Charlson comorbidity index, median [IQR]", "Overall"])
+    # a whole-number score: exact whole-number quartiles (bins centred on whole numbers)
+    q = np.quantile(pooled["charlson"], [0.5, 0.25, 0.75], method="inverted_cdf").astype(int)
+    assert t1.loc["Charlson comorbidity index, median [IQR]", "Overall"] == f"{q[0]} [{q[1]}, {q[2]}]"
+    for label, name in ((0, "Not readmitted"), (1, "Readmitted within 30 days")):
+        sub = pooled.loc[pooled["label"] == label, "charlson"]
+        q = np.quantile(sub, [0.5, 0.25, 0.75], method="inverted_cdf").astype(int)
+        assert t1.loc["Charlson comorbidity index, median [IQR]", name] == f"{q[0]} [{q[1]}, {q[2]}]"
     group = t1.loc["Length of stay (days), median [IQR]", "Readmitted within 30 days"]
     readm = pooled.loc[pooled["label"] == 1, "los_days"].median()
     assert abs(float(group.split(" ")[0]) - readm) < 0.15
@@ -91,6 +96,15 @@ def test_table_one_without_a_study_keeps_column_names(tables):
     f.close()
     assert list(t.index) == ["N", "age, mean (SD)", "sex_female, n (%)"]
     assert list(t.columns) == ["Overall", "label=0", "label=1"]
+
+
+def test_display_edges_are_round_and_centre_whole_numbers():
+    from ehr_fed.stats.describe import display_edges
+
+    np.testing.assert_allclose(display_edges(0, 200, 32), np.arange(0, 201, 10))
+    np.testing.assert_allclose(display_edges(0.5, 50, 32), np.arange(0, 51, 2))
+    np.testing.assert_allclose(display_edges(0, 20, 32, integer=True), np.arange(-0.5, 21, 1))
+    np.testing.assert_allclose(display_edges(0, 0.001, 32, integer=True), [-0.5, 0.5, 1.5])
 
 
 @pytest.fixture(scope="module")
