@@ -63,7 +63,7 @@ def test_refusals_carry_code_and_rule_never_site_values(small_site_tables):
     for sid, rep in other.items():
         assert rep.error_kind == "disclosure"
         _check(rep.error, "task_not_allowed", "allowed_tasks", tables[sid])
-    for sid, rep in plain.items():
+    for rep in plain.values():
         assert not rep.ok and "[release_mode]" in rep.error
 
 
