@@ -29,12 +29,12 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
     types: list[type[BaseException]] = [UsageError, FederationError, FederationConfigError, ConfigError,
                                         ModelFormatError, DisclosureError, ValueError, KeyError, OSError]
-    try:
-        from ehr_fed.evaluation import EvaluationError
-
-        types.append(EvaluationError)
-    except ImportError:  # pragma: no cover - evaluation extras missing
-        pass
+    for module, name in (("ehr_fed.evaluation", "EvaluationError"), ("ehr_fed.cohort.table", "PersonKeyError"),
+                         ("ehr_fed.cohort", "QuarantineThresholdError")):
+        try:
+            types.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):  # pragma: no cover - optional parts of the toolkit
+            pass
     return tuple(types)
 
 

@@ -79,7 +79,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     report["validation"] = validation.as_dict()
     write_html(report, args.out)
-    _add_validation_html(args.out, validation)
     print(f"validation: {validation.description}", file=sys.stderr)
     print(f"report written to {args.out}", file=sys.stderr)
     if args.json:
@@ -117,30 +116,22 @@ def _evaluate(fed, model, args):
                     "train the refit: hold out fewer (--test-fraction 0.1), or use --validation loso.",
                     rule=exc.rule, site_id=exc.site_id) from None
             result = evaluate(test_fed, fitted, n_bins=args.bins)
-            report = build_report(test_fed, model, result=result, **opts)
+            report = build_report(test_fed, model, result=result,
+                                  evaluated_on=v.evaluated_on_split(args.test_fraction, n_train), **opts)
         return report, v.Validation("split", v.describe_split(args.test_fraction, n_train, n_test), n_test,
                                     train_rows=n_train, test_fraction=args.test_fraction)
-    report = build_report(fed, model, n_bins=args.bins, **opts)
-    n_rows = int(report["result"].overall.get("n") or 0)
+    result = evaluate(fed, model, n_bins=args.bins)
+    n_rows = int(result.overall.get("n") or 0)
     if args.validation == "loso":
         from ehr_fed.evaluation.external import leave_one_site_out
 
         table = leave_one_site_out(fed, model)
+        validation = v.Validation("loso", v.describe_loso(table, n_rows), n_rows)
+        report = build_report(fed, model, result=result, evaluated_on=v.EVALUATED_ON_LOSO, **opts)
         report["result"].per_site = table
-        return report, v.Validation("loso", v.describe_loso(table, n_rows), n_rows)
+        return report, validation
+    report = build_report(fed, model, result=result, evaluated_on=v.EVALUATED_ON_IN_SAMPLE, **opts)
     return report, v.Validation("in-sample", v.describe_in_sample(n_rows), n_rows)
-
-
-def _add_validation_html(path: Path, validation) -> None:
-    """Put the validation statement right under the report's title."""
-    import html
-
-    text = path.read_text(encoding="utf-8")
-    block = (f"<h2>What was evaluated</h2><p class='validation'><b>{html.escape(validation.scheme)}</b>: "
-             f"{html.escape(validation.description)}</p>")
-    at = text.find("</h1>")
-    text = text[:at + 5] + block + text[at + 5:] if at >= 0 else text.replace("<body>", "<body>" + block, 1)
-    path.write_text(text, encoding="utf-8")
 
 
 def _add_validation_json(path: Path, validation) -> None:

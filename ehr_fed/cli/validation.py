@@ -105,6 +105,19 @@ def refit(model: Any, fed: Any) -> Any:
         return clone(model).fit(fed)
 
 
+#: what the report's first paragraph says the rows are ("Evaluated on <this>: N index events ...")
+EVALUATED_ON_LOSO = ("every row of the sites' tables, by the model file: in-sample; the per-site table holds "
+                     "the leave-one-site-out validations")
+EVALUATED_ON_IN_SAMPLE = ("IN-SAMPLE: every row of the sites' tables, the data the model was trained on "
+                          "(optimistic: a calibration slope near 1 is expected by construction)")
+
+
+def evaluated_on_split(test_fraction: float, n_train: int) -> str:
+    return (f"the held-out {test_fraction:.0%} of each site's persons, which the evaluated model never saw (the "
+            f"model file's specification refit on the other {n_train} index events; the odds ratios shown are "
+            "the model file's)")
+
+
 def describe_split(test_fraction: float, n_train: int, n_test: int) -> str:
     return (f"held-out split by person: the model's specification was refit on {n_train} index events "
             f"({1 - test_fraction:.0%} of each site's persons) and evaluated on the other {n_test} index "
