@@ -18,9 +18,10 @@ at the site, from the request's public ``dp_clip`` parameters:
                            plus ``d`` / ``T`` (L1). The log-likelihood (for the record only) sums row terms
                            clipped to ``[-LOGLIK_CLIP, 0]``.
 
-The Newton rounds are exact Newton steps of the logistic regression on the clipped rows (the linear
-predictor uses the clipped row too), so they converge as the non-private ones do; the model then scores
-unclipped rows, which only matters for the few rows beyond the clip norm.
+The linear predictor uses the unclipped row (as the fitted model will when it scores), so the fixed point
+is the weighted score equation ``sum c_i z_i (y_i - p_i) = 0`` with ``c_i = min(1, C / |z_i|)`` (consistent
+for a correctly specified model); the Hessian uses ``c_i^2``, which keeps its sensitivity bounded (the
+steps are then quasi-Newton steps, a little long for clipped rows).
 """
 
 from __future__ import annotations
@@ -149,9 +150,10 @@ def private_newton(Z: np.ndarray, y: np.ndarray, beta: np.ndarray, params: dict,
                    ) -> dict[str, np.ndarray]:
     """Clipped, quantised, noised gradient and Hessian triangle of one site (module docstring)."""
     clip = params["dp_clip"]
-    Zc = Z * clip_rows(Z, float(clip["clip_norm"]))[:, None]
-    eta = Zc @ beta
+    cn = clip_rows(Z, float(clip["clip_norm"]))
+    eta = Z @ beta
     p = expit(eta)
+    Zc = Z * cn[:, None]
     grad = Zc.T @ (np.asarray(y, dtype=float) - p)
     A = Zc * np.sqrt(p * (1.0 - p))[:, None]
     hess = pack_upper(A.T @ A)
