@@ -36,9 +36,9 @@ LR_FEATURES = {
     "readmission_30d": ("age", "sex_female", "los_days", "prior_inpatient_365d", "prior_ed_180d", "charlson",
                         "cond_diabetes", "cond_heart_failure", "cond_copd", "cond_ckd", "cond_cancer",
                         "lab_hemoglobin", "lab_sodium", "n_active_meds"),
+    # no lab_hba1c: in the synthetic hospitals no HbA1c precedes the index finding (the feature is all missing)
     "t2d_progression": ("age", "sex_female", "prior_inpatient_365d", "charlson", "cond_hypertension",
-                        "cond_heart_failure", "cond_ckd", "lab_glucose", "lab_hba1c", "lab_creatinine",
-                        "n_active_meds"),
+                        "cond_heart_failure", "cond_ckd", "lab_glucose", "lab_creatinine", "n_active_meds"),
 }
 
 

@@ -11,7 +11,6 @@ from ehr_fed.stats.federated import (
     FINE_BINS,
     _columns,
     _mean_std,
-    _quantiles_from_hist,
     histogram,
     moments,
     quantiles,
@@ -118,8 +117,13 @@ def table_one(fed, columns: Sequence[str] | None = None, by: str = "label", *, s
         grouped_h = histograms_on_edges(fed, sk_cols, edges, by=by)
         for i, j in enumerate(skewed):
             e = overall_h[i][0]
-            for k, groups in enumerate((overall_h[i][1][0], grouped_h[i][1][0], grouped_h[i][1][1])):
-                iqr[(k, j)] = fmt_iqr(_quartiles(e, groups, integer[i]), integer[i])
+            spreads = [_spread(len(e) - 1, g) for g in (overall_h[i][1][0], *grouped_h[i][1])]
+            if spreads[1].sum() > 0 and spreads[2].sum() > 0:
+                # the outcome groups partition the cohort: their sum is the cohort's histogram with the same
+                # merged bins, so the cohort's quartiles and the groups' agree (no median outside both groups')
+                spreads[0] = spreads[1] + spreads[2]
+            for k, spread in enumerate(spreads):
+                iqr[(k, j)] = fmt_iqr(_quartiles(e, spread, integer[i]), integer[i])
     rows: dict[str, dict[str, str]] = {"N": {name: _fmt_int(m["n_rows"][g, 0] if cols else np.nan)
                                              for name, m, g in sets}}
     sub_rows = []
@@ -179,21 +183,27 @@ def histograms_on_edges(fed, columns: Sequence[str], edges: Sequence[np.ndarray]
     return out
 
 
-def _quartiles(edges: np.ndarray, groups, integer: bool) -> np.ndarray:
-    """Quartiles from released bin groups: for whole numbers (bins centred on them) the value whose bin
-    holds the quantile; else linear interpolation within bins."""
-    qs = np.array([0.25, 0.5, 0.75])
-    n_bins = len(edges) - 1
-    if not integer:
-        return _quantiles_from_hist(edges, groups, n_bins, qs)
+def _spread(n_bins: int, groups) -> np.ndarray:
+    """Counts per bin from released ``(first_bin, last_bin, count)`` groups, a merged group's count spread
+    evenly over its bins."""
     spread = np.zeros(n_bins)
     for a, b, c in groups:
         spread[a:b + 1] = c / (b - a + 1)
+    return spread
+
+
+def _quartiles(edges: np.ndarray, spread: np.ndarray, integer: bool) -> np.ndarray:
+    """Quartiles from counts per bin: for whole numbers (bins centred on them) the value whose bin holds
+    the quantile; else linear interpolation within bins."""
+    qs = np.array([0.25, 0.5, 0.75])
     total = spread.sum()
     if total <= 0:
         return np.full(3, np.nan)
+    if not integer:
+        cum = np.concatenate([[0.0], np.cumsum(spread)]) / total
+        return np.interp(qs, cum, edges)
     cum = np.cumsum(spread) / total
-    idx = np.minimum(np.searchsorted(cum, qs - 1e-12), n_bins - 1)
+    idx = np.minimum(np.searchsorted(cum, qs - 1e-12), len(spread) - 1)
     return (edges[idx] + edges[idx + 1]) / 2.0
 
 

@@ -90,6 +90,13 @@ def test_table_one_medians_match_the_pooled_quartiles(t1, tables):
     assert abs(float(group.split(" ")[0]) - readm) < 0.15
 
 
+def test_cohort_quartiles_agree_with_the_groups(t1):
+    """The cohort's median lies between its outcome groups' medians (same bins, same merges)."""
+    for row in ("Length of stay (days), median [IQR]", "Charlson comorbidity index, median [IQR]"):
+        med = [float(t1.loc[row, c].split(" ")[0]) for c in t1.columns]
+        assert min(med[1:]) <= med[0] <= max(med[1:]), (row, med)
+
+
 def test_table_one_without_a_study_keeps_column_names(tables):
     f = Federation.in_process(tables, policy={"min_cell_count": 10}, encrypted=False)
     t = table_one(f, ["age", "sex_female"])
