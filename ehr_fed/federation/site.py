@@ -155,8 +155,12 @@ class SiteNode:
         # its budget before anything is computed (None: not a private release)
         release = open_release(self, task, msg, params)
         with granted(release):
-            table = self.table if release is None else release.table
-            result = task.fn(table, params, self._context(msg))
+            if release is None:
+                result = task.fn(self.table, params, self._context(msg))
+            elif release.fn is not None:  # a private form declared beside the task
+                result = release.fn(release.table, params, self._context(msg), release)
+            else:
+                result = task.fn(release.table, params, self._context(msg))
         if not isinstance(result, dict):
             raise ProtocolError(f"task {task.name!r} returned {type(result).__name__}, expected a dict")
         if release is not None:

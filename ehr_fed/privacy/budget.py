@@ -248,7 +248,7 @@ def open_release(site: Any, task: Any, msg: Any, params: dict) -> Release | None
         raise DisclosureError(f"site {site.site_id}: invalid release plan for {task.name!r}: {exc}",
                               rule="dp_plan", site_id=site.site_id) from None
     release = Release(task=task.name, group=spec.group, plan=plan, outputs=outputs, n_shares=_n_shares(msg),
-                      table=_capped(site.table, plan.events_per_patient))
+                      table=_capped(site.table, plan.events_per_patient), fn=spec.fn)
     if budget is not None:
         _ledger(site).check(msg.study, release, budget, site.site_id)
     return release

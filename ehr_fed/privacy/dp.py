@@ -290,6 +290,7 @@ class Release:
     outputs: dict[str, NoisedOutput]
     n_shares: int = 1
     table: Any = None  # the site's rows capped to events_per_patient (set by the site)
+    fn: Callable[..., Any] | None = field(default=None, compare=False)  # the private form, if not the task
     rng: np.random.Generator | None = field(default=None, compare=False)
 
     @property
@@ -350,22 +351,35 @@ class DPTaskSpec:
     name: str
     group: str
     sensitivities: SensitivityFn
+    fn: Callable[..., Any] | None = None  # (table, params, ctx, release) -> outputs; None: the task itself
 
 
 _DP_TASKS: dict[str, DPTaskSpec] = {}
 
 
-def dp_task(name: str, group: str, sensitivities: SensitivityFn) -> None:
-    """Declare that site task ``name`` has a private form (it reads :func:`active_release`)."""
+def dp_task(name: str, group: str, sensitivities: SensitivityFn, fn: Callable[..., Any] | None = None) -> None:
+    """Declare that site task ``name`` has a private form.
+
+    Either the task itself reads :func:`active_release` (``fn=None``), or ``fn(table, params, ctx, release)``
+    computes the private outputs in its place.
+    """
     if group not in GROUPS:
         raise ValueError(f"dp_task {name!r}: group {group!r} is not one of {GROUPS}")
-    _DP_TASKS[name] = DPTaskSpec(name, group, sensitivities)
+    _DP_TASKS[name] = DPTaskSpec(name, group, sensitivities, fn)
+
+
+#: modules that declare private forms of tasks defined elsewhere
+PRIVATE_FORM_MODULES = ("ehr_fed.privacy.table_one",)
 
 
 def dp_task_spec(name: str) -> DPTaskSpec | None:
+    import importlib
+
     from ehr_fed.federation.tasks import registered_tasks
 
     registered_tasks()  # loads the built-in task modules, which declare their private forms
+    for mod in PRIVATE_FORM_MODULES:
+        importlib.import_module(mod)
     return _DP_TASKS.get(name)
 
 
