@@ -237,7 +237,7 @@ def model_sections(model: Any, title: str, mtable: pd.DataFrame, study: Any = No
     h = f"h{level}"
     note = f"<p class='note'>{esc(model_terms_note(model, study))}</p>"
     if "odds_ratio" in mtable.columns:
-        summary = pd.DataFrame(model.summary()) if hasattr(model, "summary") else mtable
+        summary = model.summary() if hasattr(model, "summary") else mtable  # keeps the fit in .attrs
         return [f"<{h}>Model: odds ratios</{h}>", note,
                 table(odds_ratio_table(mtable, study), index_label="term"),
                 f"<p class='note'>Odds ratio per unit of each feature (per year, per mg/dL, ...; yes vs no for "

@@ -114,6 +114,7 @@ def test_report_reads_without_help(report, tmp_path):
     assert not re.search(r">\d{2,}\.0+<", text)  # no count written as a decimal
     assert "<th>intercept</th>" not in text.lower() and "not available" not in text
     assert "coef" not in text and "odds_ratio" not in text  # reader's headings, not the data's keys
+    assert f"Fitted on {int(report['model'].n_samples_)} index events" in text and "Newton rounds" in text
 
 
 def test_report_json(report, tmp_path):
