@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ[TIMING_ENV] = str(timing)  # inherited by the site ClientApps the deployment starts
     if insecure:
         os.environ["EHR_FED_ALLOW_INSECURE_KEYS"] = "1"
+    # real-size site keys are written encrypted: a passphrase for this run, inherited by the site services
+    os.environ.setdefault("EHR_FED_KEY_PASSPHRASE", secrets.token_hex(16))
     configs = write_sites(root / "sites", tables, keys, policy_map)
 
     t = time.perf_counter()
