@@ -94,8 +94,8 @@ MISTAKES = [
      "pass --force"),
     ("keys ceremony", "keys ceremony --sites site_a,site_a --out {root}/k2", 2, "distinct site ids"),
     ("keys ceremony", "keys ceremony --sites site_a,site_b --out {root}/k3 --bits 512", 2, "2048"),
-    ("keys show", "keys show {root}/nope.json", 1, "nope.json"),
-    ("keys show", "keys show {notjson}", 1, "not a key file"),
+    ("keys show", "keys show {root}/nope.json", 2, "nope.json"),
+    ("keys show", "keys show {notjson}", 2, "not a key file"),
     # stats
     ("stats", "stats --federation {root}/federaton.yaml --out {root}/t.json --plaintext", 1, "federaton.yaml"),
     ("stats", "stats --federation {missing_site} --out {root}/t.json --plaintext", 1, "nowhere"),
