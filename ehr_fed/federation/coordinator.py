@@ -66,6 +66,8 @@ class Federation:
         self.journal = Journal(checkpoint_dir)
         self._round = -1
         self.history: list[dict[str, Any]] = []
+        #: the sites of this session's secure sums (fixed by the first one; shrinks only by drop-outs)
+        self.members: list[str] | None = None
         if encrypted and (keys is None or not keys.paillier_public):
             raise FederationError("encrypted=True needs the Paillier public key from the key ceremony "
                                   "(keys=CoordinatorKeys); or pass encrypted=False for plaintext tests")
@@ -173,7 +175,9 @@ class Federation:
         if hit is not None:
             return SecureSumResult(hit["data"], round=r, replayed=True, **hit["meta"])
         digest = params_digest(params)
-        participants, missing = sorted(self.site_ids), {}
+        # the participant set is fixed per session by its first sum: a site that dropped out stays out (a
+        # later sum over a different set of the same sites would invite differencing)
+        participants, missing = sorted(self.members or self.site_ids), {}
         while True:
             # the masks cancel only over the exact participant set: a site that drops out means the round
             # is run again with the survivors (new nonce, new masks); a subset sum is never unmasked
@@ -189,6 +193,7 @@ class Federation:
             log.warning("round %d (%s): %s did not contribute; running the round again with %s", r, task,
                         sorted(dropped), participants)
         contributions = self._check_contributions(task, r, nonce, replies, lay, participants, digest, decryptor)
+        self.members = list(participants)
         total = {name: he.add(self._pk, [c["arrays"][name] for c in contributions]) for name in lay}
         arrays, supp, contributors = self._decrypt(task, r, nonce, contributions, total, missing, lay,
                                                    participants, digest, decryptor)

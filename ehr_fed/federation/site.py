@@ -23,7 +23,14 @@ from ehr_fed.federation.messages import ProtocolError, Reply, TaskMessage
 from ehr_fed.federation.payload import PayloadTypeError, nbytes, validate
 from ehr_fed.federation.signing import contribution_digest
 from ehr_fed.federation.state import SiteState
-from ehr_fed.federation.tasks import SiteContext, SiteTask, UnknownTaskError, get_task
+from ehr_fed.federation.tasks import (
+    META_COLUMNS,
+    SiteContext,
+    SiteTask,
+    UnknownTaskError,
+    get_task,
+    registered_tasks,
+)
 from ehr_fed.privacy import AuditLog, DisclosureError, PrivacyPolicy, merge_histogram, suppress
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,7 @@ class SiteNode:
         self._verification = self._share.verification if self._share is not None else None
         self.state = state if isinstance(state, SiteState) else SiteState(state)
         self.masks = bool(masks)
+        registered_tasks()  # the site's task table is loaded once, at start, not inside a timed round
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:  # for worker processes
@@ -106,8 +114,14 @@ class SiteNode:
             if isinstance(message, dict):
                 message = TaskMessage.from_dict(message)
         except (ProtocolError, PayloadTypeError) as exc:
-            return Reply(site_id=self.site_id, action="ping", task="", study="", session="", round=0,
-                         nonce="-", status="error", error=f"site {self.site_id}: {exc}", error_kind="protocol")
+            reply = Reply(site_id=self.site_id, action="ping", task="", study="", session="", round=0,
+                          nonce="-", status="error", error=f"site {self.site_id}: {exc}", error_kind="protocol")
+            try:
+                self.audit.record(site_id=self.site_id, task="", action="malformed", round=0, kind="error",
+                                  payload={}, nbytes=0, status="error", error_kind="protocol", error=reply.error)
+            except Exception:
+                log.exception("site %s: could not write the audit entry of a malformed message", self.site_id)
+            return reply
         try:
             self._check_fresh(message)
             handler = {"query": self._query, "secure_sum": self._secure_sum, "decrypt": self._decrypt,
@@ -119,10 +133,27 @@ class SiteNode:
             kind, err = "protocol", str(exc)
         except UnknownTaskError as exc:
             kind, err = "unknown_task", str(exc)
-        except Exception as exc:  # a failing task: report it, do not leak a traceback with values
+        except (ValueError, KeyError, TypeError) as exc:  # a failing task: the reason, no traceback
             log.debug("site %s task %s failed\n%s", self.site_id, message.task, traceback.format_exc())
             kind, err = "task_error", f"{type(exc).__name__}: {exc}"
-        return message.reply(self.site_id, status="error", error=f"site {self.site_id}: {err}", error_kind=kind)
+        except Exception as exc:  # unexpected: its text may hold data, so only its type leaves the site
+            log.warning("site %s task %s failed\n%s", self.site_id, message.task, traceback.format_exc())
+            kind, err = "task_error", f"{type(exc).__name__} (details in the site's log)"
+        reply = message.reply(self.site_id, status="error", error=f"site {self.site_id}: {err}", error_kind=kind)
+        self._audit_error(message, reply)
+        return reply
+
+    def _audit_error(self, message: TaskMessage, reply: Reply) -> None:
+        """Every reply leaves a line in the audit log, refusals and errors included."""
+        try:
+            from ehr_fed.federation.checkpoint import params_hash
+
+            self.audit.record(site_id=self.site_id, task=message.task, action=message.action,
+                              round=message.round, kind="error", payload={}, nbytes=len(reply.error),
+                              status="error", error_kind=reply.error_kind, error=reply.error,
+                              request=params_hash(message.header(), message.payload))
+        except Exception:  # the audit log must never turn a refusal into a crash
+            log.exception("site %s: could not write the audit entry of a refusal", self.site_id)
 
     def _check_fresh(self, msg: TaskMessage) -> None:
         if self.study and msg.study != self.study:
@@ -179,9 +210,12 @@ class SiteNode:
         self.policy.check_params(n_params, len(self.table), task.name, self.site_id)
 
     def _release(self, msg: TaskMessage, kind: str, payload: dict[str, Any], **extra: Any) -> Reply:
+        from ehr_fed.federation.checkpoint import params_hash
+
         reply = msg.reply(self.site_id, payload)
         self.audit.record(site_id=self.site_id, task=msg.task, action=msg.action, round=msg.round,
-                          kind=kind, payload=reply.payload, nbytes=nbytes(reply.payload), **extra)
+                          kind=kind, payload=reply.payload, nbytes=nbytes(reply.payload), status="ok",
+                          request=params_hash(msg.header(), msg.payload.get("params") or {}), **extra)
         return reply
 
     # -- actions ---------------------------------------------------------------------------------
@@ -192,8 +226,29 @@ class SiteNode:
             "holds_private_key": self.holds_private_key,
         })
 
+    def _admit(self, task: SiteTask, msg: TaskMessage, mode: str) -> None:
+        """The checks every computing request passes first: the task's release mode, the (task, mode)
+        allow-list, and parameters that name only study features (never a meta column)."""
+        if mode not in task.release:
+            raise DisclosureError(
+                f"site {self.site_id} refuses {task.name!r} as a {mode} release: its output leaves this site only "
+                f"as {' or '.join(task.release)} (rule release_mode)", rule="release_mode", site_id=self.site_id)
+        self.policy.check_task(task.name, self.site_id, mode)
+        params = msg.payload.get("params") or {}
+        for key in ("features", "columns", "terms"):
+            named = params.get(key)
+            if isinstance(named, str):
+                named = [named]
+            if isinstance(named, list):
+                meta = sorted({c for c in named if isinstance(c, str) and c in META_COLUMNS})
+                if meta:
+                    raise DisclosureError(
+                        f"site {self.site_id} refuses {task.name!r}: {key} {meta} are record identifiers or the "
+                        "outcome, never features (rule meta_columns)", rule="meta_columns", site_id=self.site_id)
+
     def _query(self, msg: TaskMessage) -> Reply:
         task = get_task(msg.task)
+        self._admit(task, msg, "plaintext")
         result = validate(self._run(task, msg), f"[{task.name!r} result]")
         suppressed = self._suppress(task, result)
         arrays = {k: v for k, v in result.items() if isinstance(v, np.ndarray)}
@@ -231,7 +286,7 @@ class SiteNode:
 
     def _secure_sum(self, msg: TaskMessage) -> Reply:
         task = get_task(msg.task)
-        self.policy.check_task(task.name, self.site_id)
+        self._admit(task, msg, "secure_sum")
         layout = msg.payload.get("layout") or {}
         encrypted = bool(msg.payload.get("encrypted", False))
         if encrypted and self._pk is None:

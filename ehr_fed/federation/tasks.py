@@ -54,6 +54,11 @@ class SiteTask:
     histograms : tuple of str
         Output arrays of histogram counts (last axis = bins): small bins are merged with their
         neighbours (:func:`ehr_fed.privacy.merge_histogram`) rather than suppressed, so totals survive.
+    release : tuple of str
+        How the output may leave the site: ``"secure_sum"`` (only as a masked, encrypted contribution to a
+        sum over sites) and/or ``"plaintext"`` (as a reply of its own: only for outputs that pass the
+        disclosure rules alone, such as schemas and suppressed counts). A request in another mode is
+        refused. Default: secure sum only; :data:`PLAINTEXT_TASKS` lists the built-in exceptions.
     """
 
     name: str
@@ -61,7 +66,27 @@ class SiteTask:
     fn: Callable[[pd.DataFrame, dict, SiteContext], Any]
     counts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     histograms: tuple[str, ...] = ()
+    release: tuple[str, ...] = ("secure_sum",)
 
+
+RELEASE_MODES = ("plaintext", "secure_sum")
+
+#: built-in tasks whose output may also leave a site as a plaintext reply (each passes the disclosure rules
+#: on its own: schemas, suppressed counts and moments, a site's own validation metrics); every other task
+#: releases only masked, encrypted contributions to secure sums
+PLAINTEXT_TASKS = {
+    "models.schema": ("plaintext",),
+    "gbdt.schema": ("plaintext",),
+    "stats.columns": ("plaintext",),
+    "models.preflight": ("plaintext",),
+    "stats.count": ("plaintext", "secure_sum"),
+    "stats.moments": ("plaintext", "secure_sum"),
+    "evaluation.site_metrics": ("plaintext",),
+    "evaluation.local_cv": ("plaintext",),
+}
+
+#: columns of the feature table that are never model features or statistics columns
+META_COLUMNS = ("site_id", "person_key", "index_time", "label")
 
 _REGISTRY: dict[str, SiteTask] = {}
 
@@ -74,14 +99,22 @@ class UnknownTaskError(KeyError):
 
 
 def site_task(name: str, kind: str = "other", *, counts: Mapping[str, Any] | None = None,
-              histograms: tuple[str, ...] = ()):
-    """Register a site task under ``name`` (decorator). Re-registering a name replaces it."""
+              histograms: tuple[str, ...] = (), release: tuple[str, ...] | None = None):
+    """Register a site task under ``name`` (decorator). Re-registering a name replaces it.
+
+    ``release``: the modes in which its output may leave the site (default :data:`PLAINTEXT_TASKS` for the
+    built-in names, else secure sum only).
+    """
     if kind not in KINDS:
         raise ValueError(f"site_task {name!r}: kind {kind!r} is not one of {KINDS}")
     norm = {k: tuple(v) for k, v in (counts or {}).items()}
+    modes = tuple(release) if release is not None else PLAINTEXT_TASKS.get(name, ("secure_sum",))
+    if not modes or any(m not in RELEASE_MODES for m in modes):
+        raise ValueError(f"site_task {name!r}: release {modes!r} must name modes of {RELEASE_MODES}")
 
     def deco(fn):
-        _REGISTRY[name] = SiteTask(name=name, kind=kind, fn=fn, counts=norm, histograms=tuple(histograms))
+        _REGISTRY[name] = SiteTask(name=name, kind=kind, fn=fn, counts=norm, histograms=tuple(histograms),
+                                   release=modes)
         return fn
 
     return deco
@@ -104,20 +137,21 @@ def registered_tasks() -> list[str]:
     return sorted(_REGISTRY)
 
 
-#: modules whose @site_task functions ship with ehr-fed (they register on import); a site loads
-#: them all, so a SiteNode in any process (worker, Flower ClientApp) knows every built-in task
+def _load_builtin_tasks() -> None:
+    """Import every module whose ``@site_task`` functions ship with ehr-fed: the one explicit table of
+    built-in task modules (an import error is an error, never a silently missing task)."""
+    import ehr_fed.evaluation.tasks  # noqa: F401
+    import ehr_fed.models.gbdt.tasks  # noqa: F401
+    import ehr_fed.models.logreg_tasks  # noqa: F401
+    import ehr_fed.models.preflight  # noqa: F401
+    import ehr_fed.stats.tasks  # noqa: F401
+
+
+#: the modules :func:`_load_builtin_tasks` imports (for documentation and tests)
 BUILTIN_TASK_MODULES = (
     "ehr_fed.stats.tasks",
     "ehr_fed.models.logreg_tasks",
+    "ehr_fed.models.preflight",
     "ehr_fed.models.gbdt.tasks",
     "ehr_fed.evaluation.tasks",
 )
-
-
-def _load_builtin_tasks() -> None:
-    import importlib
-    import importlib.util
-
-    for name in BUILTIN_TASK_MODULES:
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name)

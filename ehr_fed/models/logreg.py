@@ -213,8 +213,9 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
             self._set_coefficients()
             return self
         n_sites = len(federation.site_ids)
-        n_total = float(np.asarray(federation.secure_sum(
-            "models.row_count", {}, {"n": (ROW_BOUND, n_sites)})["n"]).ravel()[0])
+        rows = federation.secure_sum("models.row_count", {}, {"n": (ROW_BOUND, n_sites)})
+        n_total = float(np.asarray(rows["n"]).ravel()[0])
+        self._members = sorted(getattr(rows, "contributors", None) or federation.site_ids)
         if not n_total > 0:  # NaN: suppressed by the decrypting site
             raise ValueError("the federation holds too few rows to fit a model (the pooled row count was "
                              "suppressed or is 0)")
@@ -311,6 +312,7 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
                  "label": "label"},
                 _newton_layout(n_total, n_sites, beta, self.fit_intercept),
             )
+            _check_same_sites(stats, getattr(self, "_members", None), rnd)
             loglik = float(np.asarray(stats["loglik"]).ravel()[0])
             obj = penalized_objective(loglik, beta, lam)
             entry = {"round": rnd, "loglik": loglik, "objective": obj}
@@ -461,6 +463,20 @@ def _separation_message(terms: list[str], evidence: str) -> str:
     return (
         f"Perfect separation: the term(s) {terms} predict the label (quasi-)perfectly ({evidence}); the "
         "maximum-likelihood estimate does not exist. Remove or merge these terms, or fit with penalty='l2'."
+    )
+
+
+def _check_same_sites(result: Any, members: list[str] | None, rnd: int) -> None:
+    """Every Newton round must combine exactly the sites whose rows the model counts (a site that refused or
+    dropped out would leave a model that reports rows it was not fitted on)."""
+    got = getattr(result, "contributors", None)
+    if members is None or not got or sorted(got) == members:
+        return
+    missing = getattr(result, "missing", {}) or {}
+    lines = "\n  ".join(f"{s}: {why}" for s, why in missing.items())
+    raise RuntimeError(
+        f"Newton round {rnd} combines sites {sorted(got)}, but the model counts the rows of {members}; logistic "
+        f"regression needs the same sites in every round. Missing:\n  {lines}\nFix the failing site and fit again."
     )
 
 

@@ -95,17 +95,26 @@ class PrivacyPolicy(BaseModel):
         return cls.from_mapping(data, source=str(path))
 
     # -- checks -------------------------------------------------------------------------------
-    def allows_task(self, name: str) -> bool:
-        """Whether the task ``name`` may run at this site."""
+    def allows_task(self, name: str, mode: str | None = None) -> bool:
+        """Whether the task ``name`` may run at this site (in release ``mode``, when given).
+
+        ``allowed_tasks`` entries are task names or shell patterns (``"stats.*"``: every release mode of those
+        tasks) or ``"<pattern>:<mode>"`` with mode ``plaintext`` or ``secure_sum`` (``"stats.count:plaintext"``).
+        """
         if self.allowed_tasks is None:
             return True
-        return any(fnmatch.fnmatchcase(name, pat) for pat in self.allowed_tasks)
+        for pat in self.allowed_tasks:
+            task_pat, _, mode_pat = pat.partition(":")
+            if fnmatch.fnmatchcase(name, task_pat) and (not mode_pat or mode is None or mode_pat == mode):
+                return True
+        return False
 
-    def check_task(self, name: str, site_id: str | None = None) -> None:
-        """Raise :class:`DisclosureError` when ``name`` is not an allowed task."""
-        if not self.allows_task(name):
+    def check_task(self, name: str, site_id: str | None = None, mode: str | None = None) -> None:
+        """Raise :class:`DisclosureError` when ``name`` (in release ``mode``) is not an allowed task."""
+        if not self.allows_task(name, mode):
+            what = f"task {name!r}" + (f" as a {mode} release" if mode else "")
             raise DisclosureError(
-                f"site {site_id or '?'} does not allow task {name!r} (rule allowed_tasks: "
+                f"site {site_id or '?'} does not allow {what} (rule allowed_tasks: "
                 f"{self.allowed_tasks}); ask the site to add it to its privacy policy",
                 rule="allowed_tasks",
                 site_id=site_id,

@@ -50,7 +50,9 @@ def test_keys_cli_and_site_config(tmp_path, capsys):
     for sid in ("site_a", "site_b", "site_c"):
         assert stat.S_IMODE(os.stat(tmp_path / "keys" / f"{sid}.site.json").st_mode) == 0o600
     coord = json.loads((tmp_path / "keys" / "coordinator.json").read_text())
-    assert set(coord) == {"paillier_public", "creator", "sites"}
+    assert set(coord) == {"paillier_public", "creator", "sites", "scheme", "threshold", "share_index",
+                          "verification"}
+    assert not any(k in json.dumps(coord) for k in ("kex_private", "sign_private", "paillier_private", "paillier_share"))
     CoordinatorKeys.load(tmp_path / "keys" / "coordinator.json")
     path, tables = _federation_dir(tmp_path)
     (tmp_path / "site_a.yaml").write_text(yaml.safe_dump({
