@@ -111,7 +111,7 @@ class SiteNode:
     def handle(self, message: TaskMessage | dict[str, Any]) -> Reply:
         """Answer one message; never raises for a bad message or a failing task."""
         try:
-            if isinstance(message, dict):
+            if not isinstance(message, TaskMessage):
                 message = TaskMessage.from_dict(message)
         except (ProtocolError, PayloadTypeError) as exc:
             reply = Reply(site_id=self.site_id, action="ping", task="", study="", session="", round=0,
