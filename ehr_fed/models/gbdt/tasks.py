@@ -52,7 +52,12 @@ def _features(table: pd.DataFrame, names: list[str]) -> np.ndarray:
     missing = [c for c in names if c not in table.columns]
     if missing:
         raise ValueError(f"the feature table has no columns {missing}; expected the model's features {names}")
-    return table[list(names)].to_numpy(dtype=np.float64, na_value=np.nan)
+    x = table[list(names)].to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isinf(x).any(axis=0)
+    if bad.any():
+        raise ValueError(f"feature column(s) {[n for n, b in zip(names, bad, strict=True) if b]} hold infinite "
+                         "values; fix the harmonized table (missing values must be empty, not inf)")
+    return x
 
 
 def _digest(tree: dict) -> str:
