@@ -176,9 +176,9 @@ def model_terms_note(model: Any, study: Any = None) -> str:
                      "missing-value indicators")
     dropped = list(getattr(model, "dropped_terms_", []) or [])
     if dropped:
-        parts.append("left out as constant: " + ", ".join(display.term_name(study, t) for t in dropped))
+        parts.append("Left out as constant: " + ", ".join(display.term_name(study, t) for t in dropped))
     if unused:
-        parts.append("not in the model: " + ", ".join(display.feature_name(study, f) for f in unused))
+        parts.append("Not in the model: " + ", ".join(display.feature_name(study, f) for f in unused))
     return ". ".join(parts) + "."
 
 

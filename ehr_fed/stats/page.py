@@ -21,6 +21,7 @@ table.t{border-collapse:collapse;font-size:13px;margin:.4em 0 1.2em}
 table.t th,table.t td{padding:3px 10px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
 table.t thead th{border-bottom:2px solid #888;background:#f3f6fa}
 table.t tbody th{text-align:left;font-weight:normal}table.t td.l{text-align:left}
+table.t thead th:first-child{text-align:left}
 table.t tr.sub th{padding-left:2em;color:#555}
 .note{color:#555;font-size:13px}.figs{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
 figure{margin:0}figcaption{font-size:13px;color:#555;text-align:center}
@@ -114,5 +115,5 @@ def _default_format(col: pd.Series):
 
 
 def figure(uri: str, caption: str) -> str:
-    """An embedded figure with its caption."""
-    return f"<figure><img src='{uri}' alt='{esc(caption)}'><figcaption>{esc(caption)}</figcaption></figure>"
+    """An embedded figure (its title is drawn in the image; ``caption`` is the image's alt text)."""
+    return f"<figure><img src='{uri}' alt='{esc(caption)}'></figure>"
