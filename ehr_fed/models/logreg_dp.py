@@ -66,9 +66,9 @@ def _newton_sens(params: dict) -> list[OutputSensitivity]:
     c, sg, sh = float(clip["clip_norm"]), float(clip["scale_g"]), float(clip["scale_h"])
     wg = float(clip.get("weight_gradient", 0.5))
     g2, h2, l2 = sg * c, sh * c * c / 4.0, float(clip["scale_l"]) * LOGLIK_CLIP + 1.0
-    return [OutputSensitivity("gradient", math.sqrt(d) * g2 + d, g2 + math.sqrt(d), wg * 0.9),
-            OutputSensitivity("hessian", math.sqrt(t) * h2 + t, h2 + math.sqrt(t), (1.0 - wg) * 0.9),
-            OutputSensitivity("loglik", l2, l2, 0.1)]
+    return [OutputSensitivity("gradient", math.sqrt(d) * g2 + d, g2 + math.sqrt(d), wg),
+            OutputSensitivity("hessian", math.sqrt(t) * h2 + t, h2 + math.sqrt(t), 1.0 - wg),
+            OutputSensitivity("loglik", l2, l2, float(clip.get("weight_loglik", 0.02)))]
 
 
 dp_task("models.row_count", "preprocess", _row_count_sens)
@@ -129,7 +129,7 @@ def private_newton(Z: np.ndarray, y: np.ndarray, beta: np.ndarray, params: dict,
 
 
 # ----------------------------------------------------------------------------------- coordinator side
-def newton_clip(d: int, clip_norm: float | None, weight_gradient: float = 0.5) -> dict[str, float]:
+def newton_clip(d: int, clip_norm: float | None, weight_gradient: float = 0.7) -> dict[str, float]:
     """The public ``dp_clip`` of a Newton round: row norm ``C`` (default ``sqrt(d)``) and the scales."""
     c = float(clip_norm) if clip_norm is not None else math.sqrt(d)
     return {"clip_norm": c, "scale_g": NEWTON_QUANTUM / c, "scale_h": NEWTON_QUANTUM / (c * c / 4.0),
@@ -165,7 +165,7 @@ def newton_layout(plan: Any, params: dict, n_bound: float, n_sites: int) -> tupl
     """Layout of a private Newton round and the noise of its outputs."""
     from ehr_fed.privacy.dp import calibrate
 
-    noise = calibrate(plan, "model", _newton_sens(params))
+    noise = calibrate(plan, "model", _newton_sens(params), "logreg.newton", int(params.get("dp_index", 0)))
     d = len(params["beta"])
     bound = n_bound * NEWTON_QUANTUM + math.sqrt(d) + 1.0
     return int_layout({"gradient": (d, bound + noise_room(noise["gradient"])),

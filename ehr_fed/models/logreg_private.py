@@ -11,10 +11,12 @@ noisy sums (counts clipped, Hessian eigenvalues floored). The fitted model carri
 Options in ``dp`` beyond :class:`~ehr_fed.privacy.dp.DPConfig`: ``rounds`` (5), ``clip_norm`` (L2 bound of a
 standardized design row, default ``sqrt(d)``), ``feature_bounds`` ({name: [lo, hi]} clipping ranges of the
 raw features for the preprocessing sums; defaults from the study spec's feature kinds),
-``weight_gradient`` (share of a round's budget on the gradient, 0.5), and the post-processing of the noisy
-sums: ``ridge_factor`` (0.5: a ridge of 0.5 x the spectral scale of the information matrix's noise, in the
-standardized space, not on the intercept), ``hessian_window`` (1: each step uses that round's information
-matrix; k > 1 averages the last k) and ``average_last`` (1: the last iterate; k > 1 averages the last k).
+``weight_gradient`` (share of a round's budget on the gradient rather than the information matrix, 0.7),
+``last_round_weight`` (budget of the last round relative to each other round, 1), and the post-processing
+of the noisy sums: ``ridge_factor`` (0.5: a ridge of 0.5 x the spectral scale of the information matrix's
+noise, in the standardized space, not on the intercept), ``hessian_window`` (1: each step uses that round's
+information matrix; k > 1 averages the last k) and ``average_last`` (1: the last iterate; k > 1 averages
+the last k).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from ehr_fed.privacy.dp import DPConfig, DPError, ReleasePlan, calibrate, spent_
 
 #: keys of a model's ``dp`` option that are not part of the budget itself
 OPTION_KEYS = ("rounds", "clip_norm", "feature_bounds", "weight_gradient", "hessian_window", "average_last",
-               "ridge_factor")
+               "ridge_factor", "last_round_weight")
 DEFAULT_ROUNDS = 5
 
 
@@ -80,7 +82,9 @@ def fit_private(model: Any, fed: Any, study: Any, names: list[str], strategy: st
     from ehr_fed.models.logreg import ROW_BOUND
 
     rounds = int(opts.get("rounds", DEFAULT_ROUNDS))
-    plan = ReleasePlan(**cfg.model_dump(), releases={"preprocess": 2, "model": rounds}, plan_id=uuid.uuid4().hex)
+    last = float(opts.get("last_round_weight", 1.0))  # the last round decides the model: it may get more
+    plan = ReleasePlan(**cfg.model_dump(), releases={"preprocess": 2, "model": rounds},
+                       weights={"model": [1.0] * (rounds - 1) + [last]}, plan_id=uuid.uuid4().hex)
     p = plan.to_params()
     n_sites = len(fed.site_ids)
     records = []
@@ -106,7 +110,7 @@ def fit_private(model: Any, fed: Any, study: Any, names: list[str], strategy: st
     n_total, n_pos = float(sums["n"][0]), float(sums["n_pos"][0])
     terms = (["intercept"] if model.fit_intercept else []) + list(prep.terms_)
     d = len(terms)
-    clip = newton_clip(d, opts.get("clip_norm"), float(opts.get("weight_gradient", 0.5)))
+    clip = newton_clip(d, opts.get("clip_norm"), float(opts.get("weight_gradient", 0.7)))
     lam = penalty_diagonal(prep.scale_, model.C if model.penalty == "l2" else None, model.fit_intercept)
     beta = np.zeros(d)
     if model.fit_intercept:
@@ -116,13 +120,13 @@ def fit_private(model: Any, fed: Any, study: Any, names: list[str], strategy: st
     window, average = int(opts.get("hessian_window", 1)), int(opts.get("average_last", 1))
     for rnd in range(1, rounds + 1):
         params = {"preprocess": state, "beta": beta.tolist(), "fit_intercept": bool(model.fit_intercept),
-                  "label": "label", "dp": p, "dp_clip": clip}
+                  "label": "label", "dp": p, "dp_clip": clip, "dp_index": rnd - 1}
         layout, noise = newton_layout(plan, params, n_bound, n_sites)
         if rnd == 1:  # a ridge in the standardized space, scaled to the information matrix's noise
             tau = float(opts.get("ridge_factor", 0.5)) * noise["hessian"].sigma / clip["scale_h"] * math.sqrt(d)
             lam = lam + np.where(np.arange(d) < (1 if model.fit_intercept else 0), 0.0, tau)
         stats = fed.secure_sum("logreg.newton", params, layout)
-        records.append(_record("logreg.newton", plan, "model", _newton_sens(params)))
+        records.append(_record("logreg.newton", plan, "model", _newton_sens(params), rnd - 1))
         g, H, loglik = decode_newton(stats, clip, d)
         hessians.append(H)
         step, info = newton_step(g, smoothed_information(hessians[-window:], clip, noise), beta, lam, terms)
@@ -148,15 +152,16 @@ def fit_private(model: Any, fed: Any, study: Any, names: list[str], strategy: st
         quantisation={"gradient_scale": clip["scale_g"], "hessian_scale": clip["scale_h"],
                       "loglik_scale": clip["scale_l"], "preprocess_quantum": PREPROCESS_QUANTUM},
         feature_bounds=dict(zip(names, bounds, strict=True)), rounds=rounds,
-        noise={r["task"]: r["noise"] for r in records},
+        noise={**{r["task"]: r["noise"] for r in records[:2]},
+               "logreg.newton": [r["noise"] for r in records[2:]]},  # one entry per round
         note="counts, sums and standard errors are computed from noisy aggregates; standard errors do not "
              "include the privacy noise",
     )
     return model
 
 
-def _record(task: str, plan: ReleasePlan, group: str, sens: Any) -> dict[str, Any]:
-    outs = calibrate(plan, group, sens, task)
+def _record(task: str, plan: ReleasePlan, group: str, sens: Any, index: int = 0) -> dict[str, Any]:
+    outs = calibrate(plan, group, sens, task, index)
     return {"task": task, "group": group, "rho": sum(o.rho for o in outs.values()),
             "xi": sum(o.xi for o in outs.values()),
             "noise": {k: {"sigma": o.sigma, "l2": o.l2} for k, o in outs.items()}}

@@ -243,7 +243,8 @@ def open_release(site: Any, task: Any, msg: Any, params: dict) -> Release | None
         plan = ReleasePlan.model_validate(requested)
         if budget is not None and plan.events_per_patient < budget.events_per_patient:
             plan = plan.model_copy(update={"events_per_patient": budget.events_per_patient})
-        outputs = calibrate(plan, spec.group, spec.sensitivities(params), task.name)
+        outputs = calibrate(plan, spec.group, spec.sensitivities(params), task.name,
+                            int(params.get("dp_index", 0)))
     except (DPError, ValueError, KeyError, TypeError) as exc:
         raise DisclosureError(f"site {site.site_id}: invalid release plan for {task.name!r}: {exc}",
                               rule="dp_plan", site_id=site.site_id) from None

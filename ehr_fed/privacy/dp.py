@@ -142,6 +142,8 @@ class ReleasePlan(DPConfig):
     """A session's declared release plan: its ``(epsilon, delta)`` and the number of releases per group."""
 
     releases: dict[str, int]
+    #: per group, the relative budget of each release (default: equal)
+    weights: dict[str, list[float]] | None = None
     #: identifies one planned session (one fit, one evaluation); a site checks the whole plan at its first
     #: release
     plan_id: str = ""
@@ -165,12 +167,25 @@ class ReleasePlan(DPConfig):
             raise DPError(f"the split {base} gives no budget to the plan's groups {sorted(self.releases)}")
         return {g: f / total for g, f in raw.items()}
 
-    def release_rho(self, group: str) -> float:
-        """zCDP budget of one release of ``group``."""
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: dict[str, list[float]] | None) -> dict[str, list[float]] | None:
+        if v is not None and any(not w or any(not (x > 0 and math.isfinite(x)) for x in w) for w in v.values()):
+            raise ValueError(f"weights must be non-empty lists of positive numbers, got {v}")
+        return v
+
+    def release_rho(self, group: str, index: int = 0) -> float:
+        """zCDP budget of release ``index`` (0-based) of ``group``: its weight's share of the group's budget."""
         if group not in self.releases:
             raise DPError(f"the release plan declares no {group!r} releases (it declares "
                           f"{sorted(self.releases)}); the coordinator must declare every release in advance")
-        return rho_for_epsilon(self.epsilon, self.delta) * self.fractions()[group] / self.releases[group]
+        count = self.releases[group]
+        w = (self.weights or {}).get(group) or [1.0] * count
+        if len(w) != count:
+            raise DPError(f"the plan gives {len(w)} weights for its {count} {group!r} releases")
+        if not 0 <= int(index) < count:
+            raise DPError(f"release index {index} is outside the plan's {count} {group!r} releases")
+        return rho_for_epsilon(self.epsilon, self.delta) * self.fractions()[group] * w[int(index)] / sum(w)
 
     def to_params(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -319,9 +334,9 @@ class Release:
 
 
 def calibrate(plan: ReleasePlan, group: str, sensitivities: Sequence[OutputSensitivity],
-              task: str = "") -> dict[str, NoisedOutput]:
-    """Noise of every output of one release of ``group`` under ``plan`` (see the module docstring)."""
-    rho = plan.release_rho(group)
+              task: str = "", index: int = 0) -> dict[str, NoisedOutput]:
+    """Noise of every output of release ``index`` of ``group`` under ``plan`` (see the module docstring)."""
+    rho = plan.release_rho(group, index)
     k = plan.events_per_patient
     total_w = sum(s.weight for s in sensitivities)
     if not sensitivities or not total_w > 0:

@@ -129,3 +129,13 @@ def test_split_is_overridable_and_validated():
     with pytest.raises(DPError, match=r"dp\.budget.*Extra inputs"):
         DPConfig.parse({"epsilon": 1, "budget": 3})
     assert DPConfig.parse(2).epsilon == 2.0 and not DPConfig.parse(float("inf")).enabled
+
+
+def test_release_weights_split_a_group_and_still_compose_to_epsilon():
+    plan = ReleasePlan(epsilon=1.0, releases={"model": 3}, weights={"model": [1, 1, 2]})
+    rhos = [plan.release_rho("model", i) for i in range(3)]
+    assert rhos[2] == pytest.approx(2 * rhos[0]) and sum(rhos) == pytest.approx(rho_for_epsilon(1.0, 1e-6))
+    with pytest.raises(DPError, match="release index 3 is outside the plan's 3 'model' releases"):
+        plan.release_rho("model", 3)
+    with pytest.raises(DPError, match="gives 2 weights for its 3 'model' releases"):
+        ReleasePlan(epsilon=1.0, releases={"model": 3}, weights={"model": [1, 1]}).release_rho("model", 0)
