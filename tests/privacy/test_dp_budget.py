@@ -110,3 +110,12 @@ def test_cap_events_keeps_the_earliest_rows_per_patient():
     assert cap_events(t, 1)["v"].tolist() == [2, 3]
     assert cap_events(t, 2)["v"].tolist() == [2, 3, 4]
     assert cap_events(t, 5) is t
+
+
+def test_boosting_under_a_dp_federation_is_refused_before_any_round():
+    from ehr_fed.models.gbdt import FederatedGradientBoostingClassifier
+
+    with Federation.in_process(_tables(), policy=PrivacyPolicy(dp={"epsilon": 1.0}), encrypted=False) as fed:
+        with pytest.raises(ValueError, match="gradient boosting has no differentially private form yet"):
+            FederatedGradientBoostingClassifier(encrypted=False).fit(fed)
+        assert not fed.history  # nothing was asked of the sites

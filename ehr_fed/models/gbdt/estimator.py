@@ -180,6 +180,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             if y is not None:
                 raise ValueError(f"{type(self).__name__}.fit(federation) takes no y: the labels stay at the "
                                  "sites (their 'label' column)")
+            _refuse_private(X)
             return self._fit_federation(X, progress, local=False)
         table, classes, named = local_training_table(self, X, y, allow_nan=True, prefix="f")
         with local_federation(table) as fed:
@@ -399,3 +400,13 @@ def _check_labels(n: float, n_pos: float) -> None:
     if n == 0 or n_pos == 0 or n_pos == n:
         raise ValueError(f"the pooled label has only one class ({int(n)} rows, {int(n_pos)} positive); "
                          "boosting a binary classifier needs both 0 and 1")
+
+
+def _refuse_private(federation: Any) -> None:
+    """Boosting has no differentially private form yet: say so before any round, not at the first refusal."""
+    dp = getattr(getattr(federation, "policy", None), "dp", None)
+    if dp is not None and dp.enabled:
+        raise ValueError(
+            f"this federation requires differential privacy (privacy dp: epsilon={dp.epsilon:g}), but gradient "
+            "boosting has no differentially private form yet; train FederatedLogisticRegression with dp, or "
+            "remove dp from the federation's privacy section")
