@@ -104,7 +104,8 @@ def _evaluate(fed, model, args):
 
     opts = {"local_only": not args.no_local_only, "k": args.folds}
     if args.validation == "split":
-        train_fed, test_fed, n_train, n_test = v.split_federations(fed, args.test_fraction)
+        train_fed, test_fed, n_train, n_test = v.split_federations(fed, args.test_fraction,
+                                                                      allow_insecure=args.allow_insecure)
         with train_fed, test_fed:
             print(f"refitting the model's specification on {n_train} index events; {n_test} held out",
                   file=sys.stderr)

@@ -65,7 +65,7 @@ def site_tables(fed: Any, what: str) -> dict[str, pd.DataFrame]:
     return {sid: n.table for sid, n in nodes.items()}
 
 
-def _rebuild(fed: Any, tables: dict[str, pd.DataFrame]) -> Any:
+def _rebuild(fed: Any, tables: dict[str, pd.DataFrame], allow_insecure: bool = False) -> Any:
     """An in-process federation of ``tables`` with the sites' own keys and policies."""
     from ehr_fed.federation import Federation
 
@@ -74,10 +74,13 @@ def _rebuild(fed: Any, tables: dict[str, pd.DataFrame]) -> Any:
         tables, policy=fed.policy, encrypted=fed.encrypted, study=fed.study,
         site_policies={sid: nodes[sid].policy for sid in tables},
         site_keys={sid: nodes[sid].keys for sid in tables},
+        allow_insecure=allow_insecure,
+        workers=getattr(fed.transport, "workers", "threads"),
     )
 
 
-def split_federations(fed: Any, test_fraction: float) -> tuple[Any, Any, int, int]:
+def split_federations(fed: Any, test_fraction: float, *, allow_insecure: bool = False
+                      ) -> tuple[Any, Any, int, int]:
     """(training federation, held-out federation, training rows, held-out rows) split by person."""
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"--test-fraction must be between 0 and 1 (exclusive), got {test_fraction}")
@@ -90,7 +93,7 @@ def split_federations(fed: Any, test_fraction: float) -> tuple[Any, Any, int, in
     if empty:
         raise ValueError(f"site(s) {empty} hold no held-out person at --test-fraction {test_fraction}; "
                          "raise --test-fraction or use --validation loso")
-    return (_rebuild(fed, train), _rebuild(fed, test), sum(map(len, train.values())),
+    return (_rebuild(fed, train, allow_insecure), _rebuild(fed, test, allow_insecure), sum(map(len, train.values())),
             sum(map(len, test.values())))
 
 
