@@ -187,6 +187,12 @@ def federation_from_yaml(path: str | Path, *, study: str | Path | None = None, e
     tables = {sid: _site_table(s, base, study_path, cache, source) for sid, s in zip(ids, sites, strict=False)}
     site_policies = {sid: _policy(s["privacy"], base) for sid, s in zip(ids, sites, strict=False) if "privacy" in s}
     kwargs.setdefault("workers", transport.get("workers", "threads"))
+    keys_cfg = cfg.get("keys") or {}
+    scheme = str(keys_cfg.get("scheme", "single"))
+    if scheme not in ("single", "threshold"):
+        raise FederationConfigError(f"{path}: keys.scheme must be 'single' or 'threshold', got {scheme!r}")
+    kwargs.setdefault("key_scheme", scheme)
+    kwargs.setdefault("threshold", keys_cfg.get("threshold"))
     return Federation.in_process(
         tables, policy=policy, encrypted=encrypted, key_bits=key_bits, allow_insecure=allow_insecure,
         checkpoint_dir=checkpoint_dir, study=study_spec, site_policies=site_policies or None, **kwargs,
@@ -215,4 +221,9 @@ def load_site_config(path: str | Path, **overrides: Any):
         raise FederationConfigError(f"{path}: key file {keys_path} belongs to {keys.site_id!r}, not {sid!r}")
     audit = _resolve(base, cfg.get("audit_log"))
     study_id = getattr(spec, "study_id", "") if spec is not None else str(cfg.get("study_id", ""))
-    return SiteNode(sid, table, _policy(cfg.get("policy"), base), keys, study=study_id, audit_log=audit)
+    # the site's protocol memory (nonces, opened sums, bound decrypting sites): beside the audit log unless set
+    state = _resolve(base, cfg.get("state"))
+    if state is None and audit is not None:
+        state = Path(audit).with_name(f"{sid}.state.jsonl")
+    return SiteNode(sid, table, _policy(cfg.get("policy"), base), keys, study=study_id, audit_log=audit,
+                    state=state)
