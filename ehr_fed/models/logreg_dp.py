@@ -18,10 +18,11 @@ at the site, from the request's public ``dp_clip`` parameters:
                            plus ``d`` / ``T`` (L1). The log-likelihood (for the record only) sums row terms
                            clipped to ``[-LOGLIK_CLIP, 0]``.
 
-The linear predictor uses the unclipped row (as the fitted model will when it scores), so the fixed point
-is the weighted score equation ``sum c_i z_i (y_i - p_i) = 0`` with ``c_i = min(1, C / |z_i|)`` (consistent
-for a correctly specified model); the Hessian uses ``c_i^2``, which keeps its sensitivity bounded (the
-steps are then quasi-Newton steps, a little long for clipped rows).
+The rounds are exact Newton steps of the logistic regression on the clipped rows (the linear predictor
+uses the clipped row ``c_i z_i``, ``c_i = min(1, C / |z_i|)``), so they converge as the non-private ones do
+(without noise they reach the clipped-row fit, which the benchmark finds within 0.001 AUC of the
+non-private one); the fitted model then scores unclipped rows. Using the unclipped linear predictor instead
+(a weighted score with ``c_i^2`` in the Hessian) overshoots and diverges when little noise is added.
 """
 
 from __future__ import annotations
@@ -113,10 +114,9 @@ def private_newton(Z: np.ndarray, y: np.ndarray, beta: np.ndarray, params: dict,
                    ) -> dict[str, np.ndarray]:
     """Clipped, quantised, noised gradient and Hessian triangle of one site (module docstring)."""
     clip = params["dp_clip"]
-    cn = clip_rows(Z, float(clip["clip_norm"]))
-    eta = Z @ beta
+    Zc = Z * clip_rows(Z, float(clip["clip_norm"]))[:, None]
+    eta = Zc @ beta
     p = expit(eta)
-    Zc = Z * cn[:, None]
     grad = Zc.T @ (np.asarray(y, dtype=float) - p)
     A = Zc * np.sqrt(p * (1.0 - p))[:, None]
     hess = pack_upper(A.T @ A)

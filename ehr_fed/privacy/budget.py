@@ -174,12 +174,20 @@ def _ledger(site: Any) -> BudgetLedger:
 
 
 def cap_events(table: pd.DataFrame, k: int) -> pd.DataFrame:
-    """At most ``k`` rows per patient (``person_key``), the earliest by ``index_time``; order kept."""
+    """At most ``k`` rows per patient (``person_key``); order kept.
+
+    Which rows stay is decided by a hash of each row's ``person_key`` and ``index_time``: the same rows in
+    every release (the noise is sized for them), and a sample of a patient's events that is neither the
+    earliest nor the latest, so the kept rows look like all index events (the first admissions alone have
+    systematically fewer prior visits).
+    """
     if "person_key" not in table.columns or len(table) == 0:
         return table
-    order = table["index_time"].rank(method="first") if "index_time" in table.columns else None
-    keyed = table.assign(_o=order if order is not None else range(len(table)))
-    rank = keyed.groupby("person_key", sort=False)["_o"].rank(method="first")
+    when = table["index_time"].astype(str) if "index_time" in table.columns else pd.Series(range(len(table)))
+    keys = table["person_key"].astype(str).to_numpy() + "|" + when.to_numpy().astype(str)
+    order = pd.util.hash_array(keys.astype(object), hash_key="ehr-fed-dp-cap12")
+    keyed = pd.DataFrame({"p": table["person_key"].to_numpy(), "o": order})
+    rank = keyed.groupby("p", sort=False)["o"].rank(method="first")
     keep = (rank <= k).to_numpy()
     return table if keep.all() else table[keep]
 

@@ -104,12 +104,23 @@ def test_ledger_composes_charges_and_writes_atomically(tmp_path):
         fresh.check("study1", rel, budget, "s0")
 
 
-def test_cap_events_keeps_the_earliest_rows_per_patient():
-    t = pd.DataFrame({"person_key": ["a", "a", "b", "a"], "index_time": pd.to_datetime(
-        ["2024-03-01", "2024-01-01", "2024-01-05", "2024-02-01"]), "v": [1, 2, 3, 4]})
-    assert cap_events(t, 1)["v"].tolist() == [2, 3]
-    assert cap_events(t, 2)["v"].tolist() == [2, 3, 4]
+def test_cap_events_keeps_k_rows_per_patient_the_same_every_time():
+    t = pd.DataFrame({"person_key": ["a", "a", "b", "a", "c", "c"], "index_time": pd.to_datetime(
+        ["2024-03-01", "2024-01-01", "2024-01-05", "2024-02-01", "2024-01-01", "2024-05-01"]),
+        "v": [1, 2, 3, 4, 5, 6]})
+    one = cap_events(t, 1)
+    assert one["person_key"].value_counts().to_dict() == {"a": 1, "b": 1, "c": 1}
+    assert one["v"].tolist() == sorted(one["v"])  # order kept
+    assert cap_events(t.iloc[::-1], 1)["v"].sort_values().tolist() == one["v"].tolist()  # row order irrelevant
+    two = cap_events(t, 2)
+    assert len(two) == 5 and set(one["v"]) <= set(two["v"])
     assert cap_events(t, 5) is t
+    # over many patients the kept event is not always the first one
+    many = pd.DataFrame({"person_key": np.repeat([f"p{i}" for i in range(200)], 3),
+                         "index_time": np.tile(pd.to_datetime(["2024-01-01", "2024-02-01", "2024-03-01"]), 200),
+                         "v": np.tile([0, 1, 2], 200)})
+    counts = cap_events(many, 1)["v"].value_counts()
+    assert counts.min() > 40
 
 
 def test_boosting_under_a_dp_federation_is_refused_before_any_round():
