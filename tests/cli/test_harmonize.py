@@ -53,3 +53,20 @@ def test_quarantine_threshold_writes_quarantine_and_fails(shared_data, tmp_path,
     assert "were quarantined, more than the study's quarantine.max_fraction of 0.0%" in capsys.readouterr().err
     assert not out.exists()
     assert len((tmp_path / "features.csv.quarantine.jsonl").read_text().splitlines()) == 4
+
+
+def test_outputs_are_owner_only_and_a_mapping_matching_nothing_writes_nothing(shared_data, tmp_path, capsys):
+    import stat
+
+    out = tmp_path / "features.parquet"
+    args = ["harmonize", "--source", "fhir", "--input", str(shared_data / "fhir/synthea_bundles12"),
+            "--mapping", str(SITE), "--study", str(STUDY)]
+    assert main([*args, "--out", str(out), "--summary-json", str(tmp_path / "s.json")]) == 0
+    for path in (out, tmp_path / "s.json", tmp_path / "features.parquet.quarantine.jsonl"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    capsys.readouterr()
+    none = tmp_path / "none.parquet"
+    assert main([*args, "--out", str(none), "--min-index-events", "95"]) == 1
+    err = capsys.readouterr().err
+    assert "matched 94 index event(s) of study 'readmission_30d'" in err and "fewer than the required 95" in err
+    assert not none.exists() and not (tmp_path / "none.parquet.quarantine.jsonl").exists()

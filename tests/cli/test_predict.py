@@ -226,3 +226,19 @@ def test_scores_with_a_boosting_model_file(fed_dir, tables, gbdt_file, tmp_path,
     expected = model.predict_proba(site[list(model.feature_names_in_)])[:, 1]
     np.testing.assert_allclose(scores["score"].to_numpy(), expected, rtol=0, atol=1e-12)
     assert read_scores_metadata(out)["model_kind"] == "gbdt"
+
+
+def test_scores_are_owner_only_and_too_few_index_events_write_nothing(fed_dir, model_file, tmp_path, capsys):
+    import stat
+
+    out = tmp_path / "s.parquet"
+    code, log, _ = predict(capsys, *site_args(fed_dir, model_file, out))
+    assert code == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert stat.S_IMODE(out.with_name(out.name + ".quarantine.jsonl").stat().st_mode) == 0o600
+    assert log[-1]["rows"] > 0
+    other = tmp_path / "t.parquet"
+    code, log, text = predict(capsys, *site_args(fed_dir, model_file, other), "--min-index-events", "100000")
+    assert code == 1 and log[-1]["reason"] == "too_few_index_events" and log[-1]["exit_code"] == 1
+    assert "fewer than the required 100000" in text and not other.exists()
+    assert [r["event"] for r in log] == ["start", "harmonized", "error"]
