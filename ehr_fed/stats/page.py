@@ -21,7 +21,7 @@ table.t{border-collapse:collapse;font-size:13px;margin:.4em 0 1.2em}
 table.t th,table.t td{padding:3px 10px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
 table.t thead th{border-bottom:2px solid #888;background:#f3f6fa}
 table.t tbody th{text-align:left;font-weight:normal}table.t td.l{text-align:left}
-table.t thead th:first-child{text-align:left}
+table.t thead th:first-child,table.t th.l{text-align:left}
 table.t tr.sub th{padding-left:2em;color:#555}
 .note{color:#555;font-size:13px}.figs{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
 figure{margin:0}figcaption{font-size:13px;color:#555;text-align:center}
@@ -90,7 +90,7 @@ def table(df: pd.DataFrame, formats: dict[str, Any] | None = None, *, index: boo
     names = list(df.index.names) if index else []
     head = "".join(f"<th>{esc(index_label if index_label is not None else (n or ''))}</th>"
                    for n in names[:1]) if index else ""
-    head += "".join(f"<th>{esc(c)}</th>" for c in df.columns)
+    head += "".join((f'<th class="l">{esc(c)}</th>' if c in left else f"<th>{esc(c)}</th>") for c in df.columns)
     rows = []
     for key, row in df.iterrows():
         cells = []
