@@ -1,20 +1,27 @@
 """Benchmark: federated gradient boosting, encrypted vs plaintext, beside pooled XGBoost (prints JSON).
 
-Default run (issue 7): 5 sites x 50,000 rows x 30 features, 50 trees of depth 5, 64 bins, 2048-bit keys,
-every site in this process. Reported: wall time of the encrypted and the plaintext federated training
-(including federated bin edges and the row count; the key ceremony is reported separately), pooled
-``xgboost`` (``tree_method="hist"``, same parameters) in the same run, the test AUC of each, whether the
-encrypted and plaintext federations grew identical trees, and how many packed values and ciphertexts the
+Default run: 5 sites x 20,000 rows x 10 features, 5 trees of depth 3, 32 bins, 2048-bit keys, every site
+in this process (threads), and every fit run as the variants of ``_variants.py``: masks on (the default
+protocol), masks off (``Federation.in_process(..., masks=False)``), plaintext (``--repeats`` times each,
+interleaved) and the threshold scheme (``key_scheme="threshold"``, ``--threshold-repeats``). It takes about
+5 minutes on the shared 2-core machine at a load average of 20 (a minute or two when idle).
+``--full`` is issue 7's size (5 x 50,000 x 30, 50 trees of depth 5, 64 bins): half an hour or more there.
+
+Reported: wall and CPU time of each variant's federated training (including federated bin edges and the row
+count; the key ceremonies are reported separately), the encrypted/plaintext ratio of each variant, the
+masks-on / masks-off ratio per repetition (median and range), pooled ``xgboost`` (``tree_method="hist"``,
+same parameters) in the same run, the test AUC of each, and how many packed values and ciphertexts the
 histograms took.
 
-    python benchmarks/gbdt.py            # full run (minutes)
-    python benchmarks/gbdt.py --quick    # smoke run (seconds; 1024-bit test keys)
-    python benchmarks/gbdt.py --trees 10 # full data and keys, fewer trees (per-tree cost is flat)
+    python benchmarks/gbdt.py            # default run (minutes)
+    python benchmarks/gbdt.py --quick    # smoke run (1024-bit test keys, 2 repetitions)
+    python benchmarks/gbdt.py --full --trees 10 # issue 7's data and keys, fewer trees (per-tree cost is flat)
     python benchmarks/gbdt.py --skip-encrypted   # plaintext federation vs xgboost only
 
 Encrypted and plaintext federations grow identical trees (asserted in the output), so the test AUC of the
 plaintext run is also the encrypted model's. The run exits 1 when a check fails (``checks`` in the JSON:
-identical trees, equal test AUC); ``estimated_*`` figures are computed, not measured.
+identical trees, equal test AUC, masks cost at most 5 % (median CPU ratio; not in ``--quick``), masks on /
+off / threshold bit-identical models); ``estimated_*`` figures are computed, not measured.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import time
 import numpy as np
 import pandas as pd
 from _common import check, finish
+from _variants import compare, timed
 
 
 def make_data(n: int, n_features: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -61,10 +69,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--min-count-rule", default="count", choices=["count", "hessian"])
     ap.add_argument("--skip-encrypted", action="store_true", help="plaintext federation and xgboost only")
     ap.add_argument("--trees", type=int, default=None, help="override the number of trees")
-    ap.add_argument("--workers", default="processes", choices=["processes", "threads"],
-                    help="sites as separate processes (as hospitals are separate machines; default) or as "
-                         "threads of this process")
+    ap.add_argument("--full", action="store_true", help="issue 7's size: 5 x 50,000 x 30, 50 trees of depth 5")
+    ap.add_argument("--workers", default="threads", choices=["processes", "threads"],
+                    help="sites as threads of this process (default) or as separate processes (as hospitals "
+                         "are separate machines; each federation then starts 5 processes)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs of masks on / masks off / plaintext each (interleaved; medians)")
+    ap.add_argument("--threshold-repeats", type=int, default=1, help="runs with the threshold scheme")
     args = ap.parse_args(argv)
+    if args.repeats < 1 or args.threshold_repeats < 1:
+        ap.error("--repeats and --threshold-repeats must be at least 1")
 
     import xgboost as xgb
     from sklearn.metrics import roc_auc_score
@@ -74,9 +88,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.quick:
         cfg = dict(sites=3, rows=2000, features=10, trees=3, depth=3, bins=16, key_bits=1024, test_rows=5000)
-    else:
+        args.repeats = min(args.repeats, 2)
+    elif args.full:
         cfg = dict(sites=5, rows=50_000, features=30, trees=50, depth=5, bins=64, key_bits=2048,
                    test_rows=50_000)
+    else:
+        cfg = dict(sites=5, rows=20_000, features=10, trees=5, depth=3, bins=32, key_bits=2048,
+                   test_rows=20_000)
     if args.trees:
         cfg["trees"] = args.trees
     params = dict(n_estimators=cfg["trees"], max_depth=cfg["depth"], learning_rate=0.3, max_bin=cfg["bins"],
@@ -86,8 +104,13 @@ def main(argv: list[str] | None = None) -> dict:
     pooled = pd.concat(tables.values(), ignore_index=True)
     Xt, yt = make_data(cfg["test_rows"], cfg["features"], seed=7)
     test = pd.DataFrame(Xt, columns=names)
-    result: dict = {"config": {**cfg, **params, "min_count_rule": args.min_count_rule, "site_workers": args.workers,
+    result: dict = {"benchmark": "gbdt",
+                    "config": {**cfg, **params, "min_count_rule": args.min_count_rule, "site_workers": args.workers,
+                               "repeats": args.repeats, "threshold_repeats": args.threshold_repeats,
                                "cpu_count": os.cpu_count()}}
+    insecure = cfg["key_bits"] < 2048
+    if insecure:  # short keys: the explicit test mode, which threshold key shares need to load
+        os.environ["EHR_FED_ALLOW_INSECURE_KEYS"] = "1"
 
     t0 = time.perf_counter()
     ref = xgb.XGBClassifier(tree_method="hist", n_jobs=1, **params).fit(pooled[names].to_numpy(),
@@ -95,18 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["xgboost_pooled"] = {"seconds": time.perf_counter() - t0,
                                 "test_auc": float(roc_auc_score(yt, ref.predict_proba(Xt)[:, 1]))}
 
-    def federated(encrypted: bool) -> tuple[dict, FederatedGradientBoostingClassifier]:
-        t_keys = time.perf_counter()
-        fed = Federation.in_process(tables, encrypted=encrypted, key_bits=cfg["key_bits"],
-                                    allow_insecure=cfg["key_bits"] < 2048, workers=args.workers)
-        keys = time.perf_counter() - t_keys
-        model = FederatedGradientBoostingClassifier(encrypted=encrypted, min_count_rule=args.min_count_rule,
-                                                    **params)
-        rounds = []
-        t = time.perf_counter()
-        with fed:
-            model.fit(fed, progress=lambda info: rounds.append(time.perf_counter() - t))
-        seconds = time.perf_counter() - t
+    def details(model, seconds: float, rounds: list[float]) -> dict:
         stats = model.histogram_stats_
         key_bits = cfg["key_bits"] - 2  # plaintext bits a ciphertext holds
         n_bins = cfg["bins"] + 1
@@ -114,7 +126,6 @@ def main(argv: list[str] | None = None) -> dict:
         return {
             "seconds": seconds,
             "seconds_per_tree_median": float(np.median(per_tree)) if len(per_tree) else None,
-            "setup_seconds": keys,
             "setup_before_first_tree_and_first_tree": rounds[0] if rounds else None,
             "test_auc": float(roc_auc_score(yt, model.predict_proba(test)[:, 1])),
             "precision_bits": model.precision_,
@@ -125,12 +136,50 @@ def main(argv: list[str] | None = None) -> dict:
             "histogram_bits_per_field": stats["bits"] / max(stats["fields"], 1),
             # estimated: histogram bits / plaintext bits per ciphertext (packing overhead not counted)
             "estimated_ciphertexts_per_tree_per_site": stats["bits"] / key_bits / len(model.trees_),
-        }, model
+        }
 
-    plain, m_plain = federated(False)
-    result["federated_plaintext"] = plain
-    if not args.skip_encrypted:
-        enc, m_enc = federated(True)
+    first: dict[str, dict] = {}
+
+    def run(variant: str, site_keys):
+        encrypted = variant != "plaintext"
+        fed = Federation.in_process(tables, encrypted=encrypted, allow_insecure=insecure, workers=args.workers,
+                                    site_keys=site_keys, masks=variant != "masks_off")
+        model = FederatedGradientBoostingClassifier(encrypted=encrypted, min_count_rule=args.min_count_rule,
+                                                    **params)
+        rounds: list[float] = []
+        with fed:
+            t = time.perf_counter()
+            wall, cpu, _ = timed(lambda: model.fit(fed, progress=lambda info: rounds.append(time.perf_counter() - t)))
+        if variant not in first:
+            first[variant] = details(model, wall, rounds)
+        return wall, cpu, model
+
+    def same_model(a, b) -> bool:
+        return len(a.trees_) == len(b.trees_) and all(
+            x.to_routing() == y.to_routing() for x, y in zip(a.trees_, b.trees_, strict=True)) and np.array_equal(
+            a.predict_proba(test), b.predict_proba(test))
+
+    if args.skip_encrypted:
+        wall, cpu, m_plain = run("plaintext", None)
+        plain = first["plaintext"]
+        result["federated_plaintext"] = plain
+    else:
+        from ehr_fed.federation.keys import SiteKeys, run_ceremony
+
+        keys, result["key_ceremony_s"] = {}, {}
+        for scheme in ("single", "threshold"):
+            keys[scheme] = {sid: SiteKeys.generate(sid) for sid in tables}
+            t_keys = time.perf_counter()
+            run_ceremony(keys[scheme], n_length=cfg["key_bits"], allow_insecure=insecure, scheme=scheme)
+            result["key_ceremony_s"][scheme] = round(time.perf_counter() - t_keys, 3)
+        models = compare(result, keys=keys, run=run, identical=same_model, repeats=args.repeats,
+                         threshold_repeats=args.threshold_repeats, check_cost=not args.quick)
+        m_enc, m_plain = models["masks_on"][0], models["plaintext"][0]
+        plain, enc = first["plaintext"], first["masks_on"]
+        plain["seconds"] = result["variants"]["wall_s"]["plaintext"]["median"]
+        enc["seconds"] = result["variants"]["wall_s"]["masks_on"]["median"]
+        plain["method"] = enc["method"] = "seconds: median of the runs (see variants); the rest: the first run"
+        result["federated_plaintext"] = plain
         result["federated_encrypted"] = enc
         result["encrypted_identical_to_plaintext"] = len(m_enc.trees_) == len(m_plain.trees_) and all(
             a.to_routing() == b.to_routing() for a, b in zip(m_enc.trees_, m_plain.trees_, strict=True))

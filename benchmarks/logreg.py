@@ -1,11 +1,18 @@
 """Benchmark: federated logistic regression (Paillier-encrypted Newton rounds) against pooled baselines.
 
 All sites run on this machine in one process (in-process transport, one thread per site), with a real
-key ceremony at ``--key-bits`` (2048 by default). Measured in the same run, on the same rows:
+key ceremony at ``--key-bits`` (2048 by default) per key scheme. Measured in the same run, on the same rows:
 
-* ``encrypted``: ``FederatedLogisticRegression().fit(fed)`` over the packed, DJN-obfuscated Paillier sums
-  of :mod:`ehr_fed.crypto` (wall time, key ceremony excluded and reported apart);
-* ``plaintext_federated``: the same protocol with ``encrypted=False`` (the protocol's own compute cost);
+* ``encrypted``: ``FederatedLogisticRegression().fit(fed)`` over the packed, DJN-obfuscated, pairwise-masked
+  Paillier sums of :mod:`ehr_fed.crypto` (wall time, key ceremony excluded and reported apart): the median of
+  ``--repeats`` runs;
+* ``variants`` (see ``_variants.py``): the same fit with masks on (the default), masks off
+  (``Federation.in_process(..., masks=False)``), and the threshold scheme (``key_scheme="threshold"``,
+  ``--threshold-repeats`` runs), each against ``plaintext`` in the same run; the masks-on / masks-off ratio
+  per repetition (median and range, CPU and wall); checks that the masks cost at most 5 % (median CPU ratio)
+  and that the three encrypted variants give bit-identical coefficients and covariance;
+* ``plaintext_federated``: the same protocol with ``encrypted=False`` (the protocol's own compute cost),
+  median of ``--repeats`` runs interleaved with the encrypted ones;
 * ``pooled_sklearn``: scikit-learn on the concatenated tables (the faster of default BLAS threads and one), with the same preprocessing (mean
   imputation + missing indicators + standardization) and no penalty: ``lbfgs`` (scikit-learn's default
   solver) and ``newton-cholesky`` (the same algorithm as the federated fit), each checked against the
@@ -22,8 +29,12 @@ Wall times on a shared machine depend on the other load (``load_average_1min`` i
 (``time.process_time``: every thread of this process, i.e. all sites) are given beside them.
 
 Prints one JSON document and exits 1 when a check fails (``checks``: encrypted coefficients equal the
-plaintext federated ones, and the pooled newton-cholesky ones to 1e-4); the plain-phe figures are estimates
-(``estimated_*`` keys), the other figures are measured. ``--quick``: 3 sites x 5,000 rows x 10 features, 1024-bit keys (smoke run only).
+plaintext federated ones, and the pooled newton-cholesky ones to 1e-4; the masks' cost; bit-identical
+variants); the plain-phe figures are estimates (``estimated_*`` keys), the other figures are measured.
+Default: 5 sites x 50,000 rows x 20 features, 7 repetitions (about 5 minutes on the shared 2-core machine
+at a load average of 15-20, a minute or two when idle; ``--rows 200000 --features 40`` is the larger run of
+the earlier figures, several times longer, mostly for the threshold run). ``--quick``:
+3 sites x 5,000 rows x 10 features, 1024-bit keys, 3 repetitions (smoke run only).
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ import warnings
 import numpy as np
 import pandas as pd
 from _common import check, finish
+from _variants import compare, timed
 
 
 def make_sites(n_sites: int, rows: int, n_features: int, seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -127,25 +139,54 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small smoke run (3 x 5,000 x 10, 1024-bit keys)")
     ap.add_argument("--sites", type=int, default=5)
-    ap.add_argument("--rows", type=int, default=200_000, help="rows per site")
-    ap.add_argument("--features", type=int, default=40)
+    ap.add_argument("--rows", type=int, default=50_000, help="rows per site")
+    ap.add_argument("--features", type=int, default=20)
     ap.add_argument("--key-bits", type=int, default=2048)
     ap.add_argument("--phe-sample", type=int, default=300, help="values timed for the plain-phe estimate")
+    ap.add_argument("--repeats", type=int, default=7,
+                    help="runs of masks on / masks off / plaintext each (interleaved; medians)")
+    ap.add_argument("--threshold-repeats", type=int, default=1, help="runs with the threshold scheme")
     args = ap.parse_args(argv)
     if args.quick:
         args.sites, args.rows, args.features, args.key_bits, args.phe_sample = 3, 5_000, 10, 1024, 40
+        args.repeats = min(args.repeats, 3)
+    if args.repeats < 1 or args.threshold_repeats < 1:
+        ap.error("--repeats and --threshold-repeats must be at least 1")
 
     from ehr_fed.federation import Federation, PrivacyPolicy
+    from ehr_fed.federation.keys import SiteKeys, default_threshold, run_ceremony
     from ehr_fed.models import FederatedLogisticRegression
 
     tables = make_sites(args.sites, args.rows, args.features)
     policy = PrivacyPolicy()
-    t_keys, fed = _wall(lambda: Federation.in_process(tables, policy=policy, encrypted=True,
-                                                      key_bits=args.key_bits,
-                                                      allow_insecure=args.key_bits < 2048))
-    t_enc, enc = _wall(lambda: FederatedLogisticRegression().fit(fed), "encrypted")
-    plain_fed = Federation.in_process(tables, policy=policy, encrypted=False)
-    t_plain, plain = _wall(lambda: FederatedLogisticRegression(encrypted=False).fit(plain_fed), "plaintext")
+    insecure = args.key_bits < 2048
+    if insecure:  # short keys: the explicit test mode, which threshold key shares need to load
+        os.environ["EHR_FED_ALLOW_INSECURE_KEYS"] = "1"
+    keys, t_keys = {}, {}
+    for scheme in ("single", "threshold"):
+        keys[scheme] = {sid: SiteKeys.generate(sid) for sid in tables}
+        t_keys[scheme], _ = _wall(lambda s=scheme: run_ceremony(keys[s], n_length=args.key_bits,
+                                                                allow_insecure=insecure, scheme=s))
+    history: dict[str, list] = {}
+
+    def run(variant: str, site_keys):
+        fed = Federation.in_process(tables, policy=policy, encrypted=variant != "plaintext",
+                                    allow_insecure=insecure, site_keys=site_keys, masks=variant != "masks_off")
+        with fed:
+            wall, cpu, model = timed(lambda: FederatedLogisticRegression(encrypted=variant != "plaintext").fit(fed))
+        history.setdefault(variant, fed.history)
+        return wall, cpu, model
+
+    report: dict = {}
+    models = compare(report, keys=keys, run=run, repeats=args.repeats, threshold_repeats=args.threshold_repeats,
+                     check_cost=not args.quick,
+                     identical=lambda a, b: np.array_equal(a.coef_, b.coef_)
+                     and np.array_equal(a.covariance_, b.covariance_))
+    enc, plain = models["masks_on"][0], models["plaintext"][0]
+    t_enc = report["variants"]["wall_s"]["masks_on"]["median"]
+    t_plain = report["variants"]["wall_s"]["plaintext"]["median"]
+    CPU["encrypted"] = report["variants"]["cpu_s"]["masks_on"]["median"]
+    CPU["plaintext"] = report["variants"]["cpu_s"]["plaintext"]["median"]
     # the pooled baselines at their best: default BLAS threads or one thread, whichever is faster here
     t_lbfgs, coef_lbfgs = min(pooled_sklearn(tables, "lbfgs"), pooled_sklearn(tables, "lbfgs", 1),
                               key=lambda r: r[0])
@@ -159,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     pk, sk = generate_keypair(args.key_bits, allow_insecure=args.key_bits < 2048)
     d = len(enc.terms_) + 1
-    per_round = values_per_round(fed.history, args.features, d)
+    per_round = values_per_round(history["masks_on"], args.features, d)
     costs = phe_costs(pk, sk, args.phe_sample, args.sites, bound=2.0 * enc.n_samples_)
     n_values = sum(per_round)
     crypto_phe = n_values * (args.sites * costs["encrypt_phe"] + costs["add_sites"] + costs["decrypt_phe"])
@@ -173,12 +214,15 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "logreg",
         "setup": {"sites": args.sites, "rows_per_site": args.rows, "rows": args.sites * args.rows,
                   "features": args.features, "terms": len(enc.terms_), "key_bits": args.key_bits,
+                  "repeats": args.repeats, "threshold_repeats": args.threshold_repeats,
+                  "threshold_scheme": f"{default_threshold(len(tables))}-of-{len(tables)}",
                   "quick": args.quick, "cpus": os.cpu_count(), "python": platform.python_version(),
                   "machine": platform.machine()},
-        "key_ceremony_s": round(t_keys, 3),
-        "encrypted": {"wall_s": round(t_enc, 3), "rounds": len(per_round), "newton_rounds": enc.n_iter_,
+        "key_ceremony_s": {s: round(t, 3) for s, t in t_keys.items()},
+        "encrypted": {"wall_s": round(t_enc, 3), "method": "median of the masks_on runs (see variants)",
+                      "rounds": len(per_round), "newton_rounds": enc.n_iter_,
                       "values_per_site_per_round": per_round},
-        "plaintext_federated": {"wall_s": round(t_plain, 3),
+        "plaintext_federated": {"wall_s": round(t_plain, 3), "method": "median of the plaintext runs",
                                 "max_abs_coef_diff_vs_encrypted": float(np.abs(plain.coef_.ravel() - fed_coef).max())},
         "pooled_sklearn": {
             "lbfgs_wall_s": round(t_lbfgs, 3), "newton_cholesky_wall_s": round(t_newton, 3),
@@ -210,6 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "load_average_1min": round(os.getloadavg()[0], 2),
         "target": "encrypted_vs_pooled_sklearn <= 2",
+        **report,
     }
     scale = max(1.0, float(np.abs(fed_coef).max()))
     diff_plain = report["plaintext_federated"]["max_abs_coef_diff_vs_encrypted"]
@@ -218,8 +263,6 @@ def main(argv: list[str] | None = None) -> dict:
     diff_newton = report["pooled_sklearn"]["max_abs_coef_diff_newton_cholesky"]
     check(report, "federated_matches_pooled_newton_cholesky", diff_newton <= 1e-4 * scale,
           max_abs_coef_diff=diff_newton, tolerance=1e-4 * scale)
-    fed.close()
-    plain_fed.close()
     return report
 
 

@@ -1,0 +1,146 @@
+"""What the masks and the threshold scheme cost: the same encrypted fit run as several variants in one run.
+
+Variants (``Federation.in_process`` arguments), every one on the same tables:
+
+``masks_on``    ``key_scheme="single", masks=True``: the default protocol (pairwise masks in every secure sum);
+``masks_off``   ``key_scheme="single", masks=False``: the same fit without masks (exists only to measure them);
+``threshold``   ``key_scheme="threshold", masks=True``: t-of-n shares, each holder sends a proved partial
+                decryption, one site combines;
+``plaintext``   ``encrypted=False``: the protocol's own compute, the denominator of the encrypted/plaintext
+                ratios.
+
+Each variant's keys come from one ceremony per scheme (timed apart, ``key_ceremony_s``), and each key's
+large encryption tables are built before the first timed run (:func:`warm_up`); every repetition builds a
+fresh federation on those keys (``site_keys=``), so no site state carries over. ``masks_on``,
+``masks_off`` and ``plaintext`` run ``repeats`` times, interleaved, in the order ABC CBA ABC ... (so
+that load drifts on the shared machine hit each variant alike, and masks on and off are always adjacent); ``threshold`` runs ``threshold_repeats`` times (each
+share holder's partial decryptions cost about 7 CRT decryptions, so it is the slow one).
+
+Two clocks are reported per run: wall seconds, and CPU seconds of this process and its child processes
+(``psutil``; the sites, whether threads or processes). The masks-on / masks-off ratio is taken per
+repetition (the two runs of a repetition are adjacent) and reported as the median with its min-max range,
+for both clocks. The check ``masks_cost_at_most_5_percent`` (full runs; not ``--quick``) uses the CPU ratio: on a shared 2-core machine
+with a load average of 10-20, wall time mostly measures waiting for a core (the wall ratio is reported
+beside it). A second check requires every encrypted variant to give a model bit-identical to ``masks_on``
+(the masks cancel exactly, and threshold decryption opens the same sums).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from _common import check
+
+#: the largest masks-on / masks-off ratio (median over repetitions) the benchmark accepts
+MASKS_MAX_RATIO = 1.05
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process and its live child processes."""
+    import psutil
+
+    me = psutil.Process()
+    total = time.process_time()  # this process at full resolution; children at the clock tick (10 ms)
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:  # ended in between
+            pass
+    return total
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """``(wall_s, cpu_s, fn())``."""
+    cpu, wall = tree_cpu_seconds(), time.perf_counter()
+    out = fn()
+    return time.perf_counter() - wall, tree_cpu_seconds() - cpu, out
+
+
+def warm_up(keys: dict[str, Any]) -> None:
+    """Build every key's large fixed-base encryption tables now, before any timed run.
+
+    The process-wide obfuscator pool of a key starts with small tables and rebuilds them (about half a second
+    at 2048 bits) once the key has encrypted 4,096 ciphertexts: left alone, that rebuild lands inside one of
+    the timed runs (whichever variant happens to cross the mark) and every later run encrypts faster. With
+    sites as processes (``workers="processes"``) each site process still builds its own tables.
+    """
+    from ehr_fed import crypto
+    from ehr_fed.crypto.obfuscation import UPGRADE_AFTER_CIPHERTEXTS, default_pool
+
+    for site_keys in keys.values():
+        first = next(iter(site_keys.values()))
+        if first.paillier_public:
+            default_pool(crypto.public_key_from_bytes(first.paillier_public), UPGRADE_AFTER_CIPHERTEXTS)
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4),
+            "max": round(max(values), 4), "runs": [round(v, 4) for v in values]}
+
+
+def compare(report: dict, *, keys: dict[str, Any], run: Callable[[str, Any], tuple[float, float, Any]],
+            identical: Callable[[Any, Any], bool], repeats: int, threshold_repeats: int = 1,
+            check_cost: bool = True) -> dict:
+    """Run the variants, record the ratios and the checks in ``report``; return the masks-on models' list.
+
+    ``keys`` maps ``"single"`` / ``"threshold"`` to the site keys of that scheme. ``run(variant, site_keys)``
+    builds a fresh federation of that variant, fits, closes it and returns ``(wall_s, cpu_s, model)`` of the
+    fit alone (the clocks of :func:`timed`).
+    """
+    warm_up(keys)
+    order = ["masks_on", "masks_off", "plaintext"]
+    wall: dict[str, list[float]] = {v: [] for v in [*order, "threshold"]}
+    cpu: dict[str, list[float]] = {v: [] for v in wall}
+    models: dict[str, list[Any]] = {v: [] for v in wall}
+    pairs_wall, pairs_cpu = [], []
+    for rep in range(repeats):
+        turn = order if rep % 2 == 0 else order[::-1]  # ABC CBA ...: masks on and off always adjacent
+        got = {}
+        for variant in turn:
+            got[variant] = run(variant, keys["single"] if variant != "plaintext" else None)
+        for variant, (w, c, m) in got.items():
+            wall[variant].append(w)
+            cpu[variant].append(c)
+            models[variant].append(m)
+        pairs_wall.append(got["masks_on"][0] / got["masks_off"][0])
+        pairs_cpu.append(got["masks_on"][1] / got["masks_off"][1])
+    for _ in range(threshold_repeats):
+        w, c, m = run("threshold", keys["threshold"])
+        wall["threshold"].append(w)
+        cpu["threshold"].append(c)
+        models["threshold"].append(m)
+    med = {v: statistics.median(x) for v, x in wall.items() if x}
+    med_cpu = {v: statistics.median(x) for v, x in cpu.items() if x}
+    report["variants"] = {
+        "method": f"masks_on, masks_off and plaintext {repeats} times each, interleaved (ABC CBA ...); "
+                  f"threshold {threshold_repeats} time(s); fresh federation per run on one ceremony per scheme; "
+                  "wall and CPU seconds (this process and its children) of the fit alone",
+        "wall_s": {v: _summary(x) for v, x in wall.items() if x},
+        "cpu_s": {v: _summary(x) for v, x in cpu.items() if x},
+        "ratios_vs_plaintext_wall": {v: round(med[v] / med["plaintext"], 3)
+                                     for v in ("masks_on", "masks_off", "threshold") if v in med},
+        "ratios_vs_plaintext_cpu": {v: round(med_cpu[v] / med_cpu["plaintext"], 3)
+                                    for v in ("masks_on", "masks_off", "threshold") if v in med_cpu},
+        "masks_on_vs_off_cpu": _summary(pairs_cpu),
+        "masks_on_vs_off_wall": _summary(pairs_wall),
+        "threshold_vs_masks_on_wall": round(med["threshold"] / med["masks_on"], 3) if wall["threshold"] else None,
+        "threshold_vs_masks_on_cpu": round(med_cpu["threshold"] / med_cpu["masks_on"], 3) if cpu["threshold"]
+        else None,
+    }
+    if check_cost:
+        check(report, "masks_cost_at_most_5_percent", statistics.median(pairs_cpu) <= MASKS_MAX_RATIO,
+              median_cpu_ratio=round(statistics.median(pairs_cpu), 4), limit=MASKS_MAX_RATIO,
+              median_wall_ratio=round(statistics.median(pairs_wall), 4), repetitions=repeats)
+    else:
+        report["variants"]["masks_cost_check"] = "not checked in --quick (a smoke run: fits of a fraction of a " \
+                                                 "CPU second, where the ratio is noise)"
+    reference = models["masks_on"][0]
+    differing = [f"{v}[{i}]" for v in ("masks_on", "masks_off", "threshold")
+                 for i, m in enumerate(models[v]) if not identical(reference, m)]
+    check(report, "variants_bit_identical", not differing, compared=sum(len(models[v]) for v in
+                                                                        ("masks_on", "masks_off", "threshold")),
+          differing=differing)
+    return models
