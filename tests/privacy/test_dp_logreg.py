@@ -139,7 +139,10 @@ def test_private_fit_runs_over_paillier_encrypted_masked_sums(tables):
         enc = FederatedLogisticRegression(dp={"epsilon": 2.0, "feature_bounds": BOUNDS}).fit(fed)
     with _fed(small) as fed:
         plain = FederatedLogisticRegression(encrypted=False, dp={"epsilon": 2.0, "feature_bounds": BOUNDS}).fit(fed)
-    # same plan, same noise scale: the encrypted fit lands near the plaintext one (both noisy)
+    # same plan, same noise scale; independent noise, so compare what the models are for: discrimination
     assert enc.dp_["epsilon"] == pytest.approx(plain.dp_["epsilon"])
     assert enc.dp_["noise"] == plain.dp_["noise"]
-    np.testing.assert_allclose(enc.coef_, plain.coef_, atol=0.5)
+    pooled = pd.concat(small.values(), ignore_index=True)
+    auc = {name: roc_auc_score(pooled["label"], m.predict_proba(pooled)[:, 1])
+           for name, m in (("enc", enc), ("plain", plain))}
+    assert auc["enc"] > 0.65 and abs(auc["enc"] - auc["plain"]) < 0.06, auc
