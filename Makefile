@@ -7,7 +7,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-PYTEST_ARGS ?=
+# two workers (the machines have 2 cores); a test file's tests stay on one worker (module fixtures)
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: demo test bench postgres-server lint clean
 
