@@ -25,7 +25,8 @@ def test_overall_metrics_equal_sklearn_on_the_pooled_scores(result, tables, logr
     assert o["n"] == len(df) and o["positives"] == int(y.sum())
     assert abs(o["auc"] - roc_auc_score(y, p)) < 1e-3
     assert abs(o["auc"] - roc_auc_score(y, p)) <= o["auc_tie_bound"] + 1e-12
-    assert abs(o["auprc"] - average_precision_score(y, p)) < 1e-3
+    # the decrypting site merges score bins with few events: AUPRC is read off the merged histograms
+    assert abs(o["auprc"] - average_precision_score(y, p)) < 5e-3
     assert o["brier"] == pytest.approx(brier_score_loss(y, p), abs=1e-9)
     assert o["calibration_in_the_large"] == pytest.approx(y.mean() - p.mean(), abs=1e-9)
     ref = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(logit(p)[:, None], y)
@@ -72,7 +73,8 @@ def test_a_site_with_few_events_is_suppressed_and_says_so(logreg):
 def test_lace_baseline_equals_sklearn_on_the_rows_with_lace(plain_fed, tables, result):
     df = pooled(tables).dropna(subset=["lace"])
     assert result.lace["available"] and result.lace["n"] == len(df)
-    assert result.lace["auc"] == pytest.approx(roc_auc_score(df["label"], df["lace"]), abs=1e-12)
+    # LACE values with few events are merged at the decrypting site: the AUC is certain only within auc_bound
+    assert abs(result.lace["auc"] - roc_auc_score(df["label"], df["lace"])) <= result.lace["auc_bound"] + 1e-12
     assert lace_baseline(plain_fed) == result.lace
 
 
@@ -118,18 +120,25 @@ def test_gbdt_model_is_evaluated_like_pooled(plain_fed, tables):
     df = pooled(tables)
     p = model.predict_proba(df)[:, 1]
     assert res.model_kind == "gbdt" and res.per_site is None
-    assert abs(res.overall["auc"] - roc_auc_score(df["label"], p)) < 1e-3
+    # merged score bins: the released AUC is certain only within auc_tie_bound
+    assert abs(res.overall["auc"] - roc_auc_score(df["label"], p)) <= res.overall["auc_tie_bound"] + 1e-12
     assert res.overall["brier"] == pytest.approx(brier_score_loss(df["label"], p), abs=1e-9)
 
 
-def test_encrypted_evaluation_equals_plaintext(tables, logreg, result):
+def test_encrypted_evaluation_equals_plaintext(plain_fed, tables, logreg):
+    # the merged histograms depend on the score grid, so both modes are evaluated on the same n_bins;
+    # the same merging then happens at the decrypting site and the released metrics are identical
     keys, _ = test_ceremony(tuple(tables))
     with Federation.in_process(tables, policy=POLICY, encrypted=True, site_keys=keys) as fed:
         enc = evaluate(fed, logreg, n_bins=2000)
-    assert enc.encrypted
-    plain = pd.Series(result.overall)
-    assert abs(enc.overall["auc"] - plain["auc"]) < 1e-3
-    for k in ("brier", "calibration_in_the_large", "calibration_slope", "auprc"):
-        assert enc.overall[k] == pytest.approx(plain[k], abs=1e-3 if k == "auprc" else 1e-8), k
-    assert enc.lace["auc"] == pytest.approx(result.lace["auc"], abs=1e-12)
-    pd.testing.assert_frame_equal(enc.per_site, result.per_site)
+    plain = evaluate(plain_fed, logreg, n_bins=2000)
+    assert enc.encrypted and not plain.encrypted
+    np.testing.assert_array_equal(enc.pos, plain.pos)
+    np.testing.assert_array_equal(enc.neg, plain.neg)
+    for k in ("n", "positives", "auc", "auc_tie_bound", "auprc"):
+        assert enc.overall[k] == plain.overall[k], k
+    for k in ("brier", "calibration_in_the_large", "calibration_intercept", "calibration_slope"):
+        assert enc.overall[k] == pytest.approx(plain.overall[k], abs=1e-8), k  # fixed-point sums
+    assert enc.calibration_curve == plain.calibration_curve
+    assert enc.lace == plain.lace
+    pd.testing.assert_frame_equal(enc.per_site, plain.per_site)
