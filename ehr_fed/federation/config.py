@@ -111,8 +111,12 @@ def build_site_table(site_id: str, kind: str, input: Path, mapping: Path, study:
     log.info("site %s: harmonizing %s source %s", site_id, kind, input)
     table = harmonize(kind, str(input), str(mapping), str(study) if study else None).table
     if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
+        if not cached.parent.exists():
+            cached.parent.mkdir(parents=True, mode=0o700)
         tmp = cached.with_name(cached.name + ".tmp")
+        # patient-level rows: created 0600 before anything is written into the file
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        os.chmod(tmp, 0o600)
         table.to_parquet(tmp, index=False)
         os.replace(tmp, cached)
     return table
