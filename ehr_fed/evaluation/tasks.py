@@ -36,14 +36,24 @@ LACE_MAX = 19
 
 
 def site_scores(table: pd.DataFrame, params: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted risk of label 1 and the label of each row of the site's table."""
+    """Predicted risk of label 1 and the label of each row of the site's table.
+
+    The model scores its own features, selected by name (in the model's order) from the site's feature
+    table, which holds every feature of the study in the study's order: a model fitted on a subset of the
+    features, or listing them in another order, is evaluated on the same columns it was trained on.
+    """
     model = model_from_json(params["model"])
     if "label" not in table.columns:
         raise ValueError("the site's feature table has no 'label' column; evaluation needs the outcome")
     y = table["label"].to_numpy(dtype=np.float64)
     if len(table) == 0:
         return np.zeros(0), y
-    p = np.asarray(model.predict_proba(table)[:, 1], dtype=np.float64)
+    features = [str(n) for n in model.feature_names_in_]  # model files always record the features by name
+    missing = [f for f in features if f not in table.columns]
+    if missing:
+        raise ValueError(f"the site's feature table lacks the model's feature column(s) {missing}; harmonize "
+                         "the site with the study spec the model was trained with")
+    p = np.asarray(model.predict_proba(table[features])[:, 1], dtype=np.float64)
     return p, y
 
 
