@@ -17,7 +17,8 @@ that load drifts on the shared machine hit each variant alike, and masks on and 
 share holder's partial decryptions cost about 7 CRT decryptions, so it is the slow one).
 
 Two clocks are reported per run: wall seconds, and CPU seconds of this process and its child processes
-(``psutil``; the sites, whether threads or processes). The masks-on / masks-off ratio is taken per
+(``psutil``; the sites, whether threads or processes), and the CPU time spent inside the masking code
+itself (:class:`MaskClock`, site threads only). The masks-on / masks-off ratio is taken per
 repetition (the two runs of a repetition are adjacent) and reported as the median with its min-max range,
 for both clocks. The check ``masks_cost_at_most_5_percent`` (full runs; not ``--quick``) uses the CPU ratio: on a shared 2-core machine
 with a load average of 10-20, wall time mostly measures waiting for a core (the wall ratio is reported
@@ -63,6 +64,38 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
         return time.perf_counter() - wall, tree_cpu_seconds() - cpu, out
 
 
+class MaskClock:
+    """CPU seconds spent in the masking code of the sites (thread CPU time, summed over the site threads):
+    the pairwise seeds (``pairwise_seeds``: X25519 + HKDF) and the residues and ciphertext multiplications
+    (``he._masked``). A direct measurement of what the masks cost, beside the end-to-end on / off ratio
+    (whose run-to-run noise on a shared machine is larger than the masks). Threads only: with
+    ``workers="processes"`` the site processes are not instrumented and it reads 0."""
+
+    def __init__(self):
+        import ehr_fed.federation.he as he
+        import ehr_fed.federation.site as site
+
+        self.seconds = 0.0
+        self._lock = __import__("threading").Lock()
+        for module, name in ((he, "_masked"), (site, "pairwise_seeds")):
+            setattr(module, name, self._wrap(getattr(module, name)))
+
+    def _wrap(self, fn):
+        def timed_call(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.seconds += time.thread_time() - start
+        return timed_call
+
+    def take(self) -> float:
+        with self._lock:
+            out, self.seconds = self.seconds, 0.0
+        return out
+
+
 def warm_up(keys: dict[str, Any]) -> None:
     """Build every key's large fixed-base encryption tables now, before any timed run.
 
@@ -95,6 +128,8 @@ def compare(report: dict, *, keys: dict[str, Any], run: Callable[[str, Any], tup
     fit alone (the clocks of :func:`timed`).
     """
     warm_up(keys)
+    clock = MaskClock()
+    mask_cpu: list[float] = []
     order = ["masks_on", "masks_off", "plaintext"]
     wall: dict[str, list[float]] = {v: [] for v in [*order, "threshold"]}
     cpu: dict[str, list[float]] = {v: [] for v in wall}
@@ -104,7 +139,10 @@ def compare(report: dict, *, keys: dict[str, Any], run: Callable[[str, Any], tup
         turn = order if rep % 2 == 0 else order[::-1]  # ABC CBA ...: masks on and off always adjacent
         got = {}
         for variant in turn:
+            clock.take()
             got[variant] = run(variant, keys["single"] if variant != "plaintext" else None)
+            if variant == "masks_on":
+                mask_cpu.append(clock.take())
         for variant, (w, c, m) in got.items():
             wall[variant].append(w)
             cpu[variant].append(c)
@@ -129,6 +167,8 @@ def compare(report: dict, *, keys: dict[str, Any], run: Callable[[str, Any], tup
         "ratios_vs_plaintext_cpu": {v: round(med_cpu[v] / med_cpu["plaintext"], 3)
                                     for v in ("masks_on", "masks_off", "threshold") if v in med_cpu},
         "masks_on_vs_off_cpu": _summary(pairs_cpu),
+        "masks_cpu_s_in_masking_code": _summary(mask_cpu),
+        "masks_cpu_share_of_masks_on_fit": round(statistics.median(mask_cpu) / med_cpu["masks_on"], 4),
         "masks_on_vs_off_wall": _summary(pairs_wall),
         "threshold_vs_masks_on_wall": round(med["threshold"] / med["masks_on"], 3) if wall["threshold"] else None,
         "threshold_vs_masks_on_cpu": round(med_cpu["threshold"] / med_cpu["masks_on"], 3) if cpu["threshold"]

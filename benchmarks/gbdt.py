@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workers", default="threads", choices=["processes", "threads"],
                     help="sites as threads of this process (default) or as separate processes (as hospitals "
                          "are separate machines; each federation then starts 5 processes)")
-    ap.add_argument("--repeats", type=int, default=5,
+    ap.add_argument("--repeats", type=int, default=9,
                     help="runs of masks on / masks off / plaintext each (interleaved; medians)")
     ap.add_argument("--threshold-repeats", type=int, default=1, help="runs with the threshold scheme")
     args = ap.parse_args(argv)
