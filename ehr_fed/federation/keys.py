@@ -517,7 +517,7 @@ def deal_paillier(creator: SiteKeys, n_length: int = 2048, *, scheme: str = "sin
 
 
 def accept_wrapped(keys: SiteKeys, wrapped: WrappedKey, paillier_public: bytes,
-                   verification: bytes | None = None) -> None:
+                   verification: bytes | None = None, *, allow_insecure: bool = False) -> None:
     """A member checks the creator's signature (with the creator's *pinned* bundle), unwraps its key material
     and checks that it belongs to the announced public key."""
     from ehr_fed import crypto
@@ -538,7 +538,8 @@ def accept_wrapped(keys: SiteKeys, wrapped: WrappedKey, paillier_public: bytes,
     pk = crypto.public_key_from_bytes(paillier_public)
     if wrapped.kind == "share":
         try:
-            share = crypto.ThresholdKeyShare.from_bytes(secret, pk, allow_insecure=crypto.insecure_keys_allowed())
+            share = crypto.ThresholdKeyShare.from_bytes(secret, pk,
+                                                        allow_insecure=crypto.insecure_keys_allowed(allow_insecure))
         except ValueError as exc:
             raise KeyCeremonyError(f"the key share for {keys.site_id} is invalid: {exc}") from None
         if share.index != wrapped.index or share.verification.to_bytes() != verification:
@@ -593,7 +594,8 @@ def run_ceremony(
     ckeys, relay = deal_paillier(sites[creator], n_length, scheme=scheme, threshold=threshold,
                                  allow_insecure=allow_insecure)
     for sid, wrapped in relay.items():                              # what the coordinator relays
-        accept_wrapped(sites[sid], wrapped, ckeys.paillier_public, ckeys.verification)
+        accept_wrapped(sites[sid], wrapped, ckeys.paillier_public, ckeys.verification,
+                       allow_insecure=allow_insecure)
     return ckeys
 
 

@@ -256,8 +256,10 @@ def _persist_replay_state(node: Any, state_dir: Path) -> ReplayJournal | None:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     state = getattr(node, "state", None)
     if state is not None and hasattr(state, "check_fresh"):
-        if state.path is None:  # in-memory protocol memory: move it to the state directory
-            node.state = type(state)(state_dir / "site-state.jsonl")
+        target = state_dir / "site-state.jsonl"
+        if state.path is None or Path(state.path) != target:
+            # the service's state directory holds the protocol memory (the operator named it explicitly)
+            node.state = type(state)(target)
         return None
     return ReplayJournal(state_dir / "replay.jsonl")
 
