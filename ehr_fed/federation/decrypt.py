@@ -27,7 +27,6 @@ from ehr_fed.federation import he
 from ehr_fed.federation.keys import unwrap_secret, wrap_secret
 from ehr_fed.federation.messages import ProtocolError, TaskMessage
 from ehr_fed.federation.signing import array_bytes, contribution_digest
-from ehr_fed.privacy import DisclosureError
 
 
 def verified_sum(site, msg: TaskMessage, *, role: str):

@@ -18,7 +18,13 @@ import pandas as pd
 
 from ehr_fed.federation import he
 from ehr_fed.federation.keys import SiteKeys
-from ehr_fed.federation.masks import SiteMasker, check_participants, mask_context, pairwise_seeds, params_digest
+from ehr_fed.federation.masks import (
+    SiteMasker,
+    check_participants,
+    mask_context,
+    pairwise_seeds,
+    params_digest,
+)
 from ehr_fed.federation.messages import ProtocolError, Reply, TaskMessage
 from ehr_fed.federation.payload import PayloadTypeError, nbytes, validate
 from ehr_fed.federation.signing import contribution_digest

@@ -10,8 +10,7 @@ import stat
 import numpy as np
 import pytest
 
-from ehr_fed.federation import Federation
-from ehr_fed.federation import he
+from ehr_fed.federation import Federation, he
 from ehr_fed.federation.keys import (
     CoordinatorKeys,
     KeyCeremonyError,

@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 
 from ehr_fed import stats
 from ehr_fed.crypto import InsecureKeyError
-from ehr_fed.federation import Federation, FederationError, SiteNode, site_task
-from ehr_fed.federation import he
+from ehr_fed.federation import Federation, FederationError, SiteNode, he, site_task
 from ehr_fed.federation.masks import SiteMasker, mask_context, pairwise_seeds
 from ehr_fed.federation.messages import TaskMessage, new_nonce
 from ehr_fed.federation.state import SiteState
@@ -26,6 +25,7 @@ from ehr_fed.federation.tasks import SiteContext, get_task
 from ehr_fed.federation.testing import FEATURES, make_tables, test_ceremony
 from ehr_fed.models import FederatedGradientBoostingClassifier, FederatedLogisticRegression
 from ehr_fed.privacy import PrivacyPolicy
+
 
 @site_task("test.rows", kind="other")
 def _rows(table, params, ctx):

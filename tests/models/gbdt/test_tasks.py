@@ -3,8 +3,7 @@ import pytest
 
 from ehr_fed.federation import SiteContext
 from ehr_fed.models.gbdt import tasks as site_tasks
-from ehr_fed.models.gbdt.binning import local_bin_edges
-from ehr_fed.models.gbdt.binning import BinMapper
+from ehr_fed.models.gbdt.binning import BinMapper, local_bin_edges
 from ehr_fed.models.gbdt.packing import bin_mask, from_wire
 from ehr_fed.models.gbdt.predictor import Tree
 from ehr_fed.privacy import DisclosureError, PrivacyPolicy
