@@ -149,7 +149,10 @@ def _pack_ints(*values: int) -> bytes:
     return bytes(out)
 
 
-def _unpack_ints(data: bytes, magic: bytes, count: int, what: str) -> list[int]:
+def _unpack_ints(data: bytes, magic: bytes, count: int | None, what: str, *, version: int = _KEY_VERSION,
+                 max_count: int | None = None) -> list[int]:
+    """The integers of ``magic | version | len-prefixed ints``: exactly ``count`` of them, or (``count=None``)
+    every integer up to the end, at most ``max_count``."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"{what} bytes must be bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -157,11 +160,13 @@ def _unpack_ints(data: bytes, magic: bytes, count: int, what: str) -> list[int]:
         raise PayloadError(
             f"not a serialized {what}: expected the prefix {magic!r}, got {data[: len(magic)]!r}"
         )
-    if len(data) < len(magic) + 1 or data[len(magic)] != _KEY_VERSION:
+    if len(data) < len(magic) + 1 or data[len(magic)] != version:
         got = data[len(magic)] if len(data) > len(magic) else "nothing"
-        raise PayloadError(f"unsupported {what} format version: expected {_KEY_VERSION}, got {got}")
+        raise PayloadError(f"unsupported {what} format version: expected {version}, got {got}")
     pos, values = len(magic) + 1, []
-    for _ in range(count):
+    while (len(values) < count) if count is not None else (pos < len(data)):
+        if max_count is not None and len(values) >= max_count:
+            raise PayloadError(f"serialized {what} holds more integers than any valid {what}")
         if pos + 4 > len(data):
             raise PayloadError(f"serialized {what} is truncated at byte {pos} of {len(data)}")
         (size,) = struct.unpack_from(">I", data, pos)

@@ -34,6 +34,7 @@ from phe import paillier
 from .errors import KeyMismatchError, PayloadError
 from .keys import check_public_key, key_fingerprint
 from .parallel import map_in_threads
+from .serialization import check_ciphertexts
 from .threshold import ThresholdError, ThresholdKeyShare, check_threshold_params, lagrange_coefficients
 from .vector import EncryptedVector
 
@@ -54,7 +55,6 @@ def raw_ciphertexts(public_key, ciphertexts) -> list:
     PayloadError
         If a raw ciphertext is out of range or shares a factor with ``n``.
     """
-    n = public_key.n
     if isinstance(ciphertexts, EncryptedVector):
         if ciphertexts.public_key != public_key:
             raise KeyMismatchError(
@@ -77,15 +77,7 @@ def raw_ciphertexts(public_key, ciphertexts) -> list:
             elif isinstance(c, bool) or not isinstance(c, (int, _MPZ)):
                 raise TypeError(f"ciphertext {index} must be an int or phe.EncryptedNumber, got {type(c).__name__}")
             values.append(c if type(c) is _MPZ else gmpy2.mpz(c))
-    nsquare = n * n
-    product = gmpy2.mpz(1)
-    for index, c in enumerate(values):
-        if not 0 < c < nsquare:
-            raise PayloadError(f"ciphertext {index} is outside [1, n**2): not a ciphertext of this key")
-        product = product * c % n
-    if values and gmpy2.gcd(product, n) != 1:
-        culprit = next(i for i, c in enumerate(values) if gmpy2.gcd(c, n) != 1)
-        raise PayloadError(f"ciphertext {culprit} is not invertible modulo n: not a ciphertext of this key")
+    check_ciphertexts(public_key, values, out_of_range="is outside [1, n**2): not a ciphertext of this key")
     return values
 
 

@@ -163,7 +163,7 @@ def vector_from_bytes(public_key, data: bytes):
     ciphertexts = [
         gmpy2.mpz.from_bytes(view[pos + i * width : pos + (i + 1) * width], "big") for i in range(h.count)
     ]
-    _check_ciphertexts(public_key, ciphertexts)
+    check_ciphertexts(public_key, ciphertexts)
     return EncryptedVector(public_key, layout, ciphertexts, h.n_terms, exponents=exponents)
 
 
@@ -189,13 +189,15 @@ def _check_layout(public_key, h: _Header) -> Layout:
     return layout
 
 
-def _check_ciphertexts(public_key, ciphertexts: list[int]) -> None:
+def check_ciphertexts(public_key, ciphertexts: list[int], *,
+                      out_of_range: str = "is out of range: it must lie in [1, n**2)") -> None:
+    """Raise :class:`PayloadError` unless every ciphertext is a unit of ``Z_(n**2)`` in ``[1, n**2)``."""
     n = gmpy2.mpz(public_key.n)
     nsquare = n * n
     product = gmpy2.mpz(1)
     for index, c in enumerate(ciphertexts):
         if not 0 < c < nsquare:
-            raise PayloadError(f"ciphertext {index} is out of range: it must lie in [1, n**2)")
+            raise PayloadError(f"ciphertext {index} {out_of_range}")
         product = product * c % n
     if gmpy2.gcd(product, n) == 1:  # every ciphertext is invertible modulo n (one gcd instead of one each)
         return

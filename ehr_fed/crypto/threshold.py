@@ -26,14 +26,14 @@ import hashlib
 import math
 import operator
 import secrets
-import struct
 from dataclasses import dataclass, field
 
 import gmpy2
 from phe import paillier
 
 from .errors import CryptoError, KeyMismatchError, PayloadError
-from .keys import MIN_INSECURE_KEY_BITS, MIN_KEY_BITS, check_public_key, key_fingerprint
+from .keys import MIN_INSECURE_KEY_BITS, MIN_KEY_BITS, _pack_ints, check_public_key, key_fingerprint
+from .keys import _unpack_ints as _unpack_key_ints
 from .primes import random_safe_prime
 
 __all__ = [
@@ -357,37 +357,8 @@ def _random_square(n) -> gmpy2.mpz:
             return r * r % nsquare
 
 
-def _pack_ints(*values: int) -> bytes:
-    out = bytearray()
-    for value in values:
-        value = int(value)
-        raw = value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
-        out += struct.pack(">I", len(raw)) + raw
-    return bytes(out)
-
-
 def _unpack_ints(data: bytes, magic: bytes, what: str) -> list[int]:
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"{what} bytes must be bytes, got {type(data).__name__}")
-    data = bytes(data)
-    if not data.startswith(magic):
-        raise PayloadError(f"not a serialized {what}: expected the prefix {magic!r}, got {data[: len(magic)]!r}")
-    if len(data) < len(magic) + 1 or data[len(magic)] != _VERSION:
-        got = data[len(magic)] if len(data) > len(magic) else "nothing"
-        raise PayloadError(f"unsupported {what} format version: expected {_VERSION}, got {got}")
-    pos, values = len(magic) + 1, []
-    while pos < len(data):
-        if len(values) > MAX_SHARES + 6:
-            raise PayloadError(f"serialized {what} holds more integers than any valid {what}")
-        if pos + 4 > len(data):
-            raise PayloadError(f"serialized {what} is truncated at byte {pos} of {len(data)}")
-        (size,) = struct.unpack_from(">I", data, pos)
-        pos += 4
-        if pos + size > len(data):
-            raise PayloadError(f"serialized {what} is truncated: needs {pos + size} bytes, got {len(data)}")
-        values.append(int.from_bytes(data[pos : pos + size], "big"))
-        pos += size
-    return values
+    return _unpack_key_ints(data, magic, None, what, version=_VERSION, max_count=MAX_SHARES + 7)
 
 
 def _check_belongs(n: int, public_key, what: str) -> None:

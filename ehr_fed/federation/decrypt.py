@@ -151,10 +151,11 @@ def partial_for_combiner(site, msg: TaskMessage) -> dict[str, Any]:
     bundle = site.keys.peers.get(combiner)
     if bundle is None:
         raise ProtocolError(f"the combining site {combiner!r} is not a member of the key ceremony")
-    packed = {name: [he.pack_ints(parts), proof]
-              for name, (parts, proof) in ((n, he.partial(site._share, site._pk, t)) for n, t in sums.items())}
-    blob_plain = json.dumps({k: [base64.b64encode(a).decode(), base64.b64encode(b).decode()]
-                             for k, (a, b) in packed.items()}, sort_keys=True).encode()
+    opened = {}
+    for name, total in sums.items():
+        parts, proof = he.partial(site._share, site._pk, total)
+        opened[name] = {"partials": [format(int(v), "x") for v in parts], "proof": base64.b64encode(proof).decode()}
+    blob_plain = json.dumps(opened, sort_keys=True).encode()
     aad = _partials_aad(msg, site.site_id, combiner, digest)
     blob = wrap_secret(bundle, blob_plain, aad)
     return {"partials": blob, "signature": site.keys.sign(aad + blob), "index": int(site._share.index)}
@@ -186,9 +187,8 @@ def _combine(site, msg: TaskMessage, sums, layout, digest) -> dict[str, np.ndarr
         try:
             opened = json.loads(unwrap_secret(site.keys, blob, aad))
             for name in sums:
-                a, b = opened[name]
-                parts[name][index] = he.unpack_ints(base64.b64decode(a))
-                proofs[name][index] = base64.b64decode(b)
+                parts[name][index] = [int(v, 16) for v in opened[name]["partials"]]
+                proofs[name][index] = base64.b64decode(opened[name]["proof"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"the partial decryption of {holder!r} cannot be read: {exc}") from None
     out = {}

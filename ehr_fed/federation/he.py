@@ -145,31 +145,3 @@ def combine_decode(pk, total: Any, partials: dict[int, list[int]], proofs: dict[
     if isinstance(spec, dict):
         return decode_fields(ev, plain, field_widths(spec)).astype(np.float64)
     return np.asarray(crypto.decode_vector(ev, plain), dtype=np.float64)
-
-
-def pack_ints(values: list[int]) -> bytes:
-    """Length-prefixed big-endian integers (partial decryptions on the wire)."""
-    out = bytearray(len(values).to_bytes(4, "big"))
-    for v in values:
-        raw = int(v).to_bytes((int(v).bit_length() + 7) // 8 or 1, "big")
-        out += len(raw).to_bytes(4, "big") + raw
-    return bytes(out)
-
-
-def unpack_ints(data: bytes) -> list[int]:
-    from ehr_fed.crypto import PayloadError
-
-    try:
-        count, pos, out = int.from_bytes(data[:4], "big"), 4, []
-        for _ in range(count):
-            size = int.from_bytes(data[pos:pos + 4], "big")
-            pos += 4
-            if pos + size > len(data):
-                raise IndexError
-            out.append(int.from_bytes(data[pos:pos + size], "big"))
-            pos += size
-    except (IndexError, TypeError):
-        raise PayloadError("partial decryptions are truncated") from None
-    if pos != len(data) or len(out) != count:
-        raise PayloadError("partial decryptions have trailing or missing bytes")
-    return out

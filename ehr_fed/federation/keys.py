@@ -26,6 +26,7 @@ under a passphrase the site supplies (``EHR_FED_KEY_PASSPHRASE`` or ``EHR_FED_KE
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -381,10 +382,6 @@ def write_secret_json(path: str | Path, data: dict[str, Any]) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-def _wrap_aad(recipient: str, creator: str, pk_fp: str) -> bytes:
-    return json.dumps({"to": recipient, "from": creator, "pk": pk_fp}, sort_keys=True).encode()
-
-
 def wrap_secret(recipient: SitePublicBundle, secret: bytes, aad: bytes) -> bytes:
     """Encrypt ``secret`` for ``recipient``: ephemeral X25519 public (32) || nonce (12) || AES-GCM ct."""
     eph = X25519PrivateKey.generate()
@@ -503,12 +500,11 @@ def deal_paillier(creator: SiteKeys, n_length: int = 2048, *, scheme: str = "sin
     for sid in members:
         if sid == creator.site_id:
             continue
-        w = WrappedKey(sid, creator.site_id, b"", b"", "private" if scheme == "single" else "share",
-                       share_index.get(sid, 0))
-        blob = wrap_secret(creator.peers[sid], secrets_for[sid], w.aad(pk_fp, verification))
-        w = WrappedKey(sid, creator.site_id, blob, b"", w.kind, w.index)
-        relay[sid] = WrappedKey(sid, creator.site_id, blob, creator.sign(w.signed_data(pk_fp, verification)),
-                                w.kind, w.index)
+        unsigned = WrappedKey(sid, creator.site_id, b"", b"", "private" if scheme == "single" else "share",
+                              share_index.get(sid, 0))
+        blob = wrap_secret(creator.peers[sid], secrets_for[sid], unsigned.aad(pk_fp, verification))
+        signed = dataclasses.replace(unsigned, blob=blob)
+        relay[sid] = dataclasses.replace(signed, signature=creator.sign(signed.signed_data(pk_fp, verification)))
     secrets_for.clear()
     ckeys = CoordinatorKeys(paillier_public=pk_bytes, sites={sid: creator.peers[sid] for sid in members},
                             creator=creator.site_id, scheme=scheme, threshold=t, share_index=share_index,

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -89,16 +88,6 @@ class SiteNode:
         self.state = state if isinstance(state, SiteState) else SiteState(state)
         self.masks = bool(masks)
         registered_tasks()  # the site's task table is loaded once, at start, not inside a timed round
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:  # for worker processes
-        state = dict(self.__dict__)
-        state.pop("_lock")
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------
     @classmethod
@@ -152,12 +141,10 @@ class SiteNode:
     def _audit_error(self, message: TaskMessage, reply: Reply) -> None:
         """Every reply leaves a line in the audit log, refusals and errors included."""
         try:
-            from ehr_fed.federation.checkpoint import params_hash
-
             self.audit.record(site_id=self.site_id, task=message.task, action=message.action,
                               round=message.round, kind="error", payload={}, nbytes=len(reply.error),
                               status="error", error_kind=reply.error_kind, error=reply.error,
-                              request=params_hash(message.header(), message.payload))
+                              request=_request_digest(message))
         except Exception:  # the audit log must never turn a refusal into a crash
             log.exception("site %s: could not write the audit entry of a refusal", self.site_id)
 
@@ -216,12 +203,10 @@ class SiteNode:
         self.policy.check_params(n_params, len(self.table), task.name, self.site_id)
 
     def _release(self, msg: TaskMessage, kind: str, payload: dict[str, Any], **extra: Any) -> Reply:
-        from ehr_fed.federation.checkpoint import params_hash
-
         reply = msg.reply(self.site_id, payload)
         self.audit.record(site_id=self.site_id, task=msg.task, action=msg.action, round=msg.round,
                           kind=kind, payload=reply.payload, nbytes=nbytes(reply.payload), status="ok",
-                          request=params_hash(msg.header(), msg.payload.get("params") or {}), **extra)
+                          request=_request_digest(msg), **extra)
         return reply
 
     # -- actions ---------------------------------------------------------------------------------
@@ -382,3 +367,10 @@ class SiteNode:
         return self._release(msg, f"{task.kind}:aggregate",
                              {"arrays": result, "suppressed": suppressed, "contributors": contributors},
                              suppressed=suppressed, contributors=contributors)
+
+
+def _request_digest(msg: TaskMessage) -> str:
+    """What an audit line names its request by: a digest of the header and the parameters."""
+    from ehr_fed.federation.checkpoint import params_hash
+
+    return params_hash(msg.header(), msg.payload.get("params") or {})
