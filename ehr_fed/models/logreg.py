@@ -253,17 +253,22 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
             from ehr_fed.models.logreg_tasks import clear_design_cache
 
             clear_design_cache()
+        self._record_fit(prep, names, n_total, n_pos, n_sites)
+        self.study_id_ = _study_id(federation, study)
+        self.study_spec_ = study if hasattr(study, "model_dump") else None
+        self._set_coefficients()
+        return self
+
+    def _record_fit(self, prep: FeaturePreprocessor, names: list[str], n_total: float, n_pos: float,
+                    n_sites: int) -> None:
+        """The fitted attributes every fit (exact or private) sets from its preprocessing and counts."""
         self.preprocessor_ = prep
         self.feature_names_in_ = np.asarray(names, dtype=object)
         self.n_features_in_ = len(names)
         self.terms_ = prep.terms_.copy()
         self.dropped_terms_ = list(prep.dropped_terms_)
         self.classes_ = np.array([0, 1])
-        self.n_samples_, self.n_positives_, self.n_sites_ = int(n_total), int(n_pos), n_sites
-        self.study_id_ = _study_id(federation, study)
-        self.study_spec_ = study if hasattr(study, "model_dump") else None
-        self._set_coefficients()
-        return self
+        self.n_samples_, self.n_positives_, self.n_sites_ = int(round(n_total)), int(round(n_pos)), n_sites
 
     def _check_encryption(self, federation: Any) -> None:
         fed_encrypted = getattr(federation, "encrypted", None)

@@ -140,13 +140,7 @@ def fit_private(model: Any, fed: Any, study: Any, names: list[str], strategy: st
     beta = np.mean(iterates[-average:], axis=0)
     model.beta_, model.information_, model.loglik_ = beta, info, loglik
     model.n_iter_, model.converged_, model.history_ = rounds, True, history
-    model.preprocessor_ = prep
-    model.feature_names_in_ = np.asarray(names, dtype=object)
-    model.n_features_in_ = len(names)
-    model.terms_ = prep.terms_.copy()
-    model.dropped_terms_ = list(prep.dropped_terms_)
-    model.classes_ = np.array([0, 1])
-    model.n_samples_, model.n_positives_, model.n_sites_ = int(round(n_total)), int(round(n_pos)), n_sites
+    model._record_fit(prep, names, n_total, n_pos, n_sites)
     model.dp_ = spent_record(
         plan, records, clip_norm=clip["clip_norm"],
         quantisation={"gradient_scale": clip["scale_g"], "hessian_scale": clip["scale_h"],
