@@ -225,17 +225,11 @@ class SiteNode:
                 f"site {self.site_id} refuses {task.name!r} as a {mode} release: its output leaves this site only "
                 f"as {' or '.join(task.release)} (rule release_mode)", rule="release_mode", site_id=self.site_id)
         self.policy.check_task(task.name, self.site_id, mode)
-        params = msg.payload.get("params") or {}
-        for key in ("features", "columns", "terms"):
-            named = params.get(key)
-            if isinstance(named, str):
-                named = [named]
-            if isinstance(named, list):
-                meta = sorted({c for c in named if isinstance(c, str) and c in META_COLUMNS})
-                if meta:
-                    raise DisclosureError(
-                        f"site {self.site_id} refuses {task.name!r}: {key} {meta} are record identifiers or the "
-                        "outcome, never features (rule meta_columns)", rule="meta_columns", site_id=self.site_id)
+        problem = _meta_column_use(msg.payload.get("params") or {})
+        if problem:
+            raise DisclosureError(
+                f"site {self.site_id} refuses {task.name!r}: {problem} (rule meta_columns)", rule="meta_columns",
+                site_id=self.site_id)
 
     def _query(self, msg: TaskMessage) -> Reply:
         task = get_task(msg.task)
@@ -374,3 +368,30 @@ def _request_digest(msg: TaskMessage) -> str:
     from ehr_fed.federation.checkpoint import params_hash
 
     return params_hash(msg.header(), msg.payload.get("params") or {})
+
+
+#: parameter keys that name feature-table columns to compute on (at any depth of the parameters)
+_COLUMN_KEYS = ("features", "columns", "terms", "feature_names")
+
+
+def _meta_column_use(params: Any) -> str | None:
+    """Why ``params`` misuse a meta column (``None`` if they do not): a record identifier, the index time or the
+    outcome named as a feature or statistics column, an outcome other than ``label``, or a grouping by a record
+    identifier (grouping by the outcome is Table 1's ``by="label"``)."""
+    if not isinstance(params, dict):
+        return None
+    for key, value in params.items():
+        if key in _COLUMN_KEYS:
+            named = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+            meta = sorted({c for c in named if isinstance(c, str) and c in META_COLUMNS})
+            if meta:
+                return f"{key} {meta} are record identifiers or the outcome, never features"
+        elif key == "label" and value != "label":
+            return f"the outcome is the column 'label', not {value!r}"
+        elif key == "by" and value in META_COLUMNS and value != "label":
+            return f"grouping by {value!r} would release one group per record"
+        elif isinstance(value, dict):
+            nested = _meta_column_use(value)
+            if nested:
+                return nested
+    return None
