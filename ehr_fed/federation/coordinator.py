@@ -195,9 +195,10 @@ class Federation:
         contributions = self._check_contributions(task, r, nonce, replies, lay, participants, digest, decryptor)
         self.members = list(participants)
         total = {name: he.add(self._pk, [c["arrays"][name] for c in contributions]) for name in lay}
-        arrays, supp, contributors = self._decrypt(task, r, nonce, contributions, total, missing, lay,
-                                                   participants, digest, decryptor)
-        result = SecureSumResult(arrays, round=r, contributors=contributors, missing=missing, suppressed=supp)
+        arrays, supp, contributors, release = self._decrypt(task, r, nonce, contributions, total, missing, lay,
+                                                            participants, digest, decryptor)
+        result = SecureSumResult(arrays, round=r, contributors=contributors, missing=missing, suppressed=supp,
+                                 release=release)
         return self._finish(r, key, f"secure_sum {task}", result)
 
     # -- internals ---------------------------------------------------------------------------------
@@ -340,7 +341,8 @@ class Federation:
             raise FederationError(f"round {r} ({task!r}): the decrypting site could not decrypt the sum: "
                                   f"{decryptor}: {rep.error_kind}: {rep.error}")
         arrays = {k: np.asarray(v, dtype=np.float64) for k, v in rep.payload["arrays"].items()}
-        return arrays, rep.payload.get("suppressed", {}), list(rep.payload.get("contributors", []))
+        return (arrays, rep.payload.get("suppressed", {}), list(rep.payload.get("contributors", [])),
+                rep.payload.get("release"))
 
 
 def _layout_entry(name: str, spec: Any) -> Any:

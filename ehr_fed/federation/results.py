@@ -41,7 +41,19 @@ class RoundResult(dict):
 
 
 class SecureSumResult(RoundResult):
-    """``dict[name, np.ndarray]``: the decrypted sums, in the shapes the sites returned."""
+    """``dict[name, np.ndarray]``: the decrypted sums, in the shapes the sites returned.
+
+    ``release`` is the decrypting site's signed release record of these values
+    (:mod:`ehr_fed.federation.releases`), ``None`` for a plaintext federation without one; later requests
+    carry it back to the sites (the transcript they replay).
+    """
+
+    def __init__(self, data: dict[str, Any], *, release: dict[str, Any] | None = None, **meta: Any):
+        super().__init__(data, **meta)
+        self.release = release
+
+    def meta(self) -> dict[str, Any]:
+        return {**super().meta(), "release": self.release}
 
 
 class QueryResult(RoundResult):

@@ -26,6 +26,7 @@ from ehr_fed.federation.masks import (
 )
 from ehr_fed.federation.messages import ProtocolError, Reply, TaskMessage
 from ehr_fed.federation.payload import PayloadTypeError, nbytes, validate
+from ehr_fed.federation.releases import sign_release
 from ehr_fed.federation.signing import contribution_digest
 from ehr_fed.federation.state import SiteState
 from ehr_fed.federation.tasks import (
@@ -358,8 +359,13 @@ class SiteNode:
         self.policy.check_task(task.name, self.site_id)
         result, contributors = open_sum(self, msg)
         suppressed = self._suppress(task, result)
+        # the released values, signed: later requests carry them back so every site can replay the protocol
+        record = sign_release(self.keys, study=msg.study, session=msg.session, round=msg.round, task=msg.task,
+                              params_digest=msg.payload["params_digest"],
+                              participants=msg.payload["participants"], arrays=result)
         return self._release(msg, f"{task.kind}:aggregate",
-                             {"arrays": result, "suppressed": suppressed, "contributors": contributors},
+                             {"arrays": result, "suppressed": suppressed, "contributors": contributors,
+                              "release": record},
                              suppressed=suppressed, contributors=contributors)
 
 
