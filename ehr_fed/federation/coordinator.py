@@ -22,6 +22,7 @@ from ehr_fed.federation.payload import validate
 from ehr_fed.federation.results import QueryResult, SecureSumResult
 from ehr_fed.federation.signing import contribution_digest
 from ehr_fed.federation.site import SiteNode
+from ehr_fed.federation.tasks import UnknownTaskError, get_task
 from ehr_fed.federation.transports.base import SiteFailure, Transport
 from ehr_fed.privacy import PrivacyPolicy
 
@@ -196,7 +197,7 @@ class Federation:
         self.members = list(participants)
         total = {name: he.add(self._pk, [c["arrays"][name] for c in contributions]) for name in lay}
         arrays, supp, contributors, release = self._decrypt(task, r, nonce, contributions, total, missing, lay,
-                                                            participants, digest, decryptor)
+                                                            participants, digest, decryptor, params)
         result = SecureSumResult(arrays, round=r, contributors=contributors, missing=missing, suppressed=supp,
                                  release=release)
         return self._finish(r, key, f"secure_sum {task}", result)
@@ -322,10 +323,13 @@ class Federation:
         decrypting site for the same computation)."""
         return sorted(candidates)
 
-    def _decrypt(self, task, r, nonce, contributions, total, missing, lay, participants, digest, decryptor):
+    def _decrypt(self, task, r, nonce, contributions, total, missing, lay, participants, digest, decryptor,
+                 params):
         payload = {"contributions": contributions, "contribution_nonce": nonce, "sum": total,
                    "encrypted": self.encrypted, "layout": lay, "participants": participants,
                    "params_digest": digest, "decryptor": decryptor}
+        if _needs_params(task):  # the decrypting site merges such histograms by their parameters
+            payload["params"] = params
         if self.encrypted and self.keys is not None and self.keys.scheme == "threshold":
             payload["partials"] = self._partials(task, r, payload, participants, decryptor)
         msg = TaskMessage("decrypt", task, self.study_id, self.journal.session, r, new_nonce(), payload)
@@ -343,6 +347,15 @@ class Federation:
         arrays = {k: np.asarray(v, dtype=np.float64) for k, v in rep.payload["arrays"].items()}
         return (arrays, rep.payload.get("suppressed", {}), list(rep.payload.get("contributors", [])),
                 rep.payload.get("release"))
+
+
+def _needs_params(task: str) -> bool:
+    """Whether the decrypting site needs a computation's parameters to release it (histograms over requested
+    edges); a task registered only at the sites is released without them."""
+    try:
+        return get_task(task).edges is not None
+    except UnknownTaskError:
+        return False
 
 
 def _layout_entry(name: str, spec: Any) -> Any:

@@ -9,6 +9,7 @@ Each line is one event::
     {"e": "nonce", "nonce": "...", "session": "...", "round": 3}
     {"e": "opened", "key": "<study>/<task>/<params digest>", "sites": ["site_a", "site_b", "site_c"]}
     {"e": "contributed", "key": "<study>/<task>/<params digest>", "decryptor": "site_a"}
+    {"e": "record", "key": "<study>/intervals/<column>/<group>", "value": {...}}   (last one wins)
 
 Why contributors remember the decrypting site: two decryptors, each opening the same computation over a
 different participant set, would each see nothing wrong; their two sums differ by one site's numbers. A
@@ -36,6 +37,7 @@ class SiteState:
         self.last_round: dict[str, int] = {}
         self.opened: dict[str, tuple[str, ...]] = {}
         self.decryptors: dict[str, str] = {}
+        self.records: dict[str, dict] = {}
         self._lock = threading.Lock()
         if self.path is not None:
             self._load()
@@ -62,6 +64,8 @@ class SiteState:
                     self.opened[ev["key"]] = tuple(ev["sites"])
                 elif ev["e"] == "contributed":
                     self.decryptors.setdefault(ev["key"], ev["decryptor"])
+                elif ev["e"] == "record":
+                    self.records[ev["key"]] = dict(ev["value"])
             except (ValueError, KeyError, TypeError):
                 # a torn last line after a crash; anything else is a damaged file the operator must see
                 log.warning("site state %s: ignoring unreadable line %d", self.path, i)
@@ -114,3 +118,16 @@ class SiteState:
                 self.decryptors[key] = decryptor
                 self._append({"e": "contributed", "key": key, "decryptor": decryptor})
         return None
+
+    # -- records of what was released -----------------------------------------------------------
+    def get_record(self, key: str) -> dict | None:
+        """The last record stored under ``key`` (e.g. an interval ledger), ``None`` if there is none."""
+        with self._lock:
+            value = self.records.get(key)
+        return None if value is None else dict(value)
+
+    def put_record(self, key: str, value: dict) -> None:
+        """Store ``value`` (JSON-serialisable) under ``key``, durably before the release it describes."""
+        with self._lock:
+            self.records[key] = dict(value)
+            self._append({"e": "record", "key": key, "value": value})

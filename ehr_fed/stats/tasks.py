@@ -100,7 +100,7 @@ def moments(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     return {k: np.array(v, dtype=np.float64).reshape(-1, len(cols)) for k, v in out.items()}
 
 
-@site_task("stats.histogram", kind="histogram", histograms=("hist",))
+@site_task("stats.histogram", kind="histogram", histograms=("hist",), edges="edges")
 def histogram(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Counts of each column's non-missing values in public bins.
 
