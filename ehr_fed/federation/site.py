@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ehr_fed.federation import he
+from ehr_fed.federation.crosssite import CROSS_SITE_TASKS, apply_flags
 from ehr_fed.federation.keys import SiteKeys
 from ehr_fed.federation.masks import (
     SiteMasker,
@@ -237,6 +238,9 @@ class SiteNode:
         self._admit(task, msg, "plaintext")
         result = validate(self._run(task, msg), f"[{task.name!r} result]")
         suppressed = self._suppress(task, result, msg.payload.get("params"), [self.site_id], msg.study)
+        if task.name in CROSS_SITE_TASKS:  # cells some other member hides are hidden here too
+            for name, cells in apply_flags(self, task.name, msg, result).items():
+                suppressed[name] = sorted(set(suppressed.get(name, [])) | set(cells))
         arrays = {k: v for k, v in result.items() if isinstance(v, np.ndarray)}
         self._check_gradient(task, arrays)
         return self._release(msg, task.kind, {"result": result, "suppressed": suppressed},
