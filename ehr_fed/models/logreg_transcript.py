@@ -306,14 +306,15 @@ def check_newton_request(params: Mapping[str, Any], ctx: Any) -> None:
     _check_design(params["preprocess"], design_state(design.prep), sid)
     base = {k: params[k] for k in _BASE_KEYS if k in params}
     sent = [*path, params["beta"]]
-    _check_beta(rule.beta, sent[0], 1, sid)
-    for j, record in enumerate(transcript[2:], start=1):
-        if rule.finished:
-            raise TranscriptError("finished", f"the transcript continues after round {j - 1}", sid)
+    for j, record in enumerate(transcript[2:], start=1):  # the chain first: every record from its request
         if record["params_digest"] != params_digest(newton_params(base, sent[j - 1], path[:j - 1],
                                                                   transcript[:j + 1])):
             raise TranscriptError("chain", f"the record of Newton round {j} is not the release of the request "
                                            "this transcript implies", sid)
+    _check_beta(rule.beta, sent[0], 1, sid)
+    for j in range(1, len(transcript) - 1):  # then the replay: each step from the released aggregates
+        if rule.finished:
+            raise TranscriptError("finished", f"the transcript continues after round {j - 1}", sid)
         try:
             rule.update(values[j + 1], np.asarray(sent[j - 1], dtype=float))
         except (KeyError, ValueError) as exc:  # a singular information matrix: the coordinator stopped there
