@@ -340,3 +340,21 @@ def test_a_private_fit_is_replayed_from_its_noisy_releases(ceremony, tables):
         _refused_by_all(_send(fed, crafted, like=msg), "malformed")
     finally:
         fed.close()
+
+
+# -- a plaintext federation ------------------------------------------------------------------------------------
+def test_a_plaintext_federation_is_replayed_the_same_way(tables):
+    """encrypted=False still sends every sum to a decrypting site that signs the release: same replay, no
+    unsigned path."""
+    fed = Federation.in_process(tables, encrypted=False, study=STUDY)
+    fed.transport = Recorder(fed.transport)
+    try:
+        model = _fit(fed, max_iter=3, tol=1e-14, encrypted=False)
+        assert model.n_iter_ == 3
+        params, msg = _request(fed, 3)
+        assert all(isinstance(r.get("signature"), str) for r in params["transcript"])
+        _accepted_by_all(_send(fed, copy.deepcopy(params), like=msg))
+        params["beta"][0] += 1e-3
+        _refused_by_all(_send(fed, params, like=msg), "beta")
+    finally:
+        fed.close()
