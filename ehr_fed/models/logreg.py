@@ -10,8 +10,9 @@ Protocol (every arrow is one ``Federation.secure_sum``; the coordinator never se
 Every Newton request carries the signed releases of the fit so far and the coefficients of the earlier
 rounds; each site replays the fit from them with the same code (:mod:`ehr_fed.models.logreg_transcript`)
 and refuses a design or coefficients that do not follow. The design, the penalty and the secure-sum bounds
-are documented in :mod:`ehr_fed.models.base` and :mod:`ehr_fed.models.logreg_newton`. Standard errors come from the pooled information matrix, so
-:meth:`FederatedLogisticRegression.summary` equals statsmodels' ``Logit`` on the concatenated tables.
+are documented in :mod:`ehr_fed.models.base` and :mod:`ehr_fed.models.logreg_newton`. Standard errors
+come from the pooled information matrix, so :meth:`FederatedLogisticRegression.summary` equals
+statsmodels' ``Logit`` on the concatenated tables.
 """
 
 from __future__ import annotations
