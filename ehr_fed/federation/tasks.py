@@ -31,13 +31,17 @@ KINDS = ("count", "moments", "histogram", "gradient", "metric", "other")
 
 @dataclass(frozen=True)
 class SiteContext:
-    """What a task knows about the site it runs at."""
+    """What a task knows about the site it runs at (and, for a task that replays the protocol's signed
+    transcript, the request's session, the site's pinned ``peers`` and the request's ``participants``)."""
 
     site_id: str
     policy: PrivacyPolicy
     study: str = ""
     round: int = 0
     n_rows: int = 0
+    session: str = ""
+    peers: Mapping[str, Any] = field(default_factory=dict)
+    participants: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
