@@ -286,6 +286,36 @@ class SiteNode:
                 done[hname] = merged
         return done
 
+    def _record_cells(self, task: SiteTask, msg: TaskMessage, digest: str, participants: list[str]) -> None:
+        """Refuse to contribute what an earlier computation of this study revealed over another participant set.
+
+        Keys: the task with its parameter digest, and the task's declared cells (one per statistics column, the
+        row count): the same column summed over {A, B, C} and then over {B, C} gives site A's cell, whatever the
+        two requests were called. A drop-out rerun (same session and round, a new nonce, fewer sites) replaces
+        the record of the attempt that did not complete.
+        """
+        keys = [f"task:{task.name}/{digest}", *task.cell_keys(msg.payload.get("params") or {})]
+        sites = sorted(participants)
+        new = []
+        for key in keys:
+            rec = self.state.get_record(f"{msg.study}/cells/{key}")
+            if rec is not None and rec["sites"] == sites:
+                continue
+            new.append(key)
+            if rec is None:
+                continue
+            rerun = (rec.get("session") == msg.session and rec.get("round") == msg.round
+                     and set(sites) < set(rec["sites"]))
+            if not rerun:
+                raise DisclosureError(
+                    f"site {self.site_id} already contributed {_cell_name(key)} to this study over "
+                    f"{len(rec['sites'])} sites; the same over {len(sites)} sites would reveal the difference "
+                    "(rule differencing). Run the analysis over the same sites, or start a new study id in "
+                    "every site's config", rule="differencing", site_id=self.site_id)
+        for key in new:
+            self.state.put_record(f"{msg.study}/cells/{key}",
+                                  {"sites": sites, "session": msg.session, "round": int(msg.round)})
+
     def _merge_intervals(self, task: SiteTask, h: np.ndarray, params: dict | None,
                          scope: list[str] | None, study: str) -> list:
         """Histograms ``(n_groups, n_columns, n_bins)`` over ``params[task.edges]``, merged so that no
@@ -347,6 +377,7 @@ class SiteNode:
                 f"site {self.site_id} contributed to this {task.name!r} computation for the decrypting site "
                 f"{prev}; a second decrypting site could open it over another participant set (differencing)",
                 rule="differencing", site_id=self.site_id)
+        self._record_cells(task, msg, digest, participants)
         masker = None
         if encrypted and self.masks:
             context = mask_context(study=msg.study, session=msg.session, round=msg.round, nonce=msg.nonce,
@@ -420,6 +451,13 @@ class SiteNode:
                              {"arrays": result, "suppressed": suppressed, "contributors": contributors,
                               "release": record},
                              suppressed=suppressed, contributors=contributors)
+
+
+def _cell_name(key: str) -> str:
+    """A readable name of a cell key: ``col:age`` -> "the statistics of 'age'"."""
+    if key.startswith("col:"):
+        return f"the statistics of {key[4:]!r}"
+    return f"the computation {key[5:].split('/')[0]!r}" if key.startswith("task:") else repr(key)
 
 
 def _request_digest(msg: TaskMessage) -> str:

@@ -39,6 +39,13 @@ def _groups(table: pd.DataFrame, by: str | None) -> list[np.ndarray]:
     raise ValueError(f"by={by!r}: expected None or 'label'")
 
 
+def _column_cells(params: dict) -> list[str]:
+    """The statistics of a column (moments, histograms) over one participant set: one key per column. (A
+    site's row count is no such cell: it is what a per-site count shows anyway.)"""
+    cols = params.get("columns")
+    return [f"col:{c}" for c in (cols if isinstance(cols, list) else [])]
+
+
 @site_task("stats.count", kind="count", counts={"n": (), "positives": ()})
 def count(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Rows (index events) and positives at this site: ``{"n": float, "positives": float}``."""
@@ -83,7 +90,7 @@ def _binary(x: np.ndarray) -> np.ndarray:
         return np.all(np.isnan(x) | (x == 0) | (x == 1), axis=0)
 
 
-@site_task("stats.moments", kind="moments", counts=_moment_counts("sum", "sumsq"))
+@site_task("stats.moments", kind="moments", counts=_moment_counts("sum", "sumsq"), cells=_column_cells)
 def moments(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Per group (``by``: None or "label") and column: non-missing count, sum, sum of squares,
     number of rows and number missing, and for 0/1 columns the numbers of ones and zeros (0 elsewhere).
@@ -102,7 +109,7 @@ def moments(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     return {k: np.array(v, dtype=np.float64).reshape(-1, len(cols)) for k, v in out.items()}
 
 
-@site_task("stats.histogram", kind="histogram", histograms=("hist",), edges="edges")
+@site_task("stats.histogram", kind="histogram", histograms=("hist",), edges="edges", cells=_column_cells)
 def histogram(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Counts of each column's non-missing values in public bins.
 
@@ -134,7 +141,7 @@ def columns(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     return {"columns": feature_columns(table)}
 
 
-@site_task("stats.centered", kind="moments", counts=_moment_counts("dev", "m2"))
+@site_task("stats.centered", kind="moments", counts=_moment_counts("dev", "m2"), cells=_column_cells)
 def centered(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Sums of deviations and squared deviations from a public ``center`` (n_groups, n_columns), with the
     same counts as ``stats.moments`` (so the same cells are hidden in both releases)."""

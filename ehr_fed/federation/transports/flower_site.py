@@ -317,7 +317,11 @@ class SiteClient:
         for attempt in (1, 2):  # reconnect once if the service restarted
             sock = self._connect()
             try:
-                wire.send_frame(sock, blob)
+                try:
+                    wire.send_frame(sock, blob)
+                except (BrokenPipeError, ConnectionResetError):
+                    # the service may have answered first (a refused peer) and closed: read that answer
+                    return wire.unpack(wire.recv_frame(sock))
                 return wire.unpack(wire.recv_frame(sock))
             except (EOFError, BrokenPipeError, ConnectionResetError):
                 self.close()
