@@ -61,7 +61,8 @@ class SiteNode:
     allow_insecure : bool
         Accept a Paillier key below 2048 bits (tests only; also ``EHR_FED_ALLOW_INSECURE_KEYS=1``).
     masks : bool, default True
-        Mask contributions pairwise (:mod:`ehr_fed.federation.masks`). ``False`` exists only to measure what
+        Mask contributions pairwise (:mod:`ehr_fed.federation.masks`) and with a self-mask revealed only for an
+        attempt the site saw complete (:mod:`ehr_fed.federation.reveal`). ``False`` exists only to measure what
         the masks cost (benchmarks); every site of a federation must then agree, and the decrypting site can
         read each contribution.
     state : SiteState or path, optional

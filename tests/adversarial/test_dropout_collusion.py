@@ -57,9 +57,9 @@ def harness(tables, tmp_path):
 class Colluders:
     """A malicious coordinator plus the decrypting site's key and state, against real sites."""
 
-    def __init__(self, tables, state_dir, study="s1"):
+    def __init__(self, tables, state_dir, study="s1", scheme="single"):
         self.tables, self.state_dir, self.study = tables, state_dir, study
-        self.keys, _ = test_ceremony(SITES)
+        self.keys, _ = test_ceremony(SITES, scheme=scheme, threshold=2 if scheme == "threshold" else None)
         self.nodes = {sid: self._node(sid) for sid in SITES}
         self.transport = InProcessTransport(self.nodes)
         self.session = new_nonce()
@@ -266,6 +266,32 @@ def test_the_decrypting_site_refuses_forged_or_missing_reveals(harness):
     rep = decrypt(good)
     assert rep.ok, rep.error
     np.testing.assert_allclose(np.ravel(rep.payload["arrays"]["totals"]), harness.truth(SITES), atol=1e-6)
+
+
+def test_a_share_holder_removes_self_masks_only_with_every_signed_reveal(tables, tmp_path):
+    h = Colluders(tables, tmp_path, scheme="threshold")
+    try:
+        nonce, replies = h.contribute(SITES)
+        revealed = h.reveal(nonce, h.entries(replies), SITES)
+        good = {sid: {"seed": r.payload["seed"], "signature": r.payload["signature"]} for sid, r in revealed.items()}
+
+        def partial(reveals):
+            return h.send("partial_decrypt", _decrypt_payload(h, nonce, replies, reveals), ["site_b"])["site_b"]
+
+        rep = partial({s: v for s, v in good.items() if s != VICTIM})
+        assert not rep.ok and "missing ['site_d']" in rep.error
+        rep = partial(dict(good, site_c={"seed": bytes(32), "signature": good["site_c"]["signature"]}))
+        assert not rep.ok and "not signed by 'site_c'" in rep.error
+        rep = partial(good)
+        assert rep.ok, rep.error
+        # the combining site, with that partial decryption, opens the exact sum
+        payload = dict(_decrypt_payload(h, nonce, replies, good),
+                       partials={"site_b": {k: rep.payload[k] for k in ("partials", "signature", "index")}})
+        out = h.send("decrypt", payload, [DECRYPTOR])[DECRYPTOR]
+        assert out.ok, out.error
+        np.testing.assert_allclose(np.ravel(out.payload["arrays"]["totals"]), h.truth(SITES), atol=1e-6)
+    finally:
+        h.close()
 
 
 def test_a_reveal_signature_is_bound_to_its_attempt(harness):
