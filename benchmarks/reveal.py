@@ -158,6 +158,8 @@ def main(argv=None) -> int:
                                            for w, r in zip(reveal_wall, on, strict=True)]),
         "self_residues_seconds_per_fit": _stats([r["timers"].get("self_residues", 0.0) for r in on]),
         "remove_self_masks_seconds_per_fit": _stats([r["timers"].get("remove_self_masks", 0.0) for r in on]),
+        "exchange_wall_seconds_per_fit": {k: _stats([r["timers"].get(k, 0.0) for r in on])
+                                          for k in sorted(on[0]["timers"]) if k.startswith("exchange:")},
         "identical_coefficients": all(r["coef"] == on[0]["coef"] for r in on + off),
     }
     print(json.dumps(out, indent=2))
