@@ -22,6 +22,7 @@ from ehr_fed.federation.payload import validate
 from ehr_fed.federation.results import QueryResult, SecureSumResult
 from ehr_fed.federation.signing import contribution_digest
 from ehr_fed.federation.site import SiteNode
+from ehr_fed.federation.tasks import UnknownTaskError, get_task
 from ehr_fed.federation.transports.base import SiteFailure, Transport
 from ehr_fed.privacy import PrivacyPolicy
 
@@ -199,7 +200,8 @@ class Federation:
         if any(rep.payload.get("masked") for rep in replies.values()):
             reveals = self._reveals(task, r, nonce, contributions, participants, digest, decryptor)
         arrays, supp, contributors, release = self._decrypt(task, r, nonce, contributions, total, missing, lay,
-                                                            participants, digest, decryptor, reveals=reveals)
+                                                            participants, digest, decryptor, params,
+                                                            reveals=reveals)
         result = SecureSumResult(arrays, round=r, contributors=contributors, missing=missing, suppressed=supp,
                                  release=release)
         return self._finish(r, key, f"secure_sum {task}", result)
@@ -351,10 +353,12 @@ class Federation:
         return out
 
     def _decrypt(self, task, r, nonce, contributions, total, missing, lay, participants, digest, decryptor,
-                 reveals=None):
+                 params, reveals=None):
         payload = {"contributions": contributions, "contribution_nonce": nonce, "sum": total,
                    "encrypted": self.encrypted, "layout": lay, "participants": participants,
                    "params_digest": digest, "decryptor": decryptor}
+        if _needs_params(task):  # the decrypting site merges such histograms by their parameters
+            payload["params"] = params
         if reveals is not None:
             payload["reveals"] = reveals
         if self.encrypted and self.keys is not None and self.keys.scheme == "threshold":
@@ -374,6 +378,15 @@ class Federation:
         arrays = {k: np.asarray(v, dtype=np.float64) for k, v in rep.payload["arrays"].items()}
         return (arrays, rep.payload.get("suppressed", {}), list(rep.payload.get("contributors", [])),
                 rep.payload.get("release"))
+
+
+def _needs_params(task: str) -> bool:
+    """Whether the decrypting site needs a computation's parameters to release it (histograms over requested
+    edges); a task registered only at the sites is released without them."""
+    try:
+        return get_task(task).edges is not None
+    except UnknownTaskError:
+        return False
 
 
 def _layout_entry(name: str, spec: Any) -> Any:

@@ -27,6 +27,7 @@ import numpy as np
 
 from ehr_fed.federation import he
 from ehr_fed.federation.keys import unwrap_secret, wrap_secret
+from ehr_fed.federation.masks import params_digest
 from ehr_fed.federation.messages import ProtocolError, TaskMessage
 from ehr_fed.federation.signing import array_bytes, contribution_digest
 
@@ -52,6 +53,9 @@ def verified_sum(site, msg: TaskMessage, *, role: str):
         raise ProtocolError("decrypt request: participants must be a list of site ids")
     if not isinstance(digest, str) or not digest:
         raise ProtocolError("decrypt request: params_digest must be a non-empty str")
+    if "params" in p and params_digest(p["params"] if p["params"] is not None else {}) != digest:
+        raise ProtocolError("decrypt request: its parameters are not those the contributors signed "
+                            "(params_digest differs)")
     if not isinstance(total, dict) or not isinstance(p.get("layout") or {}, dict):
         raise ProtocolError("decrypt request: sum and layout must be mappings of output names")
     if role == "decryptor" and decryptor != site.site_id:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ehr_fed.federation import he
+from ehr_fed.federation.crosssite import CROSS_SITE_TASKS, apply_flags
 from ehr_fed.federation.keys import SiteKeys
 from ehr_fed.federation.masks import (
     SiteMasker,
@@ -170,7 +171,8 @@ class SiteNode:
 
     def _context(self, msg: TaskMessage) -> SiteContext:
         return SiteContext(site_id=self.site_id, policy=self.policy, study=msg.study, round=msg.round,
-                           n_rows=len(self.table))
+                           n_rows=len(self.table), session=msg.session, peers=self.keys.peers,
+                           participants=tuple(msg.payload.get("participants") or ()))
 
     def _run(self, task: SiteTask, msg: TaskMessage) -> dict[str, Any]:
         from ehr_fed.privacy.budget import charge_release, open_release
@@ -238,14 +240,21 @@ class SiteNode:
         task = get_task(msg.task)
         self._admit(task, msg, "plaintext")
         result = validate(self._run(task, msg), f"[{task.name!r} result]")
-        suppressed = self._suppress(task, result)
+        suppressed = self._suppress(task, result, msg.payload.get("params"), [self.site_id], msg.study)
+        if task.name in CROSS_SITE_TASKS:  # cells some other member hides are hidden here too
+            for name, cells in apply_flags(self, task.name, msg, result).items():
+                suppressed[name] = sorted(set(suppressed.get(name, [])) | set(cells))
         arrays = {k: v for k, v in result.items() if isinstance(v, np.ndarray)}
         self._check_gradient(task, arrays)
         return self._release(msg, task.kind, {"result": result, "suppressed": suppressed},
                              suppressed=suppressed)
 
-    def _suppress(self, task: SiteTask, result: dict[str, Any]) -> dict[str, list[int]]:
-        """Suppress small cells of the task's declared count outputs (and their dependents) in place."""
+    def _suppress(self, task: SiteTask, result: dict[str, Any], params: dict | None = None,
+                  scope: list[str] | None = None, study: str = "") -> dict[str, list[int]]:
+        """Suppress small cells of the task's declared count outputs (and their dependents) in place.
+
+        ``params`` and ``scope`` (the sites the result sums over) are needed for histograms over requested
+        edges (``task.edges``): their bins are merged against this site's interval ledger of the column."""
         done: dict[str, list[int]] = {}
         for cname, deps in task.counts.items():
             if cname not in result:
@@ -261,6 +270,13 @@ class SiteNode:
         for hname in task.histograms:
             if hname not in result:
                 raise ProtocolError(f"task {task.name!r} declares histogram {hname!r} but did not return it")
+            if task.edges is not None:
+                merged = self._merge_intervals(task, np.array(result[hname], dtype=np.float64), params, scope,
+                                               study)
+                result[hname] = merged.pop()
+                if merged[0]:
+                    done[hname] = merged[0]
+                continue
             h = np.array(result[hname], dtype=np.float64)
             rows = h.reshape(-1, h.shape[-1]) if h.ndim else h.reshape(1, 1)
             merged = []
@@ -271,6 +287,43 @@ class SiteNode:
             if merged:
                 done[hname] = merged
         return done
+
+    def _merge_intervals(self, task: SiteTask, h: np.ndarray, params: dict | None,
+                         scope: list[str] | None, study: str) -> list:
+        """Histograms ``(n_groups, n_columns, n_bins)`` over ``params[task.edges]``, merged so that no
+        interval between boundaries this site has released for a column (over the same sites) holds
+        1 .. min_cell_count-1 rows. Returns ``[merged groups, merged histogram]``."""
+        from ehr_fed.privacy.intervals import IntervalLedger, merge_against
+
+        if not isinstance(params, dict) or scope is None:
+            raise ProtocolError(f"task {task.name!r}: a histogram over requested edges is released only with its "
+                                "parameters and participant set")
+        try:
+            columns = [str(c) for c in params["columns"]]
+            edges = np.asarray(params[task.edges], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"task {task.name!r}: columns and {task.edges!r} are required ({exc})") from None
+        if h.ndim != 3 or h.shape[1] != len(columns) or edges.shape != (len(columns), h.shape[2] + 1):
+            raise ProtocolError(f"task {task.name!r}: histogram of shape {h.shape} does not match {len(columns)} "
+                                f"columns and edges of shape {edges.shape}")
+        by = params.get("by") or "all"
+        where = f"{study}/intervals/{','.join(sorted(scope))}"
+        out, groups = np.empty_like(h), []
+        for j, column in enumerate(columns):
+            keys = [f"{where}/{column}/all"] + ([f"{where}/{column}/{by}"] if by != "all" else [])
+            ledgers = []
+            for key, n in zip(keys, (1, h.shape[0]), strict=False):
+                rec = self.state.get_record(key)
+                ledgers.append(IntervalLedger.from_dict(rec) if rec else IntervalLedger(n))
+            try:
+                out[:, j], merged = merge_against(h[:, j], edges[j], self.policy.min_cell_count, ledgers)
+            except ValueError as exc:
+                raise DisclosureError(f"site {self.site_id} refuses the histogram of {column!r}: {exc} "
+                                      "(rule differencing)", rule="differencing", site_id=self.site_id) from None
+            for key, led in zip(keys, ledgers, strict=True):
+                self.state.put_record(key, led.to_dict())
+            groups.extend([[g * h.shape[1] + j, *m] for g in range(h.shape[0]) for m in merged])
+        return [groups, out]
 
     def _secure_sum(self, msg: TaskMessage) -> Reply:
         task = get_task(msg.task)
@@ -381,7 +434,7 @@ class SiteNode:
         task = get_task(msg.task)
         self.policy.check_task(task.name, self.site_id)
         result, contributors = open_sum(self, msg)
-        suppressed = self._suppress(task, result)
+        suppressed = self._suppress(task, result, msg.payload.get("params"), contributors, msg.study)
         # the released values, signed: later requests carry them back so every site can replay the protocol
         record = sign_release(self.keys, study=msg.study, session=msg.session, round=msg.round, task=msg.task,
                               params_digest=msg.payload["params_digest"],

@@ -9,8 +9,9 @@ Each line is one event::
     {"e": "nonce", "nonce": "...", "session": "...", "round": 3}
     {"e": "opened", "key": "<study>/<task>/<params digest>", "sites": ["site_a", "site_b", "site_c"]}
     {"e": "contributed", "key": "<study>/<task>/<params digest>", "decryptor": "site_a"}
-    {"e": "self_mask", "attempt": "<study>/<session>/<round>/<nonce>/<task>", "seed": "<hex>", ...}
-    {"e": "complete", "key": "<study>/<task>/<params digest>", "sites": ["site_a", "site_b", "site_c"]}
+    {"e": "self_mask", "attempt": "[study, session, round, nonce, task]", "seed": "<hex>", ...}
+    {"e": "complete", "key": "[study, task, params digest]", "sites": ["site_a", "site_b", "site_c"]}
+    {"e": "record", "key": "<study>/intervals/<column>/<group>", "value": {...}}   (last one wins)
 
 A ``self_mask`` line holds the secret seed of this site's self-mask for one attempt of a secure sum
 (:mod:`ehr_fed.federation.reveal`) with what the site signed in that attempt; a ``complete`` line records that
@@ -45,6 +46,7 @@ class SiteState:
         self.decryptors: dict[str, str] = {}
         self.self_masks: dict[str, dict] = {}
         self.complete: dict[str, tuple[str, ...]] = {}
+        self.records: dict[str, dict] = {}
         self._lock = threading.Lock()
         if self.path is not None:
             self._load()
@@ -75,6 +77,8 @@ class SiteState:
                     self.self_masks.setdefault(ev["attempt"], {k: v for k, v in ev.items() if k != "e"})
                 elif ev["e"] == "complete":
                     self.complete.setdefault(ev["key"], tuple(ev["sites"]))
+                elif ev["e"] == "record":
+                    self.records[ev["key"]] = dict(ev["value"])
             except (ValueError, KeyError, TypeError):
                 # a torn last line after a crash; anything else is a damaged file the operator must see
                 log.warning("site state %s: ignoring unreadable line %d", self.path, i)
@@ -163,3 +167,15 @@ class SiteState:
                 self.complete[key] = sites
                 self._append({"e": "complete", "key": key, "sites": list(sites)})
         return None
+    # -- records of what was released -----------------------------------------------------------
+    def get_record(self, key: str) -> dict | None:
+        """The last record stored under ``key`` (e.g. an interval ledger), ``None`` if there is none."""
+        with self._lock:
+            value = self.records.get(key)
+        return None if value is None else dict(value)
+
+    def put_record(self, key: str, value: dict) -> None:
+        """Store ``value`` (JSON-serialisable) under ``key``, durably before the release it describes."""
+        with self._lock:
+            self.records[key] = dict(value)
+            self._append({"e": "record", "key": key, "value": value})

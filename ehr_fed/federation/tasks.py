@@ -31,13 +31,17 @@ KINDS = ("count", "moments", "histogram", "gradient", "metric", "other")
 
 @dataclass(frozen=True)
 class SiteContext:
-    """What a task knows about the site it runs at."""
+    """What a task knows about the site it runs at (and, for a task that replays the protocol's signed
+    transcript, the request's session, the site's pinned ``peers`` and the request's ``participants``)."""
 
     site_id: str
     policy: PrivacyPolicy
     study: str = ""
     round: int = 0
     n_rows: int = 0
+    session: str = ""
+    peers: Mapping[str, Any] = field(default_factory=dict)
+    participants: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,11 @@ class SiteTask:
         sum over sites) and/or ``"plaintext"`` (as a reply of its own: only for outputs that pass the
         disclosure rules alone, such as schemas and suppressed counts). A request in another mode is
         refused. Default: secure sum only; :data:`PLAINTEXT_TASKS` lists the built-in exceptions.
+    edges : str or None
+        For histograms over requested bin edges: the parameter holding them (``(n_columns, n_bins + 1)``, with
+        ``columns`` and ``by`` beside it). The decrypting site then merges bins against every boundary it
+        released earlier for the same column (:mod:`ehr_fed.privacy.intervals`), so two releases over
+        different edges cannot be subtracted into a small cell.
     """
 
     name: str
@@ -67,6 +76,7 @@ class SiteTask:
     counts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     histograms: tuple[str, ...] = ()
     release: tuple[str, ...] = ("secure_sum",)
+    edges: str | None = None
 
 
 RELEASE_MODES = ("plaintext", "secure_sum")
@@ -99,7 +109,8 @@ class UnknownTaskError(KeyError):
 
 
 def site_task(name: str, kind: str = "other", *, counts: Mapping[str, Any] | None = None,
-              histograms: tuple[str, ...] = (), release: tuple[str, ...] | None = None):
+              histograms: tuple[str, ...] = (), release: tuple[str, ...] | None = None,
+              edges: str | None = None):
     """Register a site task under ``name`` (decorator). Re-registering a name replaces it.
 
     ``release``: the modes in which its output may leave the site (default :data:`PLAINTEXT_TASKS` for the
@@ -114,7 +125,7 @@ def site_task(name: str, kind: str = "other", *, counts: Mapping[str, Any] | Non
 
     def deco(fn):
         _REGISTRY[name] = SiteTask(name=name, kind=kind, fn=fn, counts=norm, histograms=tuple(histograms),
-                                   release=modes)
+                                   release=modes, edges=edges)
         return fn
 
     return deco

@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ehr_fed.federation.tasks import SiteContext, site_task
+from ehr_fed.federation.crosssite import CROSS_SITE_TASKS, FLAGS_TASK
+from ehr_fed.federation.tasks import SiteContext, get_task, site_task
+from ehr_fed.privacy.cells import protect
 
 META_COLUMNS = ("site_id", "person_key", "index_time", "label")
 
@@ -100,7 +102,7 @@ def moments(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     return {k: np.array(v, dtype=np.float64).reshape(-1, len(cols)) for k, v in out.items()}
 
 
-@site_task("stats.histogram", kind="histogram", histograms=("hist",))
+@site_task("stats.histogram", kind="histogram", histograms=("hist",), edges="edges")
 def histogram(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Counts of each column's non-missing values in public bins.
 
@@ -149,3 +151,27 @@ def centered(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
         for k, v in _counts(x, mask, binary).items():
             out[k].append(v)
     return {k: np.array(v, dtype=np.float64).reshape(-1, len(cols)) for k, v in out.items()}
+
+
+def _own_mask(task_name: str, params: dict, table, ctx: SiteContext) -> dict[str, np.ndarray]:
+    task = get_task(task_name)
+    result = task.fn(table, params, ctx)
+    before = {k: np.asarray(v, dtype=float) for k, v in result.items()}
+    protect(result, task.counts, task.histograms, ctx.policy.min_cell_count)
+    out = {}
+    for name, was in before.items():
+        now = np.asarray(np.nan if result[name] is None else result[name], dtype=float)
+        out[name] = (np.isnan(now) & ~np.isnan(was)).astype(float).reshape(was.shape)
+    return out
+
+
+@site_task(FLAGS_TASK, kind="other")
+def site_flags(table, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
+    """1 for every cell of the per-site task's result that this site hides under its own rules, else 0."""
+    task = params.get("task")
+    if task not in CROSS_SITE_TASKS:
+        raise ValueError(f"flags are computed for the per-site tasks {list(CROSS_SITE_TASKS)}, not {task!r}")
+    inner = params.get("params") or {}
+    if not isinstance(inner, dict):
+        raise ValueError("flags: params must be the per-site task's parameters (a mapping)")
+    return _own_mask(task, inner, table, ctx)
