@@ -167,6 +167,7 @@ class SiteState:
                 self.complete[key] = sites
                 self._append({"e": "complete", "key": key, "sites": list(sites)})
         return None
+
     # -- records of what was released -----------------------------------------------------------
     def get_record(self, key: str) -> dict | None:
         """The last record stored under ``key`` (e.g. an interval ledger), ``None`` if there is none."""
