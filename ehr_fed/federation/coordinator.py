@@ -196,8 +196,12 @@ class Federation:
         contributions = self._check_contributions(task, r, nonce, replies, lay, participants, digest, decryptor)
         self.members = list(participants)
         total = {name: he.add(self._pk, [c["arrays"][name] for c in contributions]) for name in lay}
+        reveals = None
+        if any(rep.payload.get("masked") for rep in replies.values()):
+            reveals = self._reveals(task, r, nonce, contributions, participants, digest, decryptor)
         arrays, supp, contributors, release = self._decrypt(task, r, nonce, contributions, total, missing, lay,
-                                                            participants, digest, decryptor, params)
+                                                            participants, digest, decryptor, params,
+                                                            reveals=reveals)
         result = SecureSumResult(arrays, round=r, contributors=contributors, missing=missing, suppressed=supp,
                                  release=release)
         return self._finish(r, key, f"secure_sum {task}", result)
@@ -323,13 +327,40 @@ class Federation:
         decrypting site for the same computation)."""
         return sorted(candidates)
 
+    def _reveals(self, task, r, nonce, contributions, participants, digest, decryptor) -> dict[str, dict]:
+        """The reveal step (:mod:`ehr_fed.federation.reveal`): every participant gets the signed summaries of all
+        contributions and returns its self-mask seed, signed. Without every seed the sum cannot be opened, and
+        the sites that revealed refuse this computation over any other participant set."""
+        from ehr_fed.federation.reveal import contribution_summary
+
+        entries = [{"site_id": c["site_id"], "summary": contribution_summary(c["arrays"], c["shapes"]),
+                    "signature": c["signature"]} for c in contributions]
+        payload = {"contribution_nonce": nonce, "participants": participants, "params_digest": digest,
+                   "decryptor": decryptor, "contributions": entries}
+        replies, missing = self._broadcast("reveal", task, r, payload, sites=participants)
+        if missing:
+            lines = "\n  ".join(f"{s}: {why}" for s, why in sorted(missing.items()))
+            raise FederationError(
+                f"round {r} ({task!r}): {sorted(missing)} did not reveal their self-mask seeds, so the sum stays "
+                f"masked:\n  {lines}\nThe sites that revealed hold this computation complete with {participants}: "
+                "it can only be run again over that same set, when every site is back")
+        out = {}
+        for sid, rep in replies.items():
+            seed, sig = rep.payload.get("seed"), rep.payload.get("signature")
+            if not isinstance(seed, bytes) or not isinstance(sig, bytes):
+                raise ProtocolError(f"the reveal reply of {sid!r} lacks its seed or signature")
+            out[sid] = {"seed": seed, "signature": sig}
+        return out
+
     def _decrypt(self, task, r, nonce, contributions, total, missing, lay, participants, digest, decryptor,
-                 params):
+                 params, reveals=None):
         payload = {"contributions": contributions, "contribution_nonce": nonce, "sum": total,
                    "encrypted": self.encrypted, "layout": lay, "participants": participants,
                    "params_digest": digest, "decryptor": decryptor}
         if _needs_params(task):  # the decrypting site merges such histograms by their parameters
             payload["params"] = params
+        if reveals is not None:
+            payload["reveals"] = reveals
         if self.encrypted and self.keys is not None and self.keys.scheme == "threshold":
             payload["partials"] = self._partials(task, r, payload, participants, decryptor)
         msg = TaskMessage("decrypt", task, self.study_id, self.journal.session, r, new_nonce(), payload)

@@ -12,7 +12,9 @@ site learns nothing from holding them. The decrypting site
 3. adds the contributions itself and checks that the coordinator's sum is that sum;
 4. refuses to open the same computation (task and parameter digest) over a different participant set
    (differencing attack);
-5. decrypts only the sum.
+5. with masks on, checks one signed self-mask reveal per participant and removes the self-masks from the
+   sum (:mod:`ehr_fed.federation.reveal`); a share holder does the same before its partial decryption;
+6. decrypts only the sum.
 """
 
 from __future__ import annotations
@@ -108,6 +110,8 @@ def verified_sum(site, msg: TaskMessage, *, role: str):
                 f"the coordinator's sum of {name!r} is not the sum of the signed contributions; refusing to decrypt"
             )
         sums[name] = mine
+    if encrypted and site.masks:
+        sums = _without_self_masks(site, msg, sums, nonce, participants, digest, decryptor)
     layout = {}
     for name in names:
         spec = (p.get("layout") or {}).get(name)
@@ -118,6 +122,14 @@ def verified_sum(site, msg: TaskMessage, *, role: str):
                 raise ProtocolError(f"the decrypt request's layout of {name!r} is invalid: {exc}") from None
         layout[name] = spec
     return sums, shapes, layout, sorted(seen), digest
+
+
+def _without_self_masks(site, msg: TaskMessage, sums, nonce, participants, digest, decryptor):
+    """Check one signed reveal per participant and remove the self-masks from the verified sums."""
+    from ehr_fed.federation.reveal import remove_self_masks, revealed_seeds
+
+    seeds = revealed_seeds(site, msg, nonce=nonce, participants=participants, digest=digest, decryptor=decryptor)
+    return remove_self_masks(site._pk, sums, seeds)
 
 
 def open_sum(site, msg: TaskMessage) -> tuple[dict[str, np.ndarray], list[str]]:

@@ -62,7 +62,8 @@ class SiteNode:
     allow_insecure : bool
         Accept a Paillier key below 2048 bits (tests only; also ``EHR_FED_ALLOW_INSECURE_KEYS=1``).
     masks : bool, default True
-        Mask contributions pairwise (:mod:`ehr_fed.federation.masks`). ``False`` exists only to measure what
+        Mask contributions pairwise (:mod:`ehr_fed.federation.masks`) and with a self-mask revealed only for an
+        attempt the site saw complete (:mod:`ehr_fed.federation.reveal`). ``False`` exists only to measure what
         the masks cost (benchmarks); every site of a federation must then agree, and the decrypting site can
         read each contribution.
     state : SiteState or path, optional
@@ -121,7 +122,8 @@ class SiteNode:
             return reply
         try:
             self._check_fresh(message)
-            handler = {"query": self._query, "secure_sum": self._secure_sum, "decrypt": self._decrypt,
+            handler = {"query": self._query, "secure_sum": self._secure_sum, "reveal": self._reveal,
+                       "decrypt": self._decrypt,
                        "partial_decrypt": self._partial_decrypt, "ping": self._ping}[message.action]
             return handler(message)
         except DisclosureError as exc:
@@ -371,6 +373,7 @@ class SiteNode:
         if not isinstance(decryptor, str) or decryptor not in participants:
             raise ProtocolError("secure_sum request names no decrypting site among its participants "
                                 "(payload 'decryptor')")
+        self_seed = self._self_seed(msg, participants, digest) if encrypted and self.masks else None
         prev = self.state.record_contribution(f"{msg.study}/{msg.task}/{digest}", decryptor)
         if prev is not None:
             raise DisclosureError(
@@ -383,7 +386,7 @@ class SiteNode:
             context = mask_context(study=msg.study, session=msg.session, round=msg.round, nonce=msg.nonce,
                                    task=msg.task, participants=participants, digest=digest)
             masker = SiteMasker(pairwise_seeds(self.keys.kex_private, self.site_id, self.keys.peers,
-                                               participants, context))
+                                               participants, context), self_seed=self_seed)
         result = self._run(task, msg)
         if set(result) != set(layout):
             raise ProtocolError(
@@ -411,9 +414,29 @@ class SiteNode:
         signed = contribution_digest(study=msg.study, session=msg.session, round=msg.round, nonce=msg.nonce,
                                      task=msg.task, site_id=self.site_id, arrays=arrays, shapes=shapes,
                                      participants=participants, params=digest, decryptor=decryptor)
+        if self_seed is not None:
+            from ehr_fed.federation.reveal import keep_self_seed
+
+            keep_self_seed(self, msg, self_seed, participants=participants, digest=digest, decryptor=decryptor,
+                           signed=signed)
         payload = {"arrays": arrays, "shapes": shapes, "signature": self.keys.sign(signed),
                    "encrypted": encrypted, "masked": masker is not None}
         return self._release(msg, task.kind, payload, encrypted=encrypted, participants=participants)
+
+    def _self_seed(self, msg: TaskMessage, participants: list[str], digest: str) -> bytes:
+        """The rerun rule, then a fresh self-mask seed for this attempt (:mod:`ehr_fed.federation.reveal`)."""
+        from ehr_fed.federation.reveal import check_rerun, new_self_seed
+
+        check_rerun(self, msg, participants, digest)
+        return new_self_seed()
+
+    def _reveal(self, msg: TaskMessage) -> Reply:
+        """Reveal this site's self-mask seed of a complete attempt (checks in :func:`reveal.reveal_seed`)."""
+        from ehr_fed.federation.reveal import reveal_seed
+
+        task = get_task(msg.task)
+        self.policy.check_task(task.name, self.site_id)
+        return self._release(msg, f"{task.kind}:self_mask_seed", reveal_seed(self, msg))
 
     def _encrypt_fields(self, task: SiteTask, name: str, a: np.ndarray, spec: dict, pk, masker):
         from ehr_fed.crypto import EncodingOverflowError
