@@ -68,13 +68,20 @@ def run(args: argparse.Namespace) -> int:
     from ehr_fed.evaluation.report import write_html, write_json
     from ehr_fed.federation import Federation
 
+    _check_args(args)
     check_writable(args.out)
     if args.json:
         check_writable(args.json)
     try:
+        from ehr_fed.cli.filekind import expect_kind
+
+        expect_kind(args.federation, "federation", "ehr-fed evaluate")
         model = load_model(args.model)
         with Federation.from_yaml(args.federation, study=args.study, encrypted=not args.plaintext,
                                   key_bits=args.key_bits, allow_insecure=args.allow_insecure) as fed:
+            from ehr_fed.cli.common import check_enough_sites
+
+            check_enough_sites(fed)
             print(f"evaluating {args.model} over {len(fed.site_ids)} sites "
                   f"({'plaintext' if args.plaintext else 'Paillier-encrypted'} sums)", file=sys.stderr)
             report, validation = _evaluate(fed, model, args)
@@ -97,6 +104,19 @@ def run(args: argparse.Namespace) -> int:
             if not row.get("released", True):
                 print(f"{sid}: {row.get('note')}", file=sys.stderr)
     return 0
+
+
+def _check_args(args) -> None:
+    """Option values that cannot work, refused before the federation is loaded (exit code 2)."""
+    from ehr_fed.cli.common import UsageError
+
+    if args.bins < 2:
+        raise UsageError(f"--bins must be at least 2, got {args.bins}")
+    if args.folds < 2 and not args.no_local_only:
+        raise UsageError(f"--folds must be at least 2 (cross-validation folds of the local-only models), got "
+                         f"{args.folds}; or pass --no-local-only")
+    if args.test_fraction is not None and not 0.0 < args.test_fraction < 1.0:
+        raise UsageError(f"--test-fraction must be between 0 and 1 (exclusive), got {args.test_fraction:g}")
 
 
 def _evaluate(fed, model, args):

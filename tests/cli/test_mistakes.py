@@ -86,9 +86,14 @@ MISTAKES = [
     ("mapping profile", "mapping profile --source fhir --input {root}/nowhere", 1, "nowhere"),
     ("mapping preview", "mapping preview --source fhir --input {fhir_a} --mapping {map_b} --study {study}", 1,
      "matched 0 index event(s)"),
+    ("mapping validate", "mapping validate {fed}", 1,
+     "federation.yaml is a federation YAML (it lists 3 site(s)), not a site mapping config. `ehr-fed mapping "
+     "validate` takes site mapping configs and study specs"),
+    ("mapping schema", "mapping schema --out {afile}/schema.json", 1, "afile is a file; a folder was expected"),
     # synth
     ("synth", "synth --out {synth} --sites 3 --patients 300 --seed 3 --format fhir", 2, "pass --force"),
     ("synth", "synth --out {root}/s0 --sites 0", 2, "must be at least 1"),
+    ("synth", "synth --out {afile} --sites 1 --patients 5", 1, "afile is a file; a folder was expected"),
     # keys
     ("keys ceremony", "keys ceremony --sites site_a,site_b,site_c --out {keys} --bits 1024 --allow-insecure", 2,
      "pass --force"),
@@ -101,6 +106,12 @@ MISTAKES = [
     ("stats", "stats --federation {missing_site} --out {root}/t.json --plaintext", 1, "nowhere"),
     ("stats", "stats --federation {two} --out {root}/t.json --plaintext", 1, "min_sites=3"),
     ("stats", "stats --federation {fed} --out {root}/t.txt --plaintext", 2, "must end in .json or .html"),
+    ("stats", "stats --federation {two} --out {root}/t.json --plaintext", 1,
+     "the federation lists 2 site(s) (site_a, site_b), and the sites' privacy policy requires min_sites=3"),
+    ("stats", "stats --federation {fed} --out {root}/t.json --plaintext --columns age,los_day", 2,
+     "--columns: 'los_day' (did you mean 'los_days'?) not feature(s) of the study"),
+    ("stats", "stats --federation {study} --out {root}/t.json --plaintext", 1,
+     "readmission_30d.yaml is a study spec (study readmission_30d), not a federation YAML"),
     # train
     ("train", "train logreg --federation {root}/nope.yaml --out {root}/m.json --plaintext", 1, "nope.yaml"),
     ("train", "train logreg --federation {fed} --out {model} --plaintext", 2, "pass --force"),
@@ -109,11 +120,28 @@ MISTAKES = [
     ("train", "train logreg --federation {strict} --out {root}/m.json --plaintext", 1,
      "max_params_fraction=0.01"),
     ("train", "train gbdt --federation {fed} --out {model} --plaintext", 2, "pass --force"),
+    ("train", "train gbdt --federation {two} --out {root}/m.json --plaintext", 1, "requires min_sites=3: every "
+     "sum over fewer sites is refused"),
+    ("train", "train logreg --federation {map_a} --out {root}/m.json --plaintext", 1,
+     "mapping_fhir.yaml is a site mapping config (site site_a, fhir source), not a federation YAML"),
+    ("train", "train logreg --federation {fed} --out {root}/m.json --plaintext --delta 0.1", 2,
+     "--delta and --dp-rounds need --epsilon"),
     # evaluate
     ("evaluate", "evaluate --federation {fed} --model {edited} --out {root}/r.html --plaintext", 1,
      "was modified after it was written"),
     ("evaluate", "evaluate --federation {map_a} --model {model} --out {root}/r.html --plaintext", 1,
-     "no sites listed"),
+     "is a site mapping config (site site_a, fhir source), not a federation YAML. `ehr-fed evaluate` takes a "
+     "federation YAML"),
+    ("evaluate", "evaluate --federation {two} --model {model} --out {root}/r.html --plaintext", 1,
+     "requires min_sites=3"),
+    ("evaluate", "evaluate --federation {fed} --model {model} --out {root}/r.html --plaintext --bins 1", 2,
+     "--bins must be at least 2"),
+    ("evaluate", "evaluate --federation {fed} --model {model} --out {root}/r.html --plaintext --folds 1", 2,
+     "--folds must be at least 2"),
+    ("evaluate", "evaluate --federation {fed} --model {model} --out {root}/r.html --plaintext "
+                 "--test-fraction 1.5", 2, "--test-fraction must be between 0 and 1"),
+    ("evaluate", "evaluate --federation {strict} --model {model} --out {root}/r.html --plaintext "
+                 "--test-fraction 0.3", 1, "--test-fraction 0.3 would leave the training part of site site_a"),
     ("evaluate", "evaluate --federation {fed} --model {notjson} --out {root}/r.html --plaintext", 1,
      "is not JSON"),
     # predict
@@ -122,10 +150,23 @@ MISTAKES = [
     ("predict", "predict --model {model} --source fhir --input {fhir_a} --mapping {map_b} "
                 "--out {root}/s.parquet", 1, "matched 0 index event(s)"),
     # site
-    ("site check", "site check {fed}", 1, "site_id"),
-    ("site check", "site check {map_a}", 1, ""),
+    ("site check", "site check {fed}", 1,
+     "federation.yaml is a federation YAML (it lists 3 site(s)), not a site YAML. `ehr-fed site check` takes a "
+     "site YAML"),
+    ("site check", "site check {synth}/federation.yaml", 1, "a federation YAML goes to `--federation "),
+    ("site check", "site check {map_a}", 1,
+     "mapping_fhir.yaml is a site mapping config (site site_a, fhir source), not a site YAML"),
+    ("site check", "site check {map_a}", 1, "a mapping config goes to `ehr-fed mapping validate "),
+    ("site check", "site check {study}", 1, "readmission_30d.yaml is a study spec (study readmission_30d)"),
+    ("site check", "site check {model}", 1, "model.json is an ehr-fed model file (a logreg model of study "
+     "readmission_30d), not a site YAML"),
+    ("site check", "site check {root}", 1, "is a folder, a file was expected"),
+    ("site serve", "site serve {map_a} --socket {root}/sock", 1,
+     "is a site mapping config (site site_a, fhir source), not a site YAML. `ehr-fed site serve`"),
     ("site check", "site check {root}/nope.yaml", 1, "nope.yaml"),
     ("site audit", "site audit {root}/nope.jsonl", 1, "nope.jsonl"),
+    ("site audit", "site audit {model}", 1, "model.json is not an audit log (one JSON object per line"),
+    ("site audit", "site audit {notjson}", 1, "notjson.json is not an audit log"),
 ]
 
 

@@ -194,7 +194,7 @@ def test_default_evaluate_refuses_when_no_split_leaves_enough_rows(tmp_path, cap
     assert "site_b" not in err and "site_c" not in err
 
 
-@pytest.mark.parametrize("seed", [1, 6, 17])
+@pytest.mark.parametrize("seed", [6, 20])  # 6: the split shrinks to 14 %; 20: it stays at 30 %
 def test_defaults_succeed_on_a_synthetic_federation(tmp_path, capsys, seed):
     """``ehr-fed synth`` with its defaults, then ``ehr-fed train logreg`` and ``ehr-fed evaluate`` with their
     defaults (plaintext sums to keep the test fast; the disclosure checks are the same). The full loop over
