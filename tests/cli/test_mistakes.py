@@ -54,6 +54,9 @@ def world(tmp_path_factory) -> dict[str, str]:
     doc = json.loads((root / "model.json").read_text())
     doc["state"]["beta_standardized"][1] += 0.5  # a hand-edited coefficient
     (root / "edited.json").write_text(json.dumps(doc))
+    old = json.loads((root / "model.json").read_text())
+    del old["checksum"]  # as model files were written before they carried a checksum
+    (root / "unsigned.json").write_text(json.dumps(old))
     (root / "keys").mkdir()
     assert main(["keys", "ceremony", "--sites", "site_a,site_b,site_c", "--out", str(root / "keys"),
                  "--bits", "1024", "--allow-insecure"]) == 0
@@ -62,7 +65,7 @@ def world(tmp_path_factory) -> dict[str, str]:
     return {"root": str(root), "synth": str(synth), "study": str(STUDY), "fed": str(root / "federation.yaml"),
             "two": str(root / "two_sites.yaml"), "missing_site": str(root / "missing_site.yaml"),
             "strict": str(root / "strict.yaml"), "model": str(root / "model.json"),
-            "edited": str(root / "edited.json"), "keys": str(root / "keys"), "afile": str(root / "afile"),
+            "edited": str(root / "edited.json"), "unsigned": str(root / "unsigned.json"), "keys": str(root / "keys"), "afile": str(root / "afile"),
             "notjson": str(root / "notjson.json"),
             "map_a": str(synth / "site_a" / "mapping_fhir.yaml"), "map_b": str(synth / "site_b" / "mapping_fhir.yaml"),
             "fhir_a": str(synth / "site_a" / "fhir")}
@@ -129,6 +132,8 @@ MISTAKES = [
     # evaluate
     ("evaluate", "evaluate --federation {fed} --model {edited} --out {root}/r.html --plaintext", 1,
      "was modified after it was written"),
+    ("evaluate", "evaluate --federation {fed} --model {unsigned} --out {root}/r.html --plaintext", 1,
+     "unsigned.json has no checksum: it was written by an ehr-fed from before model files carried one"),
     ("evaluate", "evaluate --federation {map_a} --model {model} --out {root}/r.html --plaintext", 1,
      "is a site mapping config (site site_a, fhir source), not a federation YAML. `ehr-fed evaluate` takes a "
      "federation YAML"),
@@ -147,6 +152,8 @@ MISTAKES = [
     # predict
     ("predict", "predict --model {edited} --source fhir --input {fhir_a} --mapping {map_a} "
                 "--out {root}/s.parquet", 1, "was modified after it was written"),
+    ("predict", "predict --model {unsigned} --source fhir --input {fhir_a} --mapping {map_a} "
+                "--out {root}/s.parquet", 1, "has no checksum"),
     ("predict", "predict --model {model} --source fhir --input {fhir_a} --mapping {map_b} "
                 "--out {root}/s.parquet", 1, "matched 0 index event(s)"),
     # site
@@ -207,3 +214,26 @@ def test_a_bug_is_one_line_too_and_verbose_shows_the_traceback(world, capsys, mo
     assert rc == 70 and "unexpected ZeroDivisionError in 'ehr-fed site'" in err and "Traceback" not in err
     rc = main(["-v", "site", "audit", "x"])
     assert rc == 70 and "Traceback" in capsys.readouterr().err
+
+
+def test_a_model_file_without_checksum_must_be_retrained(world):
+    """A file from before checksums (no ``checksum`` key, or an empty one) is refused with what to do; the
+    same content sealed again loads, so it is the missing checksum that is refused, nothing else."""
+    import ehr_fed
+    from ehr_fed.models import ModelFormatError
+    from ehr_fed.models.persistence import seal_model_document
+
+    unsigned = Path(world["unsigned"])
+    with pytest.raises(ModelFormatError, match=r"has no checksum: .* \(the file says ehr-fed 0\.1\.0, created "
+                                               r".*train the model again with this version \(ehr-fed train logreg "
+                                               r"\.\.\. --out .*unsigned\.json --force\)"):
+        ehr_fed.load_model(unsigned)
+    doc = json.loads(unsigned.read_text())
+    empty = unsigned.with_name("empty_checksum.json")
+    empty.write_text(json.dumps({**doc, "checksum": ""}))
+    with pytest.raises(ModelFormatError, match="has no checksum"):
+        ehr_fed.load_model(empty)
+    resealed = unsigned.with_name("resealed.json")
+    resealed.write_text(json.dumps(seal_model_document(doc)))
+    model = ehr_fed.load_model(resealed)
+    assert list(model.feature_names_in_) == FEATURES
