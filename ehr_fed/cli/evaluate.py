@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"data written to {args.json}", file=sys.stderr)
     res = report["result"]
     print(f"evaluated on: {validation.scheme} ({validation.evaluated_rows} index events)")
-    print(res.to_frame().to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))
+    print(res.to_display_frame().to_string())
     if res.per_site is not None:
         for sid, row in res.per_site.iterrows():
             if not row.get("released", True):

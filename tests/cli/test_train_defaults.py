@@ -9,6 +9,7 @@ model has 27 parameters (intercept, 20 features, 6 missing indicators), and a sm
 from __future__ import annotations
 
 import json
+import re
 import stat
 from html import unescape
 
@@ -147,7 +148,11 @@ def test_default_evaluate_refits_on_70_percent_at_a_site_of_150_rows(tmp_path, c
     validation = json.loads((tmp_path / "r.json").read_text())["validation"]
     assert validation["scheme"] == "split" and validation["test_fraction"] == 0.3 and "note" not in validation
     assert validation["train_rows"] == sum(split_sizes(fed, 0.3).values())
-    assert f"evaluated on: split ({sum(SIZES) - validation['train_rows']} index events)" in stdout
+    n_test = sum(SIZES) - validation["train_rows"]
+    assert f"evaluated on: split ({n_test} index events)" in stdout
+    counts = dict(re.findall(r"^(index events|positives) +(\S+)$", stdout, re.M))
+    assert counts["index events"] == str(n_test) and counts["positives"].isdigit()  # counts print as integers
+    assert re.search(r"^AUC \(c-statistic\) +0\.\d{4}$", stdout, re.M)
 
 
 def test_default_evaluate_holds_out_fewer_persons_when_a_site_is_too_small_and_says_so(tmp_path, capsys):
