@@ -145,7 +145,8 @@ def _evaluate(fed, model, args):
                     rule=exc.rule, site_id=exc.site_id) from None
             result = evaluate(test_fed, fitted, n_bins=args.bins)
             report = build_report(test_fed, model, result=result,
-                                  evaluated_on=v.evaluated_on_split(f, n_train, plan.note), **opts)
+                                  evaluated_on=v.evaluated_on_split(f, n_train), **opts)
+            report["evaluation_note"] = plan.note
         return report, v.Validation("split", v.describe_split(f, n_train, n_test, plan.note), n_test,
                                     train_rows=n_train, test_fraction=f,
                                     details={"note": plan.note} if plan.note else {})

@@ -216,10 +216,10 @@ EVALUATED_ON_IN_SAMPLE = ("IN-SAMPLE: every row of the sites' tables, the data t
                           "(optimistic: a calibration slope near 1 is expected by construction)")
 
 
-def evaluated_on_split(test_fraction: float, n_train: int, note: str = "") -> str:
+def evaluated_on_split(test_fraction: float, n_train: int) -> str:
     return (f"the held-out {test_fraction:.0%} of each site's persons, which the evaluated model never saw (the "
             f"model file's specification refit on the other {n_train} index events; the odds ratios shown are "
-            "the model file's)" + (f". Note: {note}" if note else ""))
+            "the model file's)")
 
 
 def describe_split(test_fraction: float, n_train: int, n_test: int, note: str = "") -> str:
