@@ -84,10 +84,9 @@ def register(subparsers) -> None:
 
 
 def _federation(args):
+    from ehr_fed.cli.common import check_enough_sites
     from ehr_fed.cli.filekind import expect_kind
     from ehr_fed.federation import Federation
-
-    from ehr_fed.cli.common import check_enough_sites
 
     expect_kind(args.federation, "federation", "ehr-fed train")
     fed = Federation.from_yaml(args.federation, study=args.study, encrypted=not args.plaintext,

@@ -33,7 +33,7 @@ def table(site: str, n: int, seed: int) -> pd.DataFrame:
 
 @pytest.mark.parametrize("C", [1.0, 0.05])
 def test_the_pooled_reference_is_the_federated_model(C):
-    tables = {f"site_{s}": table(f"site_{s}", n, 40 + i) for i, (s, n) in enumerate(zip("abc", (400, 300, 250)))}
+    tables = {f"site_{s}": table(f"site_{s}", n, 40 + i) for i, (s, n) in enumerate(zip("abc", (400, 300, 250), strict=True))}
     cfg = demo.DemoConfig(C=C)
     with Federation.in_process(tables, policy={"min_cell_count": 5, "min_sites": 3}, encrypted=False) as fed:
         fed_model = FederatedLogisticRegression(encrypted=False, features=FEATURES, penalty="l2", C=C).fit(fed)
@@ -48,7 +48,7 @@ def test_the_pooled_reference_is_the_federated_model(C):
 
 
 def test_the_reference_rows_use_the_federated_models_features(tmp_path):
-    tables = {f"site_{s}": table(f"site_{s}", n, 50 + i) for i, (s, n) in enumerate(zip("abc", (300, 300, 300)))}
+    tables = {f"site_{s}": table(f"site_{s}", n, 50 + i) for i, (s, n) in enumerate(zip("abc", (300, 300, 300), strict=True))}
     train, test = demo.split_tables(tables, 0.3)
     refs = demo.reference_models(train, test, {"logreg": FEATURES[:2], "gbdt": FEATURES}, demo.DemoConfig())
     assert set(refs.loc[refs["model"] == "logreg", "features"]) == {2}
