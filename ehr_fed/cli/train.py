@@ -84,11 +84,20 @@ def register(subparsers) -> None:
 
 
 def _federation(args):
+    from ehr_fed.cli.common import check_enough_sites
+    from ehr_fed.cli.filekind import expect_kind
     from ehr_fed.federation import Federation
 
-    return Federation.from_yaml(args.federation, study=args.study, encrypted=not args.plaintext,
-                                key_bits=args.key_bits, allow_insecure=args.allow_insecure,
-                                checkpoint_dir=args.checkpoint_dir)
+    expect_kind(args.federation, "federation", "ehr-fed train")
+    fed = Federation.from_yaml(args.federation, study=args.study, encrypted=not args.plaintext,
+                               key_bits=args.key_bits, allow_insecure=args.allow_insecure,
+                               checkpoint_dir=args.checkpoint_dir)
+    try:
+        check_enough_sites(fed)
+    except BaseException:
+        fed.close()
+        raise
+    return fed
 
 
 def _report_round(entry: dict[str, Any]) -> None:
@@ -163,7 +172,9 @@ def _dp_option(args) -> dict | None:
     """The ``dp`` option of a logistic regression from --epsilon / --delta / --dp-rounds (None: unset)."""
     if args.epsilon is None:
         if args.delta is not None or args.dp_rounds is not None:
-            raise SystemExit("ehr-fed train: --delta and --dp-rounds need --epsilon")
+            from ehr_fed.cli.common import UsageError
+
+            raise UsageError("ehr-fed train: --delta and --dp-rounds need --epsilon")
         return None
     dp: dict = {"epsilon": args.epsilon}
     if args.delta is not None:
