@@ -230,7 +230,12 @@ class SiteNode:
                 f"site {self.site_id} refuses {task.name!r} as a {mode} release: its output leaves this site only "
                 f"as {' or '.join(task.release)} (rule release_mode)", rule="release_mode", site_id=self.site_id)
         self.policy.check_task(task.name, self.site_id, mode)
-        problem = _meta_column_use(msg.payload.get("params") or {})
+        params = msg.payload.get("params") or {}
+        if task.params is not None and isinstance(params, dict):
+            unknown = sorted(set(params) - set(task.params))
+            if unknown:
+                raise ProtocolError(f"task {task.name!r} takes the parameters {list(task.params)}, not {unknown}")
+        problem = _meta_column_use(params)
         if problem:
             raise DisclosureError(
                 f"site {self.site_id} refuses {task.name!r}: {problem} (rule meta_columns)", rule="meta_columns",

@@ -68,6 +68,9 @@ class SiteTask:
         key with the computation's participant set and refuses the key over another set, whatever the task
         or parameters (``describe(["age", "sex"])`` over three sites, then ``describe(["age"])`` over two,
         would give the third site's age cells).
+    params : tuple of str or None
+        The parameter names the task reads; a request with any other is refused (an unused parameter
+        would give the same computation a new name, and a new differencing record). ``None``: not declared.
     edges : str or None
         For histograms over requested bin edges: the parameter holding them (``(n_columns, n_bins + 1)``, with
         ``columns`` and ``by`` beside it). The decrypting site then merges bins against every boundary it
@@ -83,6 +86,7 @@ class SiteTask:
     release: tuple[str, ...] = ("secure_sum",)
     edges: str | None = None
     cells: Callable[[dict], list[str]] | None = None
+    params: tuple[str, ...] | None = None
 
     def cell_keys(self, params: dict) -> list[str]:
         """What this computation reveals, as keys a site records with the participant set: the declared
@@ -124,7 +128,8 @@ class UnknownTaskError(KeyError):
 
 def site_task(name: str, kind: str = "other", *, counts: Mapping[str, Any] | None = None,
               histograms: tuple[str, ...] = (), release: tuple[str, ...] | None = None,
-              edges: str | None = None, cells: Callable[[dict], list[str]] | None = None):
+              edges: str | None = None, cells: Callable[[dict], list[str]] | None = None,
+              params: tuple[str, ...] | None = None):
     """Register a site task under ``name`` (decorator). Re-registering a name replaces it.
 
     ``release``: the modes in which its output may leave the site (default :data:`PLAINTEXT_TASKS` for the
@@ -139,7 +144,8 @@ def site_task(name: str, kind: str = "other", *, counts: Mapping[str, Any] | Non
 
     def deco(fn):
         _REGISTRY[name] = SiteTask(name=name, kind=kind, fn=fn, counts=norm, histograms=tuple(histograms),
-                                   release=modes, edges=edges, cells=cells)
+                                   release=modes, edges=edges, cells=cells,
+                                   params=None if params is None else tuple(params))
         return fn
 
     return deco

@@ -46,7 +46,7 @@ def _column_cells(params: dict) -> list[str]:
     return [f"col:{c}" for c in (cols if isinstance(cols, list) else [])]
 
 
-@site_task("stats.count", kind="count", counts={"n": (), "positives": ()})
+@site_task("stats.count", kind="count", counts={"n": (), "positives": ()}, params=("flags",))
 def count(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Rows (index events) and positives at this site: ``{"n": float, "positives": float}``."""
     n = float(len(table))
@@ -90,7 +90,8 @@ def _binary(x: np.ndarray) -> np.ndarray:
         return np.all(np.isnan(x) | (x == 0) | (x == 1), axis=0)
 
 
-@site_task("stats.moments", kind="moments", counts=_moment_counts("sum", "sumsq"), cells=_column_cells)
+@site_task("stats.moments", kind="moments", counts=_moment_counts("sum", "sumsq"), cells=_column_cells,
+           params=("columns", "by", "flags", "dp", "dp_clip"))
 def moments(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Per group (``by``: None or "label") and column: non-missing count, sum, sum of squares,
     number of rows and number missing, and for 0/1 columns the numbers of ones and zeros (0 elsewhere).
@@ -109,7 +110,8 @@ def moments(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     return {k: np.array(v, dtype=np.float64).reshape(-1, len(cols)) for k, v in out.items()}
 
 
-@site_task("stats.histogram", kind="histogram", histograms=("hist",), edges="edges", cells=_column_cells)
+@site_task("stats.histogram", kind="histogram", histograms=("hist",), edges="edges", cells=_column_cells,
+           params=("columns", "edges", "by"))
 def histogram(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Counts of each column's non-missing values in public bins.
 
@@ -135,13 +137,14 @@ def histogram(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     return {"hist": out}
 
 
-@site_task("stats.columns", kind="other")
+@site_task("stats.columns", kind="other", params=())
 def columns(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """The feature column names of the site's table (names only, no values)."""
     return {"columns": feature_columns(table)}
 
 
-@site_task("stats.centered", kind="moments", counts=_moment_counts("dev", "m2"), cells=_column_cells)
+@site_task("stats.centered", kind="moments", counts=_moment_counts("dev", "m2"), cells=_column_cells,
+           params=("columns", "by", "center"))
 def centered(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Sums of deviations and squared deviations from a public ``center`` (n_groups, n_columns), with the
     same counts as ``stats.moments`` (so the same cells are hidden in both releases)."""
@@ -172,7 +175,7 @@ def _own_mask(task_name: str, params: dict, table, ctx: SiteContext) -> dict[str
     return out
 
 
-@site_task(FLAGS_TASK, kind="other")
+@site_task(FLAGS_TASK, kind="other", params=("task", "params"))
 def site_flags(table, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
     """1 for every cell of the per-site task's result that this site hides under its own rules, else 0."""
     task = params.get("task")

@@ -55,3 +55,14 @@ def test_the_same_sites_may_ask_again_in_any_form(nodes):
         stats.describe(fed, ["age"])
         table = stats.table_one(fed, ["age", "sex_female"])
     assert len(table) >= 3
+
+
+def test_an_unused_parameter_cannot_rename_a_computation(nodes):
+    """Renaming a computation with a parameter the task ignores would dodge the differencing records."""
+    nodes, ckeys, tables = nodes
+    with _fed(nodes, ckeys, SITES) as fed:
+        for task, params in (("stats.moments", {"columns": ["age"], "by": None, "junk": 1}),
+                             ("stats.histogram", {"columns": ["age"], "edges": [[0.0, 50.0, 120.0]], "by": None,
+                                                  "x": 2})):
+            with pytest.raises(FederationError, match=r"takes the parameters .*not \['(junk|x)'\]"):
+                fed.secure_sum(task, params, {"n": (1e9, 3)})
