@@ -16,8 +16,8 @@ A site that drops out leaves masks that cannot be removed: the coordinator runs 
 survivors (a new nonce, so new seeds and new masks), and no subset sum is ever unmasked.
 
 Cost per secure sum at a site of ``|P|`` participants: ``|P| - 1`` X25519 agreements and HKDF calls, one
-SHAKE-256 expansion of ``bytes(n) + 16`` bytes per ciphertext and peer, and one multiplication modulo
-``n**2`` per ciphertext. For the federation that is ``|P| (|P| - 1) / 2`` pairwise seeds per round.
+SHAKE-256 expansion of ``bytes(n) + 16`` bytes per ciphertext and peer, and one addition modulo
+``n`` per plaintext, before encryption. For the federation that is ``|P| (|P| - 1) / 2`` pairwise seeds per round.
 """
 
 from __future__ import annotations
@@ -104,14 +104,7 @@ class SiteMasker:
 
     def residues(self, name: str, count: int, n: int) -> list:
         """The summed mask residues (mod ``n``) for the ``count`` ciphertexts of output ``name``."""
-        from ehr_fed.crypto.masking import expand_residues
+        from ehr_fed.crypto.masking import sum_residues
 
-        total = [0] * count
-        label = name.encode()
-        for sign, seed in self.seeds:
-            stream = expand_residues(seed, label, count, n)
-            if sign > 0:
-                total = [a + b for a, b in zip(total, stream, strict=True)]
-            else:
-                total = [a - b for a, b in zip(total, stream, strict=True)]
-        return [t % n for t in total]
+        # one pass: sum_j sign_j * expand_residues(seed_j, name, count, n), reduced once per index
+        return sum_residues(self.seeds, name.encode(), count, n)
