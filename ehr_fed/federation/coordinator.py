@@ -196,7 +196,7 @@ class Federation:
         self.members = list(participants)
         total = {name: he.add(self._pk, [c["arrays"][name] for c in contributions]) for name in lay}
         arrays, supp, contributors, release = self._decrypt(task, r, nonce, contributions, total, missing, lay,
-                                                            participants, digest, decryptor)
+                                                            participants, digest, decryptor, params)
         result = SecureSumResult(arrays, round=r, contributors=contributors, missing=missing, suppressed=supp,
                                  release=release)
         return self._finish(r, key, f"secure_sum {task}", result)
@@ -322,10 +322,13 @@ class Federation:
         decrypting site for the same computation)."""
         return sorted(candidates)
 
-    def _decrypt(self, task, r, nonce, contributions, total, missing, lay, participants, digest, decryptor):
+    def _decrypt(self, task, r, nonce, contributions, total, missing, lay, participants, digest, decryptor,
+                 params=None):
+        # the parameters travel too: a task's release step at the decrypting site computes on them (their
+        # digest is checked against the signed one)
         payload = {"contributions": contributions, "contribution_nonce": nonce, "sum": total,
                    "encrypted": self.encrypted, "layout": lay, "participants": participants,
-                   "params_digest": digest, "decryptor": decryptor}
+                   "params_digest": digest, "decryptor": decryptor, "params": params or {}}
         if self.encrypted and self.keys is not None and self.keys.scheme == "threshold":
             payload["partials"] = self._partials(task, r, payload, participants, decryptor)
         msg = TaskMessage("decrypt", task, self.study_id, self.journal.session, r, new_nonce(), payload)

@@ -168,7 +168,7 @@ class SiteNode:
 
     def _context(self, msg: TaskMessage) -> SiteContext:
         return SiteContext(site_id=self.site_id, policy=self.policy, study=msg.study, round=msg.round,
-                           n_rows=len(self.table))
+                           n_rows=len(self.table), session=msg.session, peers=self.keys.peers)
 
     def _run(self, task: SiteTask, msg: TaskMessage) -> dict[str, Any]:
         from ehr_fed.privacy.budget import charge_release, open_release
@@ -358,6 +358,9 @@ class SiteNode:
         task = get_task(msg.task)
         self.policy.check_task(task.name, self.site_id)
         result, contributors = open_sum(self, msg)
+        if task.post_decrypt is not None:  # the task's release step, on the decrypted aggregate, here
+            result = validate(task.post_decrypt(result, _decrypt_params(msg), self._context(msg)),
+                              f"[{task.name!r} release]")
         suppressed = self._suppress(task, result)
         # the released values, signed: later requests carry them back so every site can replay the protocol
         record = sign_release(self.keys, study=msg.study, session=msg.session, round=msg.round, task=msg.task,
@@ -367,6 +370,16 @@ class SiteNode:
                              {"arrays": result, "suppressed": suppressed, "contributors": contributors,
                               "release": record},
                              suppressed=suppressed, contributors=contributors)
+
+
+def _decrypt_params(msg: TaskMessage) -> dict[str, Any]:
+    """The parameters a decrypt request carries for the task's release step: exactly those every contributor
+    computed on (their digest is the one in the signed contributions)."""
+    params = msg.payload.get("params")
+    if not isinstance(params, dict) or params_digest(params) != msg.payload.get("params_digest"):
+        raise ProtocolError(f"the decrypt request of {msg.task!r} must carry the parameters the contributors "
+                            "signed (payload 'params', matching 'params_digest')")
+    return params
 
 
 def _request_digest(msg: TaskMessage) -> str:

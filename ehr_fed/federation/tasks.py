@@ -38,6 +38,10 @@ class SiteContext:
     study: str = ""
     round: int = 0
     n_rows: int = 0
+    #: the session of the request, and the identity bundles this site pinned in the key ceremony (site id ->
+    #: public bundle): what a task needs to verify the signed release records a request carries
+    session: str = ""
+    peers: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,11 @@ class SiteTask:
         sum over sites) and/or ``"plaintext"`` (as a reply of its own: only for outputs that pass the
         disclosure rules alone, such as schemas and suppressed counts). A request in another mode is
         refused. Default: secure sum only; :data:`PLAINTEXT_TASKS` lists the built-in exceptions.
+    post_decrypt : callable or None
+        ``fn(arrays, params, ctx) -> dict`` run by the decrypting site on the decrypted sum, before anything
+        leaves it: it turns the aggregate into what may be released (e.g. boosting's best splits instead of
+        its histograms) and may refuse (``DisclosureError``). ``params`` are the request's parameters (their
+        digest checked against the one every contributor signed). None: the decrypted sum itself is released.
     """
 
     name: str
@@ -67,6 +76,7 @@ class SiteTask:
     counts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     histograms: tuple[str, ...] = ()
     release: tuple[str, ...] = ("secure_sum",)
+    post_decrypt: Callable[[dict, dict, SiteContext], dict] | None = None
 
 
 RELEASE_MODES = ("plaintext", "secure_sum")
@@ -99,11 +109,13 @@ class UnknownTaskError(KeyError):
 
 
 def site_task(name: str, kind: str = "other", *, counts: Mapping[str, Any] | None = None,
-              histograms: tuple[str, ...] = (), release: tuple[str, ...] | None = None):
+              histograms: tuple[str, ...] = (), release: tuple[str, ...] | None = None,
+              post_decrypt: Callable[[dict, dict, SiteContext], dict] | None = None):
     """Register a site task under ``name`` (decorator). Re-registering a name replaces it.
 
     ``release``: the modes in which its output may leave the site (default :data:`PLAINTEXT_TASKS` for the
-    built-in names, else secure sum only).
+    built-in names, else secure sum only). ``post_decrypt``: the decrypting site's release step
+    (:attr:`SiteTask.post_decrypt`).
     """
     if kind not in KINDS:
         raise ValueError(f"site_task {name!r}: kind {kind!r} is not one of {KINDS}")
@@ -114,7 +126,7 @@ def site_task(name: str, kind: str = "other", *, counts: Mapping[str, Any] | Non
 
     def deco(fn):
         _REGISTRY[name] = SiteTask(name=name, kind=kind, fn=fn, counts=norm, histograms=tuple(histograms),
-                                   release=modes)
+                                   release=modes, post_decrypt=post_decrypt)
         return fn
 
     return deco
