@@ -168,7 +168,8 @@ class SiteNode:
 
     def _context(self, msg: TaskMessage) -> SiteContext:
         return SiteContext(site_id=self.site_id, policy=self.policy, study=msg.study, round=msg.round,
-                           n_rows=len(self.table), session=msg.session, peers=self.keys.peers)
+                           n_rows=len(self.table), session=msg.session, peers=self.keys.peers,
+                           state=self.state)
 
     def _run(self, task: SiteTask, msg: TaskMessage) -> dict[str, Any]:
         from ehr_fed.privacy.budget import charge_release, open_release

@@ -42,6 +42,8 @@ class SiteContext:
     #: public bundle): what a task needs to verify the signed release records a request carries
     session: str = ""
     peers: Mapping[str, Any] = field(default_factory=dict)
+    #: the site's persistent protocol memory (:class:`ehr_fed.federation.state.SiteState`), None outside a site
+    state: Any = None
 
 
 @dataclass(frozen=True)

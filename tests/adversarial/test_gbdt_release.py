@@ -253,3 +253,19 @@ def test_the_release_step_refuses_a_node_below_the_minimum():
     with pytest.raises(DisclosureError, match=r"\[small_cell\].*fewer pooled rows than min_cell_count=10"):
         LevelReleaser().release(0, LevelRequest((0,), (0,), ()), hist, np.array([3, 3]),
                                 SplitParams(min_count=10, precision=12))
+
+
+def test_a_second_training_with_shifted_cuts_is_refused(honest):
+    """Two trainings whose bins differ by one row's value would difference that row: the sites pin the cuts of
+    the session (persistently) at its first boosting request."""
+    fed, spy = honest["fed"], honest["spy"]
+    root = _histogram_requests(spy, 0, honest["n_first"])[0]
+    params = copy.deepcopy(root.payload["params"])
+    params["training_id"] = "another"
+    j = FEATURES.index("age")
+    cuts = [np.asarray(c, dtype=np.float64).copy() for c in params["cuts"]]
+    cuts[j][3] = np.nextafter(np.float32(cuts[j][3]), np.float32(np.inf))
+    params["cuts"] = cuts
+    _assert_refused(_resend(fed, root, params), "bin cuts differ from the cuts this session's boosting already used")
+    params["cuts"] = copy.deepcopy(root.payload["params"]["cuts"])  # the session's cuts: a new training is fine
+    assert all(rep.ok for rep in _resend(fed, root, params).values())

@@ -16,6 +16,12 @@ grown) the release records of its levels, each signed by the site that decrypted
 
 Anything else is refused (``DisclosureError``, rule ``transcript``): a coordinator cannot steer the sites
 into a tree (routing, threshold or leaf value) that the released aggregates do not give.
+
+Bin cuts. The link binds every record of a training to its cuts. Across trainings, a site pins the cuts of
+the session: the first boosting request of a session fixes, per features and ``max_bin``, the digest of its
+cuts in the site's persistent state (restart-safe); a later request of the session with other cuts is
+refused, so two trainings whose bins differ by one row's value cannot be asked for. (The cuts are not
+recomputed from the signed quantile-sketch releases: the first request of a session is trusted.)
 """
 
 from __future__ import annotations
@@ -133,6 +139,17 @@ def _same_routing(got: Any, tree: Tree) -> bool:
         return False
 
 
+def _pin_cuts(params: dict, ctx: Any) -> str | None:
+    """Why the request's cuts are not this session's (None when they are, or when first seen)."""
+    state = getattr(ctx, "state", None)
+    if state is None:
+        return None
+    scope = params_hash("gbdt cuts scope", list(params["features"]), int(params["max_bin"]))
+    cuts = params_hash("gbdt cuts", [np.asarray(c, dtype=np.float64) for c in params["cuts"]])
+    prev = state.record_opening(f"{ctx.study}/gbdt.cuts/{ctx.session}/{scope}", [cuts])
+    return None if prev is None else "its bin cuts differ from the cuts this session's boosting already used"
+
+
 def check_request(params: dict, ctx: Any) -> None:
     """Refuse (``DisclosureError``, rule ``transcript``) a histogram request that does not follow from its
     signed transcript (module docstring). ``ctx``: the site's context (study, session, pinned peers)."""
@@ -148,6 +165,8 @@ def check_request(params: dict, ctx: Any) -> None:
             problem = "the tree being grown differs from its released splits"
         elif LevelRequest.from_params(params) != grower.request():
             problem = "it asks for nodes other than the next level of the tree"
+        else:
+            problem = _pin_cuts(params, ctx)
     except (ProtocolError, ValueError, KeyError, TypeError) as exc:
         problem = f"its transcript does not verify: {exc}"
     if problem:
