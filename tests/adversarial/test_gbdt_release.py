@@ -26,6 +26,7 @@ from ehr_fed.models.gbdt.grower import LocalHistogramSource
 from ehr_fed.models.gbdt.predictor import Tree, apply_tree
 from ehr_fed.models.gbdt.release import RELEASE_COLUMNS, LevelReleaser, LevelRequest
 from ehr_fed.models.gbdt.splitting import SplitParams
+from ehr_fed.models.gbdt.transcript import decode_record, encode_record
 from ehr_fed.privacy import DisclosureError
 
 from .conftest import MIN
@@ -165,10 +166,11 @@ def test_a_crafted_tree_isolating_one_row_is_refused(honest):
     # forging the record that would justify it breaks the decrypting site's signature
     later = next(m for m in _histogram_requests(spy, 0, honest["n_first"]) if m.payload["params"]["transcript"][-1])
     params = copy.deepcopy(later.payload["params"])
-    record = params["transcript"][-1][0]
+    record = decode_record(params["transcript"][-1][0])
     forged = np.frombuffer(bytes.fromhex(record["arrays"]["splits"]["f8"]), dtype="<f8").copy()
     forged[COL["bin"]], forged[COL["feature"]] = 0, FEATURES.index("age")
     record["arrays"]["splits"]["f8"] = forged.tobytes().hex()
+    params["transcript"][-1][0] = encode_record(record)
     _assert_refused(_resend(fed, later, params), "does not verify: the values were altered")
 
 

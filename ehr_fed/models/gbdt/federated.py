@@ -22,7 +22,7 @@ import numpy as np
 from .packing import bin_mask, histogram_segments
 from .predictor import Tree
 from .release import RELEASE_COLUMNS, LevelRequest
-from .transcript import routing_payload
+from .transcript import encode_record, routing_payload
 
 __all__ = ["FederatedHistogramSource", "IncompleteSumError", "InconsistentHistogramError", "check_all_sites"]
 
@@ -57,8 +57,8 @@ class FederatedHistogramSource:
         self.sites = sorted(federation.site_ids) if sites is None else sorted(sites)
         self.n_sites = len(federation.site_ids)
         self.trees: list[dict] = []
-        #: per tree, the signed release records of its levels (sent back with every request)
-        self.transcript: list[list[dict]] = []
+        #: per tree, the signed release records of its levels, as JSON text (sent back with every request)
+        self.transcript: list[list[str]] = []
         self.n_requests = 0
         self.n_fields = 0  # integer fields each site sent, in total
         self.n_bits = 0  # bits of those fields
@@ -95,7 +95,7 @@ class FederatedHistogramSource:
                 f"the decrypting site released {sorted(res)} of shape {rows.shape} without a signed record for "
                 f"{len(request.level)} nodes: every site must run an ehr-fed version whose boosting releases splits "
                 "at the decrypting site")
-        self.transcript[-1].append(record)
+        self.transcript[-1].append(encode_record(record))
         self.n_requests += 1
         self.n_fields += sum(r * len(w) for r, w in segments)
         self.n_bits += sum(r * sum(w) for r, w in segments)

@@ -34,9 +34,9 @@ from collections import OrderedDict
 import numpy as np
 import pandas as pd
 
-from ehr_fed.federation.tasks import SiteContext, site_task
-
 from ehr_fed.federation.messages import ProtocolError
+from ehr_fed.federation.releases import release_digest
+from ehr_fed.federation.tasks import SiteContext, site_task
 
 from .binning import BinMapper
 from .federated import InconsistentHistogramError, check_consistent
@@ -44,7 +44,7 @@ from .histogram import build_histograms, logistic_grad_hess, quantize
 from .packing import bin_mask, from_wire, to_wire
 from .predictor import apply_tree, base_margin
 from .release import LevelReleaser, LevelRequest, split_params
-from .transcript import check_request, last_record, link, settings_digest
+from .transcript import check_request, decode_record, last_record, link, settings_digest
 
 __all__ = ["site_schema", "site_init", "site_histograms", "release_splits", "clear_cache"]
 
@@ -182,7 +182,9 @@ def release_splits(arrays: dict, params: dict, ctx: SiteContext) -> dict[str, np
     tree, depth = len(transcript) - 1, len(transcript[-1])
     rows = _releaser(ctx, str(params["training_id"])).release(tree, request, hist, mapper.n_cuts(), sp,
                                                                keep=params["sibling"] == "derive")
-    return {"splits": rows, "link": link(settings_digest(params), tree, depth, last_record(transcript))}
+    previous = last_record(transcript)
+    previous = None if previous is None else release_digest(decode_record(previous))
+    return {"splits": rows, "link": link(settings_digest(params), tree, depth, previous)}
 
 
 site_task("gbdt.schema", kind="other")(site_schema)
