@@ -271,3 +271,26 @@ def test_a_second_training_with_shifted_cuts_is_refused(honest):
     _assert_refused(_resend(fed, root, params), "bin cuts differ from the cuts this session's boosting already used")
     params["cuts"] = copy.deepcopy(root.payload["params"]["cuts"])  # the session's cuts: a new training is fine
     assert all(rep.ok for rep in _resend(fed, root, params).values())
+
+
+def test_sibling_modes_grow_the_same_trees_and_a_lost_parent_stops_the_fit(honest):
+    from ehr_fed.models.gbdt import tasks as gbdt_tasks
+
+    fed = _federation(encrypted=False)
+    try:
+        both = FederatedGradientBoostingClassifier(encrypted=False, sibling="both", **FIT).fit(fed)
+    finally:
+        fed.close()
+    assert [t.to_routing() for t in both.trees_] == [t.to_routing() for t in honest["plain"].trees_]
+
+    def forget(m):  # the decrypting site "restarts" before each level below the root
+        if m.action == "decrypt" and m.task == "gbdt.histograms" and len(m.payload["params"]["derive"]):
+            gbdt_tasks.clear_cache()
+        return m
+
+    fed = _federation(encrypted=False, tamper=forget)
+    try:
+        with pytest.raises(FederationError, match="does not hold that parent's summed histogram"):
+            FederatedGradientBoostingClassifier(encrypted=False, **FIT).fit(fed)
+    finally:
+        fed.close()
