@@ -11,7 +11,9 @@ per seed and as the median over the seeds, for the estimator's defaults and for 
     python benchmarks/gbdt_min_count.py --out /tmp/synth --seeds 0 --small-only
 
 The check (exit code): with the rule, the median gap of the smaller model is within 0.005. The defaults'
-gap is reported, not checked (about 950 training rows: leaves of >= 10 rows cost depth-6 trees AUC).
+gap is reported, not checked. With about 400 test rows per seed the AUC's own sampling error (about 0.02) is
+larger than that margin: the gaps move by +-0.02 with the split (the person-key secret changes the row order,
+hence the split), so read the per-seed figures, not only the check.
 """
 
 from __future__ import annotations
