@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small smoke run with 1024-bit test keys")
     ap.add_argument("--min-count-rule", default="count", choices=["count", "hessian"])
+    ap.add_argument("--sibling", default="derive", choices=["derive", "both"],
+                    help="derive the larger child at the decrypting site (default) or have the sites compute both")
     ap.add_argument("--skip-encrypted", action="store_true", help="plaintext federation and xgboost only")
     ap.add_argument("--trees", type=int, default=None, help="override the number of trees")
     ap.add_argument("--full", action="store_true", help="issue 7's size: 5 x 50,000 x 30, 50 trees of depth 5")
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     Xt, yt = make_data(cfg["test_rows"], cfg["features"], seed=7)
     test = pd.DataFrame(Xt, columns=names)
     result: dict = {"benchmark": "gbdt",
-                    "config": {**cfg, **params, "min_count_rule": args.min_count_rule, "site_workers": args.workers,
+                    "config": {**cfg, **params, "min_count_rule": args.min_count_rule, "sibling": args.sibling, "site_workers": args.workers,
                                "repeats": args.repeats, "threshold_repeats": args.threshold_repeats,
                                "cpu_count": os.cpu_count()}}
     insecure = cfg["key_bits"] < 2048
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         fed = Federation.in_process(tables, encrypted=encrypted, allow_insecure=insecure, workers=args.workers,
                                     site_keys=site_keys, masks=variant != "masks_off")
         model = FederatedGradientBoostingClassifier(encrypted=encrypted, min_count_rule=args.min_count_rule,
-                                                    **params)
+                                                    sibling=args.sibling, **params)
         rounds: list[float] = []
         with fed:
             t = time.perf_counter()

@@ -6,8 +6,10 @@ Protocol (every arrow one ``Federation`` call; rows never leave a site)::
     secure_sum  gbdt.init        -> pooled rows and positives     -> base_score = mean(label), as XGBoost
     stats       federated_bin_edges(fed, features, max_bin) -> cuts from federated quantiles
     per tree, per level:
-    secure_sum  gbdt.histograms  -> summed (encrypted) g / h / count histograms of the level's new nodes
-                                    (smaller sibling only; the other is parent - sibling)
+    secure_sum  gbdt.histograms  -> the sites' (encrypted) g / h / count histograms of the level's new nodes
+                                    (smaller sibling only; the decrypting site derives the other as
+                                    parent - sibling), summed; the decrypting site releases only each
+                                    node's best split and child sums, signed (``release``, ``transcript``)
 
 Disclosure control (``min_count_rule``):
 
@@ -47,6 +49,7 @@ from .xgboost_json import HESSIAN_EXPORT, model_from_json, model_to_json
 __all__ = ["FederatedGradientBoostingClassifier"]
 
 MIN_COUNT_RULES = ("count", "hessian")
+SIBLING_MODES = ("derive", "both")
 DEFAULT_MIN_CELL_COUNT = 10
 ROW_BOUND = 1.0e9
 
@@ -82,6 +85,10 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         histograms are the same integers.
     bin_edges : list of arrays or None
         Cut values per feature; None = federated quantiles (of the one site, for a local table).
+    sibling : {"derive", "both"}, default "derive"
+        ``"derive"``: the sites compute the smaller child of each split and the decrypting site derives the
+        other from the parent's summed histogram it kept; ``"both"``: the sites compute both children (no
+        state at the decrypting site, about twice the histogram cost below the root).
 
     Attributes
     ----------
@@ -102,7 +109,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
                  max_bin: int = 256, reg_lambda: float = 1.0, gamma: float = 0.0,
                  min_child_weight: float = 1.0, encrypted: bool = True, min_count_rule: str = "count",
                  min_cell_count: int | None = None, hessian_export: str = "keep", precision: int | None = None,
-                 bin_edges: list | None = None):
+                 bin_edges: list | None = None, sibling: str = "derive"):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -116,6 +123,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         self.hessian_export = hessian_export
         self.precision = precision
         self.bin_edges = bin_edges
+        self.sibling = sibling
 
     # -- parameters ---------------------------------------------------------------------------------
     def _validate_params(self) -> None:
@@ -133,6 +141,8 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
                             f"{self.reg_lambda!r}, {self.gamma!r}, {self.min_child_weight!r}")
         if self.min_count_rule not in MIN_COUNT_RULES:
             problems.append(f"min_count_rule must be one of {list(MIN_COUNT_RULES)}, got {self.min_count_rule!r}")
+        if self.sibling not in SIBLING_MODES:
+            problems.append(f"sibling must be one of {list(SIBLING_MODES)}, got {self.sibling!r}")
         if self.hessian_export not in HESSIAN_EXPORT:
             problems.append(f"hessian_export must be one of {list(HESSIAN_EXPORT)}, got {self.hessian_export!r}")
         if self.precision is not None and not (isinstance(self.precision, int | np.integer)
@@ -257,6 +267,10 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             "channels": 3 if self.min_count_rule == "count" else 2,
             "min_count": int(self._min_count_),
         }
+        sp = self._split_params(self._min_count_)  # the decrypting site searches splits with these
+        common.update({"reg_lambda": sp.reg_lambda, "gamma": sp.gamma, "min_child_weight": sp.min_child_weight,
+                       "learning_rate": float(self.learning_rate), "max_depth": int(self.max_depth),
+                       "n_estimators": int(self.n_estimators), "sibling": str(self.sibling)})
         source = FederatedHistogramSource(fed, common, int(n_total), mapper.n_bins, sites=sites)
         self.n_sites_ = n_sites
         return source, mapper, n_total, n_pos, names
@@ -274,7 +288,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
 
     def _boost(self, source, mapper: BinMapper, progress) -> list[Tree]:
         params = GrowParams(max_depth=int(self.max_depth), learning_rate=float(self.learning_rate),
-                            split=self._split_params(self._min_count_))
+                            split=self._split_params(self._min_count_), sibling=str(self.sibling))
         bar = None
         if progress is True:
             from tqdm.auto import tqdm
