@@ -92,7 +92,7 @@ def table_one(fed, columns: Sequence[str] | None = None, by: str = "label", *, s
     variables, ``mean (SD)`` for roughly normal measurements (age, labs), ``median [IQR]`` for counts, scores
     and durations (quartiles from the federated histograms). A "missing, n (%)" row follows a variable only
     where some value is missing. The first row ``N`` counts index events; cells over fewer rows than a
-    site's minimum cell count read "suppressed". Columns: ``Overall`` and the outcome groups named from the
+    site's minimum cell count read "suppressed", a group whose every value is missing "no values". Columns: ``Overall`` and the outcome groups named from the
     study ("Not readmitted", "Readmitted within 30 days"). ``attrs["sub_rows"]`` lists the missing rows.
     """
     from ehr_fed.stats import display
@@ -210,6 +210,8 @@ def _quartiles(edges: np.ndarray, spread: np.ndarray, integer: bool) -> np.ndarr
 
 def _cell(kind: str, m, g: int, j: int, iqr: str | None) -> str:
     n, s = m["n"][g, j], m["sum"][g, j]
+    if np.isfinite(n) and n == 0:  # released as 0: every value of the group is missing
+        return "no values"
     if kind == "binary":
         return f"{_fmt_int(s)} ({100 * s / n:.1f})" if np.isfinite(s) and np.isfinite(n) and n else "suppressed"
     if kind == "skewed":

@@ -149,3 +149,14 @@ def test_histogram_small_bins_merged(fed, pooled):
     assert h.counts.sum() == raw.sum()
     assert all(c >= 10 for _, _, c in h.groups(0, 0))
     assert np.all((h.counts == 0) | (h.counts >= 10))
+
+
+def test_table_one_says_no_values_for_a_variable_never_measured():
+    tables = make_tables()
+    for t in tables.values():
+        t["lab_creatinine"] = np.nan
+    with Federation.in_process(tables, encrypted=False) as fed:
+        t1 = stats.table_one(fed, ["age", "lab_creatinine"])
+    row = next(i for i in t1.index if i.startswith("lab_creatinine") and "missing" not in i)
+    assert (t1.loc[row] == "no values").all(), t1.loc[row]
+    assert t1.loc[next(i for i in t1.index if i.startswith("age"))].str.contains(r"\(").all()
