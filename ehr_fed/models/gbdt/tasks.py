@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ehr_fed.federation.tasks import SiteContext, site_task
+from ehr_fed.privacy.dp import active_release
 
 from .binning import BinMapper
 from .histogram import build_histograms, logistic_grad_hess, quantize
@@ -122,7 +123,9 @@ def site_schema(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
 def site_init(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
     """Row and positive counts of the site."""
     y = table["label"].to_numpy(dtype=np.float64)
-    return {"stats": np.array([float(y.size), float(y.sum())])}
+    stats = np.array([float(y.size), float(y.sum())])
+    rel = active_release()
+    return {"stats": stats if rel is None else private.noise_init(stats, rel)}
 
 
 def site_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
@@ -136,8 +139,13 @@ def site_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict
     row_node = apply_tree(params["tree"], st["X32"])
     hist = build_histograms(st["bins"], gq, hq, row_node, np.asarray(params["nodes"], dtype=np.int64),
                             st["n_bins"])
-    return {"hist": to_wire(hist, st["mask"], int(params.get("channels", 3)))}
+    channels = int(params.get("channels", 3))
+    wire = to_wire(hist, st["mask"], channels)
+    rel = active_release()  # a private level: this site's noise share of every field (see .private)
+    return {"hist": wire if rel is None else private.noise_wire(wire, channels, rel)}
 
 site_task("gbdt.schema", kind="other")(site_schema)
 site_task("gbdt.init", kind="count", counts={"stats": ()})(site_init)
 site_task("gbdt.histograms", kind="histogram")(site_histograms)
+
+from . import private  # noqa: E402  (declares the private forms: gbdt.init, gbdt.histograms, bin cuts)
