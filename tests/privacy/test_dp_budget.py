@@ -123,10 +123,12 @@ def test_cap_events_keeps_k_rows_per_patient_the_same_every_time():
     assert counts.min() > 40
 
 
-def test_boosting_under_a_dp_federation_is_refused_before_any_round():
+def test_boosting_under_a_dp_federation_trains_privately_and_checks_its_bounds_before_any_release():
     from ehr_fed.models.gbdt import FederatedGradientBoostingClassifier
 
     with Federation.in_process(_tables(), policy=PrivacyPolicy(dp={"epsilon": 1.0}), encrypted=False) as fed:
-        with pytest.raises(ValueError, match="gradient boosting has no differentially private form yet"):
+        # the federation's dp is the default; a feature without a public clipping range stops the fit
+        # before any private release (only the schema query was made)
+        with pytest.raises(ValueError, match=r"no clipping range is known for features \['x'\]"):
             FederatedGradientBoostingClassifier(encrypted=False).fit(fed)
-        assert not fed.history  # nothing was asked of the sites
+        assert [h["label"] for h in fed.history] == ["query gbdt.schema"]
