@@ -167,10 +167,11 @@ def run_logreg(args) -> int:
 
 
 def _dp_option(args) -> dict | None:
-    """The ``dp`` option of a logistic regression from --epsilon / --delta / --dp-rounds (None: unset)."""
+    """The ``dp`` option of a model from --epsilon / --delta (/ --dp-rounds, logistic regression); None: unset."""
     if args.epsilon is None:
         if args.delta is not None or getattr(args, "dp_rounds", None) is not None:
-            raise SystemExit("ehr-fed train: --delta and --dp-rounds need --epsilon")
+            flags = "--delta and --dp-rounds need" if hasattr(args, "dp_rounds") else "--delta needs"
+            raise SystemExit(f"ehr-fed train: {flags} --epsilon")
         return None
     dp: dict = {"epsilon": args.epsilon}
     if args.delta is not None:

@@ -94,7 +94,7 @@ def dp_paragraph(dp: dict[str, Any] | None) -> list[str]:
     planned = dp.get("epsilon_planned")
     delta = f"{dp.get('delta', float('nan')):g}"
     return [f"<p class='dp'><strong>Differential privacy:</strong> the model's training spent epsilon "
-            f"{fmt_num(dp['epsilon'], 3)}{f' (planned {fmt_num(planned, 3)})' if planned is not None else ''}, "
+            f"{fmt_num(dp['epsilon'], 3)}{f' (planned {planned:g})' if planned is not None else ''}, "
             f"delta {esc(delta)} over {fmt_int(dp.get('releases'))} private releases; it "
             f"protects {esc(dp.get('protects', 'one patient'))}. The evaluation figures themselves are exact "
             "sums (not noised).</p>"]
