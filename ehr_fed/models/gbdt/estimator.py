@@ -21,6 +21,10 @@ Disclosure control (``min_count_rule``):
     ``H`` holds at least ``4 H`` rows. Safe, but stricter when predictions are confident.
 
 Sites refuse requests whose ``min_count`` is below their own policy's ``min_cell_count``.
+
+Differential privacy (``dp=``, or the federation's ``dp``): the same protocol with every ``gbdt.init`` and
+``gbdt.histograms`` release noised by the sites and the cuts taken from noisy grid counts; the plan, budget
+split, layouts and post-processing live in :mod:`.private`. Without ``dp`` nothing changes.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ Replies:
                      rule, row-count) sums of every real bin (see :mod:`.packing`), gradients and Hessians
                      quantised to ``2**-precision`` (see :mod:`.histogram`); the coordinator's layout gives
                      the bit width of each field.
+
+Under a private release plan (``dp`` in the parameters, see :mod:`.private`) ``gbdt.init`` and
+``gbdt.histograms`` add the site's Skellam noise share to every value before it leaves the task.
 """
 
 from __future__ import annotations
