@@ -61,7 +61,7 @@ def test_private_fit_spends_at_most_its_epsilon_and_stays_useful(tables, tmp_pat
         model = FederatedLogisticRegression(encrypted=False, dp={"epsilon": 4.0, "feature_bounds": BOUNDS}).fit(fed)
     rec = model.dp_
     assert 3.8 < rec["epsilon"] <= 4.0 and rec["delta"] == 1e-6 and rec["releases"] == 2 + 5
-    assert rec["clip_norm"] == pytest.approx(np.sqrt(len(model.terms_) + 1))
+    assert rec["clip_norm"] == pytest.approx(2 * np.sqrt(len(model.terms_) + 1))
     assert set(rec["noise"]) == {"models.row_count", "models.preprocess_sums", "logreg.newton"}
     assert abs(model.n_samples_ - 9000) < 100  # a noisy count
     auc = roc_auc_score(pooled["label"], model.predict_proba(pooled)[:, 1])
