@@ -204,7 +204,10 @@ def decode_preprocess(raw: dict[str, Any], params: dict, noise: dict) -> dict[st
     mean = np.divide(total, n_obs, out=np.zeros_like(total), where=n_obs > 0)
     sumsq = np.maximum(sumsq, n_obs * (mean * mean + (r / 16.0) ** 2))
     d = bounds.shape[0]
-    out = {"n": np.array([n]), "n_pos": np.array([float(np.clip(s["n_pos"][0], 1.0, n - 1.0))]),
+    # a noisy positive count below the policy's min_cell_count is hidden (NaN) by the decrypting site: take 1,
+    # the lower end of the clip (it only sets the Newton start and the reported count)
+    n_pos = float(s["n_pos"][0]) if np.isfinite(s["n_pos"][0]) else 1.0
+    out = {"n": np.array([n]), "n_pos": np.array([float(np.clip(n_pos, 1.0, n - 1.0))]),
            "n_obs": n_obs, "sum": total, "sumsq": sumsq, "n_nonbinary": np.ones(d)}
     for k in ("n_one", "n_one_pos", "n_obs_pos", "n_miss_pos"):
         out[k] = np.zeros(d)
