@@ -14,8 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from ehr_fed import load_model
 from ehr_fed.federation import Federation, FederationError, PrivacyPolicy
-from ehr_fed.models.gbdt import FederatedGradientBoostingClassifier
-from ehr_fed.models.gbdt import private
+from ehr_fed.models.gbdt import FederatedGradientBoostingClassifier, private
 from ehr_fed.models.gbdt.packing import bin_mask, field_widths
 from ehr_fed.privacy import DisclosureError
 from ehr_fed.privacy import dp as dpmod
