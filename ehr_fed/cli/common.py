@@ -45,6 +45,8 @@ def user_message(exc: BaseException) -> str:
     if isinstance(exc, ConfigError):
         problems = [str(p) for p in getattr(exc, "problems", [])]
         return "\n".join(problems + [f"{len(problems)} problem(s) in the config files; fix them and rerun"])
+    if isinstance(exc, FileExistsError) and exc.filename:
+        return f"{exc.filename} is a file; a folder was expected there (choose another path)"
     if isinstance(exc, FileNotFoundError) and exc.filename:
         return f"{exc.filename}: no such file or directory; check the path"
     if isinstance(exc, IsADirectoryError) and exc.filename:
@@ -92,3 +94,37 @@ def private_file(path: Path) -> Path:
     """Restrict ``path`` to its owner (mode 0600): for patient-level outputs."""
     os.chmod(path, 0o600)
     return path
+
+
+def check_enough_sites(fed) -> None:
+    """Raise a :class:`~ehr_fed.privacy.DisclosureError` before any round when the federation lists fewer
+    sites than its privacy policy's ``min_sites`` (every site would refuse every sum: retrying cannot help)."""
+    from ehr_fed.privacy import DisclosureError
+
+    ids = list(fed.site_ids)
+    need = int(fed.policy.min_sites)
+    nodes = getattr(getattr(fed, "transport", None), "nodes", None)
+    if isinstance(nodes, dict):  # in-process sites may hold stricter policies of their own
+        need = max([need, *(int(n.policy.min_sites) for n in nodes.values() if getattr(n, "policy", None))])
+    if len(ids) < need:
+        raise DisclosureError(
+            f"the federation lists {len(ids)} site(s) ({', '.join(ids)}), and the sites' privacy policy requires "
+            f"min_sites={need}: every sum over fewer sites is refused. Add sites to the federation YAML's "
+            "`sites:` (or, if every site agrees, lower privacy.min_sites)", rule="min_sites")
+
+
+def check_columns(fed, columns: list[str] | None, flag: str) -> None:
+    """Raise :class:`UsageError` when ``columns`` names features the federation's study does not have."""
+    if not columns:
+        return
+    feats = getattr(getattr(fed, "study", None), "features", None)
+    if not feats:
+        return
+    names = [f if isinstance(f, str) else f.name for f in feats]
+    unknown = [c for c in columns if c not in names]
+    if unknown:
+        import difflib
+
+        hints = {c: difflib.get_close_matches(c, names, n=1) for c in unknown}
+        said = ", ".join(f"{c!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for c, h in hints.items())
+        raise UsageError(f"{flag}: {said} not feature(s) of the study; its features are: {', '.join(names)}")

@@ -7,7 +7,9 @@
         [--bins 10000] [--folds 5] [--no-local-only] [--validation split|loso|in-sample] [--test-fraction 0.3]
 
 By default the evaluation is out of sample: each site's persons are split by a hash of their key, the model's
-specification is refit on 70 % and evaluated on the other 30 % (``--validation loso``: leave-one-site-out;
+specification is refit on 70 % and evaluated on the other 30 % (less, down to 10 %, when a site's training
+part would be too small for the refit under its parameters-per-row rule; stderr and the report say so.
+``--validation loso``: leave-one-site-out;
 ``--validation in-sample``: the model file on all rows, labelled as such). The report and stderr say what
 was evaluated and on how many rows (see :mod:`ehr_fed.cli.validation`).
 
@@ -42,8 +44,10 @@ def register(subparsers) -> None:
     p.add_argument("--validation", choices=("split", "loso", "in-sample"), default="split",
                    help="split (default): refit on a split of the persons, evaluate on the held-out ones; "
                         "loso: leave-one-site-out; in-sample: the model file on all rows (optimistic)")
-    p.add_argument("--test-fraction", type=float, default=0.3,
-                   help="share of each site's persons held out with --validation split (0.3)")
+    p.add_argument("--test-fraction", type=float,
+                   help="share of each site's persons held out with --validation split (default 0.3, lowered "
+                        "down to 0.1 when a site's training part would be too small for the refit; an explicit "
+                        "value is never changed)")
     p.set_defaults(func=run)
 
 
@@ -64,13 +68,20 @@ def run(args: argparse.Namespace) -> int:
     from ehr_fed.evaluation.report import write_html, write_json
     from ehr_fed.federation import Federation
 
+    _check_args(args)
     check_writable(args.out)
     if args.json:
         check_writable(args.json)
     try:
+        from ehr_fed.cli.filekind import expect_kind
+
+        expect_kind(args.federation, "federation", "ehr-fed evaluate")
         model = load_model(args.model)
         with Federation.from_yaml(args.federation, study=args.study, encrypted=not args.plaintext,
                                   key_bits=args.key_bits, allow_insecure=args.allow_insecure) as fed:
+            from ehr_fed.cli.common import check_enough_sites
+
+            check_enough_sites(fed)
             print(f"evaluating {args.model} over {len(fed.site_ids)} sites "
                   f"({'plaintext' if args.plaintext else 'Paillier-encrypted'} sums)", file=sys.stderr)
             report, validation = _evaluate(fed, model, args)
@@ -87,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"data written to {args.json}", file=sys.stderr)
     res = report["result"]
     print(f"evaluated on: {validation.scheme} ({validation.evaluated_rows} index events)")
-    print(res.to_frame().to_string(float_format=lambda v: f"{v:.4f}", na_rep="-"))
+    print(res.to_display_frame().to_string())
     from ehr_fed.models.persistence import dp_summary
 
     spent = dp_summary(getattr(model, "dp_", None))
@@ -100,6 +111,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_args(args) -> None:
+    """Option values that cannot work, refused before the federation is loaded (exit code 2)."""
+    from ehr_fed.cli.common import UsageError
+
+    if args.bins < 2:
+        raise UsageError(f"--bins must be at least 2, got {args.bins}")
+    if args.folds < 2 and not args.no_local_only:
+        raise UsageError(f"--folds must be at least 2 (cross-validation folds of the local-only models), got "
+                         f"{args.folds}; or pass --no-local-only")
+    if args.test_fraction is not None and not 0.0 < args.test_fraction < 1.0:
+        raise UsageError(f"--test-fraction must be between 0 and 1 (exclusive), got {args.test_fraction:g}")
+
+
 def _evaluate(fed, model, args):
     """(report, validation) under ``args.validation`` (see :mod:`ehr_fed.cli.validation`)."""
     from ehr_fed.cli import validation as v
@@ -109,8 +133,11 @@ def _evaluate(fed, model, args):
 
     opts = {"local_only": not args.no_local_only, "k": args.folds}
     if args.validation == "split":
-        train_fed, test_fed, n_train, n_test = v.split_federations(fed, args.test_fraction,
-                                                                      allow_insecure=args.allow_insecure)
+        plan = v.plan_split(fed, model, args.test_fraction)  # the sites' parameters-per-row rule, up front
+        if plan.note:
+            print(f"note: {plan.note}", file=sys.stderr)
+        f = plan.test_fraction
+        train_fed, test_fed, n_train, n_test = v.split_federations(fed, f, allow_insecure=args.allow_insecure)
         with train_fed, test_fed:
             print(f"refitting the model's specification on {n_train} index events; {n_test} held out",
                   file=sys.stderr)
@@ -118,14 +145,16 @@ def _evaluate(fed, model, args):
                 fitted = v.refit(model, train_fed)
             except DisclosureError as exc:
                 raise DisclosureError(
-                    f"{exc}\nWith --validation split only {1 - args.test_fraction:.0%} of each site's persons "
-                    "train the refit: hold out fewer (--test-fraction 0.1), or use --validation loso.",
+                    f"{exc}\nWith --validation split only {1 - f:.0%} of each site's persons train the "
+                    "refit: hold out fewer (a smaller --test-fraction), or use --validation loso.",
                     rule=exc.rule, site_id=exc.site_id) from None
             result = evaluate(test_fed, fitted, n_bins=args.bins)
             report = build_report(test_fed, model, result=result,
-                                  evaluated_on=v.evaluated_on_split(args.test_fraction, n_train), **opts)
-        return report, v.Validation("split", v.describe_split(args.test_fraction, n_train, n_test), n_test,
-                                    train_rows=n_train, test_fraction=args.test_fraction)
+                                  evaluated_on=v.evaluated_on_split(f, n_train), **opts)
+            report["evaluation_note"] = plan.note
+        return report, v.Validation("split", v.describe_split(f, n_train, n_test, plan.note), n_test,
+                                    train_rows=n_train, test_fraction=f,
+                                    details={"note": plan.note} if plan.note else {})
     result = evaluate(fed, model, n_bins=args.bins)
     n_rows = int(result.overall.get("n") or 0)
     if args.validation == "loso":

@@ -62,10 +62,16 @@ def _schema(args) -> int:
 
 
 def _validate(args) -> int:
+    from ehr_fed.cli.filekind import wrong_kind
     from ehr_fed.mapping import validate_file
 
     bad = 0
     for path in args.files:
+        other = wrong_kind(path, "mapping", "ehr-fed mapping validate", also=("study",))
+        if other:
+            print(f"error: {other}", file=sys.stderr)
+            bad += 1
+            continue
         kind, problems = validate_file(path)
         for p in problems:
             print(p)

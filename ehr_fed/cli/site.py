@@ -61,8 +61,10 @@ def register(subparsers) -> None:
 
 
 def check(args: argparse.Namespace) -> int:
+    from ehr_fed.cli.filekind import expect_kind
     from ehr_fed.federation import SiteNode
 
+    expect_kind(args.config, "site", "ehr-fed site check")
     node = SiteNode.from_config(args.config)
     print(json.dumps({"site_id": node.site_id, "rows": len(node.table), "study": node.study,
                       "policy": node.policy.model_dump(), "holds_private_key": node.holds_private_key,
@@ -73,9 +75,7 @@ def check(args: argparse.Namespace) -> int:
 def audit(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from ehr_fed.privacy import AuditLog
-
-    entries = AuditLog.read(args.log)
+    entries = _audit_entries(args.log)
     by = Counter((e["task"], e["action"], e["kind"]) for e in entries)
     print(json.dumps({"entries": len(entries), "bytes": sum(e.get("bytes", 0) for e in entries),
                       "by_task": [{"task": t, "action": a, "kind": k, "n": n} for (t, a, k), n in by.items()]},
@@ -83,10 +83,31 @@ def audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_entries(path: str) -> list[dict]:
+    """The entries of a site's audit log; a file that is not one is named as what it is."""
+    from ehr_fed.cli.filekind import file_kind
+    from ehr_fed.privacy import AuditLog
+
+    expected = "an audit log (one JSON object per line, written by a site: its `audit_log:`)"
+    try:
+        entries = AuditLog.read(path)
+    except ValueError as exc:  # json.JSONDecodeError: not JSON lines
+        found = file_kind(path)
+        what = f" it is {found[0]} file ({found[1]});" if found else ""
+        raise ValueError(f"{path} is not {expected}:{what} {exc}") from None
+    bad = next((i for i, e in enumerate(entries, 1)
+                if not isinstance(e, dict) or not {"task", "action", "kind"} <= set(e)), None)
+    if bad is not None:
+        raise ValueError(f"{path} is not {expected}: entry {bad} lacks task, action and kind")
+    return entries
+
+
 def serve(args: argparse.Namespace) -> int:
+    from ehr_fed.cli.filekind import expect_kind
     from ehr_fed.federation.transports.flower_site import SiteServiceError
     from ehr_fed.federation.transports.flower_site import serve as serve_site
 
+    expect_kind(args.config, "site", "ehr-fed site serve")
     try:
         serve_site(args.config, args.socket, args.state_dir, tuple(args.allow_uid))
     except SiteServiceError as exc:

@@ -31,11 +31,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.out.endswith((".json", ".html")):
         print(f"ehr-fed stats: --out must end in .json or .html, got {args.out!r}", file=sys.stderr)
         return 2
+    from ehr_fed.cli.filekind import expect_kind
+
+    expect_kind(args.federation, "federation", "ehr-fed stats")
     fed = Federation.from_yaml(args.federation, study=args.study, encrypted=not args.plaintext,
                                key_bits=args.key_bits, allow_insecure=args.insecure_test_keys,
                                cache_dir=args.cache_dir)
     try:
-        cols = args.columns.split(",") if args.columns else None
+        from ehr_fed.cli.common import check_columns, check_enough_sites
+
+        cols = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+        check_columns(fed, cols, "--columns")
+        check_enough_sites(fed)
         report = build_report(fed, cols)
     finally:
         fed.close()

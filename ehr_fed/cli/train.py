@@ -91,11 +91,20 @@ def register(subparsers) -> None:
 
 
 def _federation(args):
+    from ehr_fed.cli.common import check_enough_sites
+    from ehr_fed.cli.filekind import expect_kind
     from ehr_fed.federation import Federation
 
-    return Federation.from_yaml(args.federation, study=args.study, encrypted=not args.plaintext,
-                                key_bits=args.key_bits, allow_insecure=args.allow_insecure,
-                                checkpoint_dir=args.checkpoint_dir)
+    expect_kind(args.federation, "federation", "ehr-fed train")
+    fed = Federation.from_yaml(args.federation, study=args.study, encrypted=not args.plaintext,
+                               key_bits=args.key_bits, allow_insecure=args.allow_insecure,
+                               checkpoint_dir=args.checkpoint_dir)
+    try:
+        check_enough_sites(fed)
+    except BaseException:
+        fed.close()
+        raise
+    return fed
 
 
 def _report_round(entry: dict[str, Any]) -> None:
@@ -170,8 +179,10 @@ def _dp_option(args) -> dict | None:
     """The ``dp`` option of a model from --epsilon / --delta (/ --dp-rounds, logistic regression); None: unset."""
     if args.epsilon is None:
         if args.delta is not None or getattr(args, "dp_rounds", None) is not None:
+            from ehr_fed.cli.common import UsageError
+
             flags = "--delta and --dp-rounds need" if hasattr(args, "dp_rounds") else "--delta needs"
-            raise SystemExit(f"ehr-fed train: {flags} --epsilon")
+            raise UsageError(f"ehr-fed train: {flags} --epsilon")
         return None
     dp: dict = {"epsilon": args.epsilon}
     if args.delta is not None:

@@ -55,7 +55,7 @@ def calibration_figure(result: Any, ax: Any = None):
         ax.scatter(x, y, s=sizes, color="#b0502a", zorder=3, label="bins (merged to >= min cell count)")
     o = result.overall
     ax.set_title(f"Calibration: slope {o.get('calibration_slope', float('nan')):.2f}, "
-                 f"CITL {o.get('calibration_in_the_large', float('nan')):+.3f}", fontsize=10)
+                 f"in-the-large {o.get('calibration_in_the_large', float('nan')):+.3f}", fontsize=10)
     ax.set_xlim(0, hi)
     ax.set_ylim(0, hi)
     ax.set_xlabel("mean predicted risk")
@@ -77,9 +77,11 @@ def importance_figure(names: list[str], values: np.ndarray, title: str, ax: Any 
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_xlim(0, max(float(values.max(initial=0.0)) * 1.08, 1e-9))
-    unused = len(values) - len(used)
+    unused = [names[i] for i in np.flatnonzero(values <= 0)]
     if unused:
-        ax.annotate(f"{unused} feature{'s' if unused > 1 else ''} not used by any split", xy=(0, 0),
+        shown = ", ".join(unused[:4]) + (f" and {len(unused) - 4} more" if len(unused) > 4 else "")
+        ax.annotate(f"{len(unused)} feature{'s' if len(unused) > 1 else ''} not used by any split: {shown}",
+                    xy=(0, 0),
                     xycoords="figure fraction", xytext=(6, 4), textcoords="offset points", fontsize=8,
                     color="#555")
     fig.tight_layout()

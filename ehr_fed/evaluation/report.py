@@ -198,8 +198,9 @@ def model_terms_note(model: Any, study: Any = None) -> str:
     terms = [str(t) for t in getattr(model, "terms_", [])]
     if terms:
         n_missing = sum(t.startswith("missing_") for t in terms)
-        parts[0] += (f"; its {len(terms)} terms are {len(terms) - n_missing} features and {n_missing} "
-                     "missing-value indicators")
+        n_feat = len(terms) - n_missing
+        parts[0] += (f"; its {len(terms)} terms are {n_feat} feature{'s' if n_feat != 1 else ''} and "
+                     f"{n_missing} missing-value indicator{'s' if n_missing != 1 else ''}")
     dropped = list(getattr(model, "dropped_terms_", []) or [])
     if dropped:
         parts.append("Left out as constant: " + ", ".join(display.term_name(study, t) for t in dropped))
@@ -222,18 +223,25 @@ def _fit_note(summary: pd.DataFrame) -> str:
 
 # -- figures ---------------------------------------------------------------------------------------------
 def figures(res: EvaluationResult, model: Any = None, study: Any = None) -> list[tuple[str, str]]:
-    """(caption, PNG data URI) of the ROC curve, the calibration plot and, for boosting, the importances."""
+    """(caption, PNG data URI) of the ROC curve and the calibration plot (the evaluation's figures)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ehr_fed.evaluation.plots import figure_png
+
+    return [("ROC curve", figure_png(res.plot_roc())), ("Calibration", figure_png(res.plot_calibration()))]
+
+
+def importance_png(model: Any, study: Any = None) -> str:
+    """PNG data URI of a boosted model's feature importances, features named from the study spec."""
     import matplotlib
 
     matplotlib.use("Agg")
     from ehr_fed.evaluation.plots import figure_png, importance_figure
 
-    figs = [("ROC curve", figure_png(res.plot_roc())), ("Calibration", figure_png(res.plot_calibration()))]
-    if model is not None and hasattr(model, "feature_importances_"):
-        names = [display.feature_name(study, str(n)) for n in model.feature_names_in_]
-        figs.append(("Feature importances", figure_png(importance_figure(
-            names, np.asarray(model.feature_importances_, dtype=float), "Feature importance (gain)"))))
-    return figs
+    names = [display.feature_name(study, str(n)) for n in model.feature_names_in_]
+    return figure_png(importance_figure(names, np.asarray(model.feature_importances_, dtype=float),
+                                        "Feature importance (gain)"))
 
 
 def evaluation_sections(res: EvaluationResult, model: Any = None, study: Any = None, *, level: int = 2
@@ -241,8 +249,12 @@ def evaluation_sections(res: EvaluationResult, model: Any = None, study: Any = N
     """The HTML sections of one evaluation: overall metrics and figures, per site, local-only, LACE."""
     h = f"h{level}"
     figs = "".join(figure(uri, name) for name, uri in figures(res, model, study))
-    parts = [f"<{h}>Overall</{h}>", table(overall_table(res), index_label="metric"),
-             f"<div class='figs'>{figs}</div>"]
+    parts = [f"<{h}>Overall</{h}>", table(overall_table(res), index_label="metric")]
+    if "auc_tie_bound" in res.overall:
+        parts.append(f"<p class='note'>The AUC is computed from score histograms whose small bins the sites "
+                     f"merge until each holds at least {fmt_int(res.min_cell_count)} index events; the AUC of the "
+                     "unbinned scores lies within the binning bound of the value shown.</p>")
+    parts.append(f"<div class='figs'>{figs}</div>")
     if res.per_site is not None and len(res.per_site):
         parts += [f"<{h}>Per site</{h}>", table(site_metrics_table(res.per_site), index_label="site",
                                                left=["note"])]
@@ -269,7 +281,9 @@ def model_sections(model: Any, title: str, mtable: pd.DataFrame, study: Any = No
                 f"<p class='note'>Odds ratio per unit of each feature (per year, per mg/dL, ...; yes vs no for "
                 f"yes/no variables), adjusted for the others. {esc(_fit_note(summary))}</p>"]
     if "importance" in mtable.columns:
-        return [f"<{h}>Model: gradient boosting</{h}>", note]
+        figs = ([f"<div class='figs'>{figure(importance_png(model, study), 'Feature importances')}</div>"]
+                if hasattr(model, "feature_importances_") else [])
+        return [f"<{h}>Model: gradient boosting</{h}>", note, *figs]
     return []
 
 
@@ -286,6 +300,7 @@ def render_html(report: dict[str, Any]) -> str:
         f"<p>Predicting {esc(outcome)}. Evaluated on {esc(on)}: {fmt_int(res.overall.get('n'))} index events, "
         f"{fmt_int(res.overall.get('positives'))} with the outcome, at {len(res.sites)} sites "
         f"({esc(', '.join(res.sites))}).</p>",
+        *([f"<p class='note'>Note: {esc(report['evaluation_note'])}.</p>"] if report.get("evaluation_note") else []),
         f"<p class='note'>{mode}; model sha256 {esc(res.model_sha256[:16])}...; {fmt_int(res.n_bins)} score "
         f"bins; minimum cell count {fmt_int(res.min_cell_count)}; created {esc(report['created'])}. No "
         "patient-level score left any site: the figures are drawn from sums over all sites.</p>",

@@ -71,6 +71,14 @@ class EvaluationResult:
             rows["LACE index AUC (baseline)"] = self.lace.get("auc")
         return pd.DataFrame({"value": pd.Series(rows, dtype="float64")})
 
+    def to_display_frame(self) -> pd.DataFrame:
+        """:meth:`to_frame` as text for people: counts as integers, the other metrics to 4 decimals."""
+        counts = {OVERALL_LABELS["n"], OVERALL_LABELS["positives"]}
+        frame = self.to_frame()
+        text = [("-" if pd.isna(v) else f"{int(round(v)):d}" if label in counts else f"{v:.4f}")
+                for label, v in frame["value"].items()]
+        return pd.DataFrame({"value": text}, index=frame.index)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (no histograms of single sites exist to include)."""
         fpr, tpr = self.roc_curve()
@@ -89,7 +97,7 @@ class EvaluationResult:
     def _repr_html_(self) -> str:
         parts = [f"<h4>Federated evaluation ({html.escape(self.model_kind or 'model')}, "
                  f"{len(self.sites)} sites, {'encrypted' if self.encrypted else 'plaintext'} sums)</h4>",
-                 self.to_frame().to_html(float_format=lambda v: f"{v:.4f}", na_rep="-")]
+                 self.to_display_frame().to_html()]
         if self.per_site is not None:
             parts += ["<h4>Per site</h4>", self.per_site.to_html(float_format=lambda v: f"{v:.4f}", na_rep="-")]
         if self.local_only is not None:

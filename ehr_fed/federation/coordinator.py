@@ -22,6 +22,7 @@ from ehr_fed.federation.payload import validate
 from ehr_fed.federation.results import QueryResult, SecureSumResult
 from ehr_fed.federation.signing import contribution_digest
 from ehr_fed.federation.site import SiteNode
+from ehr_fed.federation.tasks import UnknownTaskError, get_task
 from ehr_fed.federation.transports.base import SiteFailure, Transport
 from ehr_fed.privacy import PrivacyPolicy
 
@@ -195,8 +196,12 @@ class Federation:
         contributions = self._check_contributions(task, r, nonce, replies, lay, participants, digest, decryptor)
         self.members = list(participants)
         total = {name: he.add(self._pk, [c["arrays"][name] for c in contributions]) for name in lay}
+        reveals = None
+        if any(rep.payload.get("masked") for rep in replies.values()):
+            reveals = self._reveals(task, r, nonce, contributions, participants, digest, decryptor)
         arrays, supp, contributors, release = self._decrypt(task, r, nonce, contributions, total, missing, lay,
-                                                            participants, digest, decryptor)
+                                                            participants, digest, decryptor, params,
+                                                            reveals=reveals)
         result = SecureSumResult(arrays, round=r, contributors=contributors, missing=missing, suppressed=supp,
                                  release=release)
         return self._finish(r, key, f"secure_sum {task}", result)
@@ -322,10 +327,40 @@ class Federation:
         decrypting site for the same computation)."""
         return sorted(candidates)
 
-    def _decrypt(self, task, r, nonce, contributions, total, missing, lay, participants, digest, decryptor):
+    def _reveals(self, task, r, nonce, contributions, participants, digest, decryptor) -> dict[str, dict]:
+        """The reveal step (:mod:`ehr_fed.federation.reveal`): every participant gets the signed summaries of all
+        contributions and returns its self-mask seed, signed. Without every seed the sum cannot be opened, and
+        the sites that revealed refuse this computation over any other participant set."""
+        from ehr_fed.federation.reveal import contribution_summary
+
+        entries = [{"site_id": c["site_id"], "summary": contribution_summary(c["arrays"], c["shapes"]),
+                    "signature": c["signature"]} for c in contributions]
+        payload = {"contribution_nonce": nonce, "participants": participants, "params_digest": digest,
+                   "decryptor": decryptor, "contributions": entries}
+        replies, missing = self._broadcast("reveal", task, r, payload, sites=participants)
+        if missing:
+            lines = "\n  ".join(f"{s}: {why}" for s, why in sorted(missing.items()))
+            raise FederationError(
+                f"round {r} ({task!r}): {sorted(missing)} did not reveal their self-mask seeds, so the sum stays "
+                f"masked:\n  {lines}\nThe sites that revealed hold this computation complete with {participants}: "
+                "it can only be run again over that same set, when every site is back")
+        out = {}
+        for sid, rep in replies.items():
+            seed, sig = rep.payload.get("seed"), rep.payload.get("signature")
+            if not isinstance(seed, bytes) or not isinstance(sig, bytes):
+                raise ProtocolError(f"the reveal reply of {sid!r} lacks its seed or signature")
+            out[sid] = {"seed": seed, "signature": sig}
+        return out
+
+    def _decrypt(self, task, r, nonce, contributions, total, missing, lay, participants, digest, decryptor,
+                 params, reveals=None):
         payload = {"contributions": contributions, "contribution_nonce": nonce, "sum": total,
                    "encrypted": self.encrypted, "layout": lay, "participants": participants,
                    "params_digest": digest, "decryptor": decryptor}
+        if _needs_params(task):  # the decrypting site merges such histograms by their parameters
+            payload["params"] = params
+        if reveals is not None:
+            payload["reveals"] = reveals
         if self.encrypted and self.keys is not None and self.keys.scheme == "threshold":
             payload["partials"] = self._partials(task, r, payload, participants, decryptor)
         msg = TaskMessage("decrypt", task, self.study_id, self.journal.session, r, new_nonce(), payload)
@@ -343,6 +378,15 @@ class Federation:
         arrays = {k: np.asarray(v, dtype=np.float64) for k, v in rep.payload["arrays"].items()}
         return (arrays, rep.payload.get("suppressed", {}), list(rep.payload.get("contributors", [])),
                 rep.payload.get("release"))
+
+
+def _needs_params(task: str) -> bool:
+    """Whether the decrypting site needs a computation's parameters to release it (histograms over requested
+    edges); a task registered only at the sites is released without them."""
+    try:
+        return get_task(task).edges is not None
+    except UnknownTaskError:
+        return False
 
 
 def _layout_entry(name: str, spec: Any) -> Any:

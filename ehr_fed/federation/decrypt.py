@@ -12,7 +12,9 @@ site learns nothing from holding them. The decrypting site
 3. adds the contributions itself and checks that the coordinator's sum is that sum;
 4. refuses to open the same computation (task and parameter digest) over a different participant set
    (differencing attack);
-5. decrypts only the sum.
+5. with masks on, checks one signed self-mask reveal per participant and removes the self-masks from the
+   sum (:mod:`ehr_fed.federation.reveal`); a share holder does the same before its partial decryption;
+6. decrypts only the sum.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 
 from ehr_fed.federation import he
 from ehr_fed.federation.keys import unwrap_secret, wrap_secret
+from ehr_fed.federation.masks import params_digest
 from ehr_fed.federation.messages import ProtocolError, TaskMessage
 from ehr_fed.federation.signing import array_bytes, contribution_digest
 
@@ -50,6 +53,9 @@ def verified_sum(site, msg: TaskMessage, *, role: str):
         raise ProtocolError("decrypt request: participants must be a list of site ids")
     if not isinstance(digest, str) or not digest:
         raise ProtocolError("decrypt request: params_digest must be a non-empty str")
+    if "params" in p and params_digest(p["params"] if p["params"] is not None else {}) != digest:
+        raise ProtocolError("decrypt request: its parameters are not those the contributors signed "
+                            "(params_digest differs)")
     if not isinstance(total, dict) or not isinstance(p.get("layout") or {}, dict):
         raise ProtocolError("decrypt request: sum and layout must be mappings of output names")
     if role == "decryptor" and decryptor != site.site_id:
@@ -104,6 +110,8 @@ def verified_sum(site, msg: TaskMessage, *, role: str):
                 f"the coordinator's sum of {name!r} is not the sum of the signed contributions; refusing to decrypt"
             )
         sums[name] = mine
+    if encrypted and site.masks:
+        sums = _without_self_masks(site, msg, sums, nonce, participants, digest, decryptor)
     layout = {}
     for name in names:
         spec = (p.get("layout") or {}).get(name)
@@ -114,6 +122,14 @@ def verified_sum(site, msg: TaskMessage, *, role: str):
                 raise ProtocolError(f"the decrypt request's layout of {name!r} is invalid: {exc}") from None
         layout[name] = spec
     return sums, shapes, layout, sorted(seen), digest
+
+
+def _without_self_masks(site, msg: TaskMessage, sums, nonce, participants, digest, decryptor):
+    """Check one signed reveal per participant and remove the self-masks from the verified sums."""
+    from ehr_fed.federation.reveal import remove_self_masks, revealed_seeds
+
+    seeds = revealed_seeds(site, msg, nonce=nonce, participants=participants, digest=digest, decryptor=decryptor)
+    return remove_self_masks(site._pk, sums, seeds)
 
 
 def open_sum(site, msg: TaskMessage) -> tuple[dict[str, np.ndarray], list[str]]:

@@ -13,7 +13,10 @@ decrypted sum is bit-identical to the unmasked one; one site's ciphertext, or th
 ``P``, decrypts to a uniformly random residue (it still carries the masks shared with the missing sites).
 
 A site that drops out leaves masks that cannot be removed: the coordinator runs the round again with the
-survivors (a new nonce, so new seeds and new masks), and no subset sum is ever unmasked.
+survivors (a new nonce, so new seeds and new masks), and no subset sum is ever unmasked. Each contribution
+also carries a *self-mask* from a fresh random seed of its own site, revealed only for an attempt the site
+has seen complete (:mod:`ehr_fed.federation.reveal`), so a drop-out claimed after an attempt completed
+cannot be turned into a second, smaller sum of the same computation.
 
 Cost per secure sum at a site of ``|P|`` participants: ``|P| - 1`` X25519 agreements and HKDF calls, one
 SHAKE-256 expansion of ``bytes(n) + 16`` bytes per ciphertext and peer, and one multiplication modulo
@@ -97,10 +100,15 @@ def pairwise_seeds(kex_private: bytes, site_id: str, peers: dict, participants: 
 
 
 class SiteMasker:
-    """The masks one site adds to its contributions to one secure sum."""
+    """The masks one site adds to its contributions to one secure sum.
 
-    def __init__(self, seeds: list[tuple[int, bytes]]):
+    ``seeds`` are the pairwise ``(sign, seed)`` pairs; ``self_seed`` (optional) the site's own self-mask seed
+    of this attempt (:func:`ehr_fed.federation.reveal.self_residues`), added on top.
+    """
+
+    def __init__(self, seeds: list[tuple[int, bytes]], self_seed: bytes | None = None):
         self.seeds = seeds
+        self.self_seed = self_seed
 
     def residues(self, name: str, count: int, n: int) -> list:
         """The summed mask residues (mod ``n``) for the ``count`` ciphertexts of output ``name``."""
@@ -114,4 +122,8 @@ class SiteMasker:
                 total = [a + b for a, b in zip(total, stream, strict=True)]
             else:
                 total = [a - b for a, b in zip(total, stream, strict=True)]
+        if self.self_seed is not None:
+            from ehr_fed.federation.reveal import self_residues
+
+            total = [a + b for a, b in zip(total, self_residues(self.self_seed, name, count, n), strict=True)]
         return [t % n for t in total]

@@ -9,6 +9,9 @@ Actions
 -------
 ``query``              run a task, return its (disclosure-checked) plaintext result
 ``secure_sum``         run a task, return each output array encrypted (or plain) and signed
+``reveal``             (every participant of a complete attempt, masks on) check the signed list of all
+                       contributions, record the computation complete with that set, return the self-mask
+                       seed, signed (:mod:`ehr_fed.federation.reveal`)
 ``decrypt``            (key-holding site) verify signed contributions, add them, decrypt only the sum (with a
                        threshold key: combine its own and the relayed partial decryptions)
 ``partial_decrypt``    (threshold share holder) the same checks, then its partial decryptions of the sum,
@@ -24,7 +27,7 @@ from typing import Any
 
 from ehr_fed.federation import payload as _payload
 
-ACTIONS = ("query", "secure_sum", "decrypt", "partial_decrypt", "ping")
+ACTIONS = ("query", "secure_sum", "reveal", "decrypt", "partial_decrypt", "ping")
 PROTOCOL_VERSION = 1
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+_MARK = "\x00"  # marks the two empty-container leaves; a string starting with it is escaped
 _EMPTY_LIST = "\x00[]"
 _EMPTY_DICT = "\x00{}"
 
@@ -85,6 +86,8 @@ def flatten(payload: Any, prefix: str = "") -> dict[str, Any]:
             out[prefix] = _EMPTY_LIST
         for i, v in enumerate(payload):
             out.update(flatten(v, f"{prefix}/#{i}" if prefix else f"#{i}"))
+    elif isinstance(payload, str) and payload.startswith(_MARK):
+        out[prefix] = _MARK + payload  # escaped: a string is never read back as an empty container
     else:
         out[prefix] = payload
     return out
@@ -117,10 +120,14 @@ def unflatten(flat: dict[str, Any]) -> Any:
 
 
 def _leaf(v: Any) -> Any:
-    if isinstance(v, str) and v == _EMPTY_LIST:
-        return []
-    if isinstance(v, str) and v == _EMPTY_DICT:
-        return {}
+    if isinstance(v, str) and v.startswith(_MARK):
+        if v == _EMPTY_LIST:
+            return []
+        if v == _EMPTY_DICT:
+            return {}
+        if v.startswith(_MARK * 2):
+            return v[1:]
+        raise PayloadTypeError("flat message leaf starts with a reserved marker character (\\x00)")
     return v
 
 

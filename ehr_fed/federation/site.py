@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ehr_fed.federation import he
+from ehr_fed.federation.crosssite import CROSS_SITE_TASKS, apply_flags
 from ehr_fed.federation.keys import SiteKeys
 from ehr_fed.federation.masks import (
     SiteMasker,
@@ -61,7 +62,8 @@ class SiteNode:
     allow_insecure : bool
         Accept a Paillier key below 2048 bits (tests only; also ``EHR_FED_ALLOW_INSECURE_KEYS=1``).
     masks : bool, default True
-        Mask contributions pairwise (:mod:`ehr_fed.federation.masks`). ``False`` exists only to measure what
+        Mask contributions pairwise (:mod:`ehr_fed.federation.masks`) and with a self-mask revealed only for an
+        attempt the site saw complete (:mod:`ehr_fed.federation.reveal`). ``False`` exists only to measure what
         the masks cost (benchmarks); every site of a federation must then agree, and the decrypting site can
         read each contribution.
     state : SiteState or path, optional
@@ -120,7 +122,8 @@ class SiteNode:
             return reply
         try:
             self._check_fresh(message)
-            handler = {"query": self._query, "secure_sum": self._secure_sum, "decrypt": self._decrypt,
+            handler = {"query": self._query, "secure_sum": self._secure_sum, "reveal": self._reveal,
+                       "decrypt": self._decrypt,
                        "partial_decrypt": self._partial_decrypt, "ping": self._ping}[message.action]
             return handler(message)
         except DisclosureError as exc:
@@ -168,7 +171,8 @@ class SiteNode:
 
     def _context(self, msg: TaskMessage) -> SiteContext:
         return SiteContext(site_id=self.site_id, policy=self.policy, study=msg.study, round=msg.round,
-                           n_rows=len(self.table))
+                           n_rows=len(self.table), session=msg.session, peers=self.keys.peers,
+                           participants=tuple(msg.payload.get("participants") or ()))
 
     def _run(self, task: SiteTask, msg: TaskMessage) -> dict[str, Any]:
         from ehr_fed.privacy.budget import charge_release, open_release
@@ -226,7 +230,12 @@ class SiteNode:
                 f"site {self.site_id} refuses {task.name!r} as a {mode} release: its output leaves this site only "
                 f"as {' or '.join(task.release)} (rule release_mode)", rule="release_mode", site_id=self.site_id)
         self.policy.check_task(task.name, self.site_id, mode)
-        problem = _meta_column_use(msg.payload.get("params") or {})
+        params = msg.payload.get("params") or {}
+        if task.params is not None and isinstance(params, dict):
+            unknown = sorted(set(params) - set(task.params))
+            if unknown:
+                raise ProtocolError(f"task {task.name!r} takes the parameters {list(task.params)}, not {unknown}")
+        problem = _meta_column_use(params)
         if problem:
             raise DisclosureError(
                 f"site {self.site_id} refuses {task.name!r}: {problem} (rule meta_columns)", rule="meta_columns",
@@ -236,14 +245,21 @@ class SiteNode:
         task = get_task(msg.task)
         self._admit(task, msg, "plaintext")
         result = validate(self._run(task, msg), f"[{task.name!r} result]")
-        suppressed = self._suppress(task, result)
+        suppressed = self._suppress(task, result, msg.payload.get("params"), [self.site_id], msg.study)
+        if task.name in CROSS_SITE_TASKS:  # cells some other member hides are hidden here too
+            for name, cells in apply_flags(self, task.name, msg, result).items():
+                suppressed[name] = sorted(set(suppressed.get(name, [])) | set(cells))
         arrays = {k: v for k, v in result.items() if isinstance(v, np.ndarray)}
         self._check_gradient(task, arrays)
         return self._release(msg, task.kind, {"result": result, "suppressed": suppressed},
                              suppressed=suppressed)
 
-    def _suppress(self, task: SiteTask, result: dict[str, Any]) -> dict[str, list[int]]:
-        """Suppress small cells of the task's declared count outputs (and their dependents) in place."""
+    def _suppress(self, task: SiteTask, result: dict[str, Any], params: dict | None = None,
+                  scope: list[str] | None = None, study: str = "") -> dict[str, list[int]]:
+        """Suppress small cells of the task's declared count outputs (and their dependents) in place.
+
+        ``params`` and ``scope`` (the sites the result sums over) are needed for histograms over requested
+        edges (``task.edges``): their bins are merged against this site's interval ledger of the column."""
         done: dict[str, list[int]] = {}
         for cname, deps in task.counts.items():
             if cname not in result:
@@ -259,6 +275,13 @@ class SiteNode:
         for hname in task.histograms:
             if hname not in result:
                 raise ProtocolError(f"task {task.name!r} declares histogram {hname!r} but did not return it")
+            if task.edges is not None:
+                merged = self._merge_intervals(task, np.array(result[hname], dtype=np.float64), params, scope,
+                                               study)
+                result[hname] = merged.pop()
+                if merged[0]:
+                    done[hname] = merged[0]
+                continue
             h = np.array(result[hname], dtype=np.float64)
             rows = h.reshape(-1, h.shape[-1]) if h.ndim else h.reshape(1, 1)
             merged = []
@@ -269,6 +292,73 @@ class SiteNode:
             if merged:
                 done[hname] = merged
         return done
+
+    def _record_cells(self, task: SiteTask, msg: TaskMessage, digest: str, participants: list[str]) -> None:
+        """Refuse to contribute what an earlier computation of this study revealed over another participant set.
+
+        Keys: the task with its parameter digest, and the task's declared cells (one per statistics column, the
+        row count): the same column summed over {A, B, C} and then over {B, C} gives site A's cell, whatever the
+        two requests were called. A drop-out rerun (same session and round, a new nonce, fewer sites) replaces
+        the record of the attempt that did not complete.
+        """
+        keys = [f"task:{task.name}/{digest}", *task.cell_keys(msg.payload.get("params") or {})]
+        sites = sorted(participants)
+        new = []
+        for key in keys:
+            rec = self.state.get_record(f"{msg.study}/cells/{key}")
+            if rec is not None and rec["sites"] == sites:
+                continue
+            new.append(key)
+            if rec is None:
+                continue
+            rerun = (rec.get("session") == msg.session and rec.get("round") == msg.round
+                     and set(sites) < set(rec["sites"]))
+            if not rerun:
+                raise DisclosureError(
+                    f"site {self.site_id} already contributed {_cell_name(key)} to this study over "
+                    f"{len(rec['sites'])} sites; the same over {len(sites)} sites would reveal the difference "
+                    "(rule differencing). Run the analysis over the same sites, or start a new study id in "
+                    "every site's config", rule="differencing", site_id=self.site_id)
+        for key in new:
+            self.state.put_record(f"{msg.study}/cells/{key}",
+                                  {"sites": sites, "session": msg.session, "round": int(msg.round)})
+
+    def _merge_intervals(self, task: SiteTask, h: np.ndarray, params: dict | None,
+                         scope: list[str] | None, study: str) -> list:
+        """Histograms ``(n_groups, n_columns, n_bins)`` over ``params[task.edges]``, merged so that no
+        interval between boundaries this site has released for a column (over the same sites) holds
+        1 .. min_cell_count-1 rows. Returns ``[merged groups, merged histogram]``."""
+        from ehr_fed.privacy.intervals import IntervalLedger, merge_against
+
+        if not isinstance(params, dict) or scope is None:
+            raise ProtocolError(f"task {task.name!r}: a histogram over requested edges is released only with its "
+                                "parameters and participant set")
+        try:
+            columns = [str(c) for c in params["columns"]]
+            edges = np.asarray(params[task.edges], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"task {task.name!r}: columns and {task.edges!r} are required ({exc})") from None
+        if h.ndim != 3 or h.shape[1] != len(columns) or edges.shape != (len(columns), h.shape[2] + 1):
+            raise ProtocolError(f"task {task.name!r}: histogram of shape {h.shape} does not match {len(columns)} "
+                                f"columns and edges of shape {edges.shape}")
+        by = params.get("by") or "all"
+        where = f"{study}/intervals/{','.join(sorted(scope))}"
+        out, groups = np.empty_like(h), []
+        for j, column in enumerate(columns):
+            keys = [f"{where}/{column}/all"] + ([f"{where}/{column}/{by}"] if by != "all" else [])
+            ledgers = []
+            for key, n in zip(keys, (1, h.shape[0]), strict=False):
+                rec = self.state.get_record(key)
+                ledgers.append(IntervalLedger.from_dict(rec) if rec else IntervalLedger(n))
+            try:
+                out[:, j], merged = merge_against(h[:, j], edges[j], self.policy.min_cell_count, ledgers)
+            except ValueError as exc:
+                raise DisclosureError(f"site {self.site_id} refuses the histogram of {column!r}: {exc} "
+                                      "(rule differencing)", rule="differencing", site_id=self.site_id) from None
+            for key, led in zip(keys, ledgers, strict=True):
+                self.state.put_record(key, led.to_dict())
+            groups.extend([[g * h.shape[1] + j, *m] for g in range(h.shape[0]) for m in merged])
+        return [groups, out]
 
     def _secure_sum(self, msg: TaskMessage) -> Reply:
         task = get_task(msg.task)
@@ -288,18 +378,20 @@ class SiteNode:
         if not isinstance(decryptor, str) or decryptor not in participants:
             raise ProtocolError("secure_sum request names no decrypting site among its participants "
                                 "(payload 'decryptor')")
+        self_seed = self._self_seed(msg, participants, digest) if encrypted and self.masks else None
         prev = self.state.record_contribution(f"{msg.study}/{msg.task}/{digest}", decryptor)
         if prev is not None:
             raise DisclosureError(
                 f"site {self.site_id} contributed to this {task.name!r} computation for the decrypting site "
                 f"{prev}; a second decrypting site could open it over another participant set (differencing)",
                 rule="differencing", site_id=self.site_id)
+        self._record_cells(task, msg, digest, participants)
         masker = None
         if encrypted and self.masks:
             context = mask_context(study=msg.study, session=msg.session, round=msg.round, nonce=msg.nonce,
                                    task=msg.task, participants=participants, digest=digest)
             masker = SiteMasker(pairwise_seeds(self.keys.kex_private, self.site_id, self.keys.peers,
-                                               participants, context))
+                                               participants, context), self_seed=self_seed)
         result = self._run(task, msg)
         if set(result) != set(layout):
             raise ProtocolError(
@@ -327,9 +419,29 @@ class SiteNode:
         signed = contribution_digest(study=msg.study, session=msg.session, round=msg.round, nonce=msg.nonce,
                                      task=msg.task, site_id=self.site_id, arrays=arrays, shapes=shapes,
                                      participants=participants, params=digest, decryptor=decryptor)
+        if self_seed is not None:
+            from ehr_fed.federation.reveal import keep_self_seed
+
+            keep_self_seed(self, msg, self_seed, participants=participants, digest=digest, decryptor=decryptor,
+                           signed=signed)
         payload = {"arrays": arrays, "shapes": shapes, "signature": self.keys.sign(signed),
                    "encrypted": encrypted, "masked": masker is not None}
         return self._release(msg, task.kind, payload, encrypted=encrypted, participants=participants)
+
+    def _self_seed(self, msg: TaskMessage, participants: list[str], digest: str) -> bytes:
+        """The rerun rule, then a fresh self-mask seed for this attempt (:mod:`ehr_fed.federation.reveal`)."""
+        from ehr_fed.federation.reveal import check_rerun, new_self_seed
+
+        check_rerun(self, msg, participants, digest)
+        return new_self_seed()
+
+    def _reveal(self, msg: TaskMessage) -> Reply:
+        """Reveal this site's self-mask seed of a complete attempt (checks in :func:`reveal.reveal_seed`)."""
+        from ehr_fed.federation.reveal import reveal_seed
+
+        task = get_task(msg.task)
+        self.policy.check_task(task.name, self.site_id)
+        return self._release(msg, f"{task.kind}:self_mask_seed", reveal_seed(self, msg))
 
     def _encrypt_fields(self, task: SiteTask, name: str, a: np.ndarray, spec: dict, pk, masker):
         from ehr_fed.crypto import EncodingOverflowError
@@ -358,7 +470,7 @@ class SiteNode:
         task = get_task(msg.task)
         self.policy.check_task(task.name, self.site_id)
         result, contributors = open_sum(self, msg)
-        suppressed = self._suppress(task, result)
+        suppressed = self._suppress(task, result, msg.payload.get("params"), contributors, msg.study)
         # the released values, signed: later requests carry them back so every site can replay the protocol
         record = sign_release(self.keys, study=msg.study, session=msg.session, round=msg.round, task=msg.task,
                               params_digest=msg.payload["params_digest"],
@@ -367,6 +479,13 @@ class SiteNode:
                              {"arrays": result, "suppressed": suppressed, "contributors": contributors,
                               "release": record},
                              suppressed=suppressed, contributors=contributors)
+
+
+def _cell_name(key: str) -> str:
+    """A readable name of a cell key: ``col:age`` -> "the statistics of 'age'"."""
+    if key.startswith("col:"):
+        return f"the statistics of {key[4:]!r}"
+    return f"the computation {key[5:].split('/')[0]!r}" if key.startswith("task:") else repr(key)
 
 
 def _request_digest(msg: TaskMessage) -> str:

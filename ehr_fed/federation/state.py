@@ -9,6 +9,14 @@ Each line is one event::
     {"e": "nonce", "nonce": "...", "session": "...", "round": 3}
     {"e": "opened", "key": "<study>/<task>/<params digest>", "sites": ["site_a", "site_b", "site_c"]}
     {"e": "contributed", "key": "<study>/<task>/<params digest>", "decryptor": "site_a"}
+    {"e": "self_mask", "attempt": "[study, session, round, nonce, task]", "seed": "<hex>", ...}
+    {"e": "complete", "key": "[study, task, params digest]", "sites": ["site_a", "site_b", "site_c"]}
+    {"e": "record", "key": "<study>/intervals/<column>/<group>", "value": {...}}   (last one wins)
+
+A ``self_mask`` line holds the secret seed of this site's self-mask for one attempt of a secure sum
+(:mod:`ehr_fed.federation.reveal`) with what the site signed in that attempt; a ``complete`` line records that
+the site saw a complete, signed set of contributions to a computation and revealed its seed for it. The file
+therefore holds secrets of the site and is created with mode 0600.
 
 Why contributors remember the decrypting site: two decryptors, each opening the same computation over a
 different participant set, would each see nothing wrong; their two sums differ by one site's numbers. A
@@ -36,6 +44,9 @@ class SiteState:
         self.last_round: dict[str, int] = {}
         self.opened: dict[str, tuple[str, ...]] = {}
         self.decryptors: dict[str, str] = {}
+        self.self_masks: dict[str, dict] = {}
+        self.complete: dict[str, tuple[str, ...]] = {}
+        self.records: dict[str, dict] = {}
         self._lock = threading.Lock()
         if self.path is not None:
             self._load()
@@ -62,6 +73,12 @@ class SiteState:
                     self.opened[ev["key"]] = tuple(ev["sites"])
                 elif ev["e"] == "contributed":
                     self.decryptors.setdefault(ev["key"], ev["decryptor"])
+                elif ev["e"] == "self_mask":
+                    self.self_masks.setdefault(ev["attempt"], {k: v for k, v in ev.items() if k != "e"})
+                elif ev["e"] == "complete":
+                    self.complete.setdefault(ev["key"], tuple(ev["sites"]))
+                elif ev["e"] == "record":
+                    self.records[ev["key"]] = dict(ev["value"])
             except (ValueError, KeyError, TypeError):
                 # a torn last line after a crash; anything else is a damaged file the operator must see
                 log.warning("site state %s: ignoring unreadable line %d", self.path, i)
@@ -114,3 +131,52 @@ class SiteState:
                 self.decryptors[key] = decryptor
                 self._append({"e": "contributed", "key": key, "decryptor": decryptor})
         return None
+
+    # -- self-masks and complete participant sets (drop-out recovery) -----------------------------------
+    def record_self_mask(self, attempt: str, entry: dict) -> None:
+        """Persist the self-mask seed of one attempt (and what the site signed in it) before the reply leaves.
+
+        An attempt has one seed: a second record for the same attempt is refused (a seed is never reused).
+        """
+        with self._lock:
+            if attempt in self.self_masks:
+                raise ValueError(f"attempt {attempt} already has a self-mask seed; a seed is never reused")
+            self.self_masks[attempt] = dict(entry)
+            self._append({"e": "self_mask", "attempt": attempt, **entry})
+
+    def self_mask(self, attempt: str) -> dict | None:
+        """The recorded self-mask entry of ``attempt`` (``None`` if this site did not contribute to it)."""
+        with self._lock:
+            entry = self.self_masks.get(attempt)
+            return dict(entry) if entry is not None else None
+
+    def complete_set(self, key: str) -> tuple[str, ...] | None:
+        """The participant set recorded as complete for the computation ``key`` (``None``: none yet)."""
+        with self._lock:
+            return self.complete.get(key)
+
+    def record_complete(self, key: str, sites) -> tuple[str, ...] | None:
+        """Record that computation ``key`` was complete with ``sites``; return the earlier, different set if
+        there is one (then the site must refuse to reveal)."""
+        sites = tuple(sorted(sites))
+        with self._lock:
+            prev = self.complete.get(key)
+            if prev is not None and prev != sites:
+                return prev
+            if prev is None:
+                self.complete[key] = sites
+                self._append({"e": "complete", "key": key, "sites": list(sites)})
+        return None
+
+    # -- records of what was released -----------------------------------------------------------
+    def get_record(self, key: str) -> dict | None:
+        """The last record stored under ``key`` (e.g. an interval ledger), ``None`` if there is none."""
+        with self._lock:
+            value = self.records.get(key)
+        return None if value is None else dict(value)
+
+    def put_record(self, key: str, value: dict) -> None:
+        """Store ``value`` (JSON-serialisable) under ``key``, durably before the release it describes."""
+        with self._lock:
+            self.records[key] = dict(value)
+            self._append({"e": "record", "key": key, "value": value})

@@ -31,13 +31,17 @@ KINDS = ("count", "moments", "histogram", "gradient", "metric", "other")
 
 @dataclass(frozen=True)
 class SiteContext:
-    """What a task knows about the site it runs at."""
+    """What a task knows about the site it runs at (and, for a task that replays the protocol's signed
+    transcript, the request's session, the site's pinned ``peers`` and the request's ``participants``)."""
 
     site_id: str
     policy: PrivacyPolicy
     study: str = ""
     round: int = 0
     n_rows: int = 0
+    session: str = ""
+    peers: Mapping[str, Any] = field(default_factory=dict)
+    participants: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,19 @@ class SiteTask:
         sum over sites) and/or ``"plaintext"`` (as a reply of its own: only for outputs that pass the
         disclosure rules alone, such as schemas and suppressed counts). A request in another mode is
         refused. Default: secure sum only; :data:`PLAINTEXT_TASKS` lists the built-in exceptions.
+    cells : callable or None
+        ``cells(params)``: keys of what the computation reveals (``"col:age"``). A site records each
+        key with the computation's participant set and refuses the key over another set, whatever the task
+        or parameters (``describe(["age", "sex"])`` over three sites, then ``describe(["age"])`` over two,
+        would give the third site's age cells).
+    params : tuple of str or None
+        The parameter names the task reads; a request with any other is refused (an unused parameter
+        would give the same computation a new name, and a new differencing record). ``None``: not declared.
+    edges : str or None
+        For histograms over requested bin edges: the parameter holding them (``(n_columns, n_bins + 1)``, with
+        ``columns`` and ``by`` beside it). The decrypting site then merges bins against every boundary it
+        released earlier for the same column (:mod:`ehr_fed.privacy.intervals`), so two releases over
+        different edges cannot be subtracted into a small cell.
     """
 
     name: str
@@ -67,6 +84,17 @@ class SiteTask:
     counts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     histograms: tuple[str, ...] = ()
     release: tuple[str, ...] = ("secure_sum",)
+    edges: str | None = None
+    cells: Callable[[dict], list[str]] | None = None
+    params: tuple[str, ...] | None = None
+
+    def cell_keys(self, params: dict) -> list[str]:
+        """What this computation reveals, as keys a site records with the participant set: the declared
+        ``cells`` (e.g. one per statistics column, shared by every task that releases that column); the task
+        itself with a digest of its parameters is always a key too (added by the caller)."""
+        if self.cells is None:
+            return []
+        return [str(c) for c in self.cells(params)]
 
 
 RELEASE_MODES = ("plaintext", "secure_sum")
@@ -99,7 +127,9 @@ class UnknownTaskError(KeyError):
 
 
 def site_task(name: str, kind: str = "other", *, counts: Mapping[str, Any] | None = None,
-              histograms: tuple[str, ...] = (), release: tuple[str, ...] | None = None):
+              histograms: tuple[str, ...] = (), release: tuple[str, ...] | None = None,
+              edges: str | None = None, cells: Callable[[dict], list[str]] | None = None,
+              params: tuple[str, ...] | None = None):
     """Register a site task under ``name`` (decorator). Re-registering a name replaces it.
 
     ``release``: the modes in which its output may leave the site (default :data:`PLAINTEXT_TASKS` for the
@@ -114,7 +144,8 @@ def site_task(name: str, kind: str = "other", *, counts: Mapping[str, Any] | Non
 
     def deco(fn):
         _REGISTRY[name] = SiteTask(name=name, kind=kind, fn=fn, counts=norm, histograms=tuple(histograms),
-                                   release=modes)
+                                   release=modes, edges=edges, cells=cells,
+                                   params=None if params is None else tuple(params))
         return fn
 
     return deco

@@ -410,6 +410,13 @@ class FeaturePreprocessor(TransformerMixin, BaseEstimator):
         return self
 
 
+def design_state(prep: FeaturePreprocessor) -> dict[str, Any]:
+    """The plain-data state a site builds its design from: :meth:`FeaturePreprocessor.get_state` without the
+    pooled sums and the dropped terms (the coordinator sends it; every site derives it again from the released
+    sums and refuses one that differs)."""
+    return {k: v for k, v in prep.get_state().items() if k not in ("sums", "dropped_terms")}
+
+
 def design_matrix(X: np.ndarray, state: dict[str, Any]) -> np.ndarray:
     """Build the (standardized) design from a float feature array and a preprocessor state.
 

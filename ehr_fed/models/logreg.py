@@ -7,9 +7,12 @@ Protocol (every arrow is one ``Federation.secure_sum``; the coordinator never se
     2. logreg.newton (x rounds) X'(y - p), upper triangle of X'WX, log-likelihood at the current beta
                                 -> pooled Newton step, until the step is below ``tol``
 
-The design, the penalty and the secure-sum bounds are documented in :mod:`ehr_fed.models.base` and
-:mod:`ehr_fed.models.logreg_newton`. Standard errors come from the pooled information matrix, so
-:meth:`FederatedLogisticRegression.summary` equals statsmodels' ``Logit`` on the concatenated tables.
+Every Newton request carries the signed releases of the fit so far and the coefficients of the earlier
+rounds; each site replays the fit from them with the same code (:mod:`ehr_fed.models.logreg_transcript`)
+and refuses a design or coefficients that do not follow. The design, the penalty and the secure-sum bounds
+are documented in :mod:`ehr_fed.models.base` and :mod:`ehr_fed.models.logreg_newton`. Standard errors
+come from the pooled information matrix, so :meth:`FederatedLogisticRegression.summary` equals
+statsmodels' ``Logit`` on the concatenated tables.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
+from ehr_fed.federation.coordinator import FederationError
 from ehr_fed.models.base import (
     DEFAULT_MISSING,
     MISSING_STRATEGIES,
@@ -32,23 +36,28 @@ from ehr_fed.models.base import (
     check_is_fitted,
     column_diff,
     design_matrix,
+    design_state,
 )
 from ehr_fed.models.logreg_newton import (
     PerfectSeparationError,
-    diverging_terms,
     loglik_bound,
-    newton_step,
     original_scale,
-    penalized_objective,
-    penalty_diagonal,
     separated_binary_terms,
+)
+from ehr_fed.models.logreg_transcript import (
+    NEWTON_TASK,
+    PREP_TASK,
+    ROW_TASK,
+    Design,
+    ExactNewton,
+    derive_design,
+    newton_params,
+    rule_settings,
 )
 from ehr_fed.models.preflight import check_model_size
 
 #: public per-site bound on a row count, used to size the encoding of the first (preprocessing) sum
 ROW_BOUND = 1.0e9
-#: largest number of step halvings in one Newton round before giving up
-_MAX_HALVINGS = 30
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -213,25 +222,23 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
             self._set_coefficients()
             return self
         n_sites = len(federation.site_ids)
-        rows = federation.secure_sum("models.row_count", {}, {"n": (ROW_BOUND, n_sites)})
+        rows = federation.secure_sum(ROW_TASK, {}, {"n": (ROW_BOUND, n_sites)})
         n_total = float(np.asarray(rows["n"]).ravel()[0])
         self._members = sorted(getattr(rows, "contributors", None) or federation.site_ids)
         if not n_total > 0:  # NaN: suppressed by the decrypting site
             raise ValueError("the federation holds too few rows to fit a model (the pooled row count was "
                              "suppressed or is 0)")
-        sums = federation.secure_sum(
-            "models.preprocess_sums", {"features": names, "label": "label"},
-            _preprocess_layout(n_total, n_sites),
-        )
-        prep = FeaturePreprocessor.from_sums(sums, names, missing_values=str(strategy),
-                                             center=bool(self.fit_intercept))
+        setup = {ROW_TASK: {}, PREP_TASK: {"features": names, "label": "label"}}
+        sums = federation.secure_sum(PREP_TASK, setup[PREP_TASK], _preprocess_layout(n_total, n_sites))
+        rule = rule_settings(self, str(strategy))
+        design = derive_design(rows, sums, setup, rule, bool(self.fit_intercept))  # as every site derives it
+        prep, n_pos = design.prep, design.n_pos
         if prep.dropped_terms_:
             warnings.warn(
                 f"terms left out of the model: {prep.dropped_terms_} (constant or never observed in the pooled "
                 "data, or their counts were suppressed by the sites' min_cell_count)",
                 UserWarning, stacklevel=2,
             )
-        n_pos = float(np.asarray(sums["n_pos"]).ravel()[0])
         if not np.isfinite(n_pos):
             raise ValueError("the pooled number of positive labels was suppressed (fewer than the sites' "
                              "min_cell_count): too few events to fit a model")
@@ -240,15 +247,17 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
                 f"the pooled label has only one class ({int(n_total)} rows, {int(n_pos)} positive); "
                 "logistic regression needs both 0 and 1"
             )
-        terms = (["intercept"] if self.fit_intercept else []) + list(prep.terms_)
-        check_model_size(federation, len(terms), model="logistic regression")  # every site, before round 1
+        check_model_size(federation, len(design.terms), model="logistic regression")  # every site, before round 1
         if self.penalty == "none":
             sep = separated_binary_terms(sums, names, list(prep.terms_))
             if sep:
                 raise PerfectSeparationError(_separation_message(sep, "an empty cell in its table with "
                                                                        "the label"), sep)
+        base = {"preprocess": design_state(prep), "fit_intercept": bool(self.fit_intercept), "label": "label",
+                "rule": rule, "setup": setup}
         try:
-            self._newton(federation, prep, terms, n_total, n_pos, n_sites, callback)
+            self._newton(federation, design, base, [signed_release(rows), signed_release(sums)], n_sites,
+                         callback)
         finally:
             from ehr_fed.models.logreg_tasks import clear_design_cache
 
@@ -299,73 +308,37 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
                              f"features: {expected}")
         return list(self.features)
 
-    def _newton(self, fed: Any, prep: FeaturePreprocessor, terms: list[str], n_total: float,
-                n_pos: float, n_sites: int, callback: ProgressCallback | None) -> None:
-        d = len(terms)
-        lam = penalty_diagonal(prep.scale_, self.C if self.penalty == "l2" else None, self.fit_intercept)
-        beta = np.zeros(d)
-        if self.fit_intercept:
-            beta[0] = np.log(n_pos / (n_total - n_pos))
-        state = {k: v for k, v in prep.get_state().items() if k not in ("sums", "dropped_terms")}
+    def _newton(self, fed: Any, design: Design, base: dict[str, Any], transcript: list[dict[str, Any]],
+                n_sites: int, callback: ProgressCallback | None) -> None:
+        """Newton rounds by the rule every site replays (:class:`~ehr_fed.models.logreg_transcript.ExactNewton`):
+        each request carries the signed releases so far and the coefficients of the earlier rounds."""
+        rule = ExactNewton(design, base["rule"], self.fit_intercept)
         history: list[dict[str, Any]] = []
-        prev_beta, prev_obj, step, halvings, converged = None, -np.inf, None, 0, False
-        info = None
-        for rnd in range(1, int(self.max_iter) + 1):
-            stats = fed.secure_sum(
-                "logreg.newton",
-                {"preprocess": state, "beta": beta.tolist(), "fit_intercept": bool(self.fit_intercept),
-                 "label": "label"},
-                _newton_layout(n_total, n_sites, beta, self.fit_intercept),
-            )
-            _check_same_sites(stats, getattr(self, "_members", None), rnd)
-            loglik = float(np.asarray(stats["loglik"]).ravel()[0])
-            obj = penalized_objective(loglik, beta, lam)
-            entry = {"round": rnd, "loglik": loglik, "objective": obj}
-            if prev_beta is not None and obj < prev_obj - 1e-12 * abs(prev_obj) and halvings < _MAX_HALVINGS:
-                halvings += 1  # the full step overshot: go back half way (damped Newton)
-                step = step / 2.0
-                beta = prev_beta + step
-                entry.update(step=float(np.abs(step).max()), halving=halvings, converged=False)
-                history.append(entry)
-                if callback:
-                    callback(entry)
-                continue
-            halvings = 0
-            step, info = newton_step(stats["gradient"], stats["hessian"], beta, lam, terms)
-            prev_beta, prev_obj, self.loglik_ = beta, obj, loglik
-            beta = beta + step
-            size = float(np.abs(step).max())
-            converged = size < self.tol
-            entry.update(step=size, converged=converged)
+        path: list[np.ndarray] = []
+        while not rule.finished:
+            beta = rule.beta
+            stats = fed.secure_sum(NEWTON_TASK, newton_params(base, beta, path, transcript),
+                                   _newton_layout(design.n_total, n_sites, beta, self.fit_intercept))
+            _check_same_sites(stats, getattr(self, "_members", None), rule.rounds + 1)
+            transcript.append(signed_release(stats))
+            path.append(beta)
+            entry = rule.update(stats, beta)
             history.append(entry)
             if callback:
                 callback(entry)
-            if converged:
-                break
-            self._check_separation(beta, terms, loglik, n_total)
-        if info is None:
+            if rule.separation is not None:
+                terms, evidence = rule.separation
+                raise PerfectSeparationError(_separation_message(terms, evidence), terms)
+        if rule.info is None:
             raise RuntimeError("no Newton round completed")
-        if not converged:
+        if not rule.converged:
             warnings.warn(
                 f"FederatedLogisticRegression did not converge in {self.max_iter} rounds (last step "
                 f"{history[-1]['step']:.3g} > tol={self.tol:g}); increase max_iter", ConvergenceWarning,
                 stacklevel=3,
             )
-        self.beta_, self.information_ = beta, info
-        self.n_iter_, self.converged_, self.history_ = len(history), converged, history
-
-    def _check_separation(self, beta: np.ndarray, terms: list[str], loglik: float, n_total: float) -> None:
-        if self.penalty != "none":
-            return
-        big = diverging_terms(beta, terms, self.fit_intercept)
-        if big:
-            raise PerfectSeparationError(_separation_message(big, "a coefficient growing without bound"), big)
-        if loglik > -1e-6 * n_total:
-            off = 1 if self.fit_intercept else 0
-            top = [terms[off + i] for i in np.argsort(-np.abs(beta[off:]))[:3]]
-            raise PerfectSeparationError(
-                _separation_message(top, "the pooled log-likelihood reaching 0 (every label predicted "
-                                         "perfectly); the largest coefficients are on these terms"), top)
+        self.beta_, self.information_, self.loglik_ = rule.beta, rule.info, rule.loglik
+        self.n_iter_, self.converged_, self.history_ = len(history), rule.converged, history
 
     def _set_coefficients(self) -> None:
         prep = self.preprocessor_
@@ -441,6 +414,16 @@ def _private_session(model: Any, federation: Any):
     from ehr_fed.models.logreg_private import resolve_dp
 
     return resolve_dp(model, federation)
+
+
+def signed_release(result: Any) -> dict[str, Any]:
+    """The signed release record of a secure sum (the transcript entry every later Newton request carries)."""
+    record = getattr(result, "release", None)
+    if not isinstance(record, dict):
+        raise FederationError(
+            "the federation returned a secure sum without its signed release record; the sites replay a logistic "
+            "regression from these records and refuse Newton rounds without them (use ehr_fed.federation.Federation)")
+    return record
 
 
 def _study_spec(federation: Any) -> Any:

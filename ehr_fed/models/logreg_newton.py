@@ -152,6 +152,26 @@ def diverging_terms(beta: np.ndarray, terms: Sequence[str], fit_intercept: bool)
     return [terms[off + i] for i in big]
 
 
+def separation_evidence(beta: np.ndarray, terms: Sequence[str], loglik: float, n_total: float,
+                        fit_intercept: bool) -> tuple[list[str], str] | None:
+    """Evidence of perfect separation after an unpenalized Newton step (``None`` when there is none).
+
+    ``(terms, evidence)``: the terms whose standardized coefficient exceeds :data:`SEPARATION_BOUND`, or,
+    when the pooled log-likelihood has reached 0 (every label predicted perfectly), the three largest.
+    The fit stops there; the coordinator raises :class:`PerfectSeparationError` and every site refuses a
+    further round (the transcript replay of :mod:`ehr_fed.models.logreg_transcript`).
+    """
+    big = diverging_terms(beta, terms, fit_intercept)
+    if big:
+        return big, "a coefficient growing without bound"
+    if loglik > -1e-6 * n_total:
+        off = 1 if fit_intercept else 0
+        top = [terms[off + i] for i in np.argsort(-np.abs(beta[off:]))[:3]]
+        return top, ("the pooled log-likelihood reaching 0 (every label predicted perfectly); the largest "
+                     "coefficients are on these terms")
+    return None
+
+
 def separated_binary_terms(sums: dict[str, np.ndarray], feature_names: Sequence[str],
                            terms: Sequence[str]) -> list[str]:
     """Binary features and missing indicators with an empty cell in their 2 x 2 table with the label.

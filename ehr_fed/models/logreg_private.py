@@ -29,29 +29,32 @@ was within the spread of the medians (about 0.004); the row clip norm mattered m
 
 from __future__ import annotations
 
-import math
 import uuid
-import warnings
 from typing import Any
 
 import numpy as np
 
-from ehr_fed.models.base import FeaturePreprocessor
+from ehr_fed.models.base import design_state
 from ehr_fed.models.logreg_dp import (
     PREPROCESS_QUANTUM,
     _newton_sens,
     _preprocess_sens,
     _row_count_sens,
-    decode_newton,
-    decode_preprocess,
     default_feature_bounds,
     newton_clip,
     newton_layout,
     preprocess_layout,
     row_count_layout,
-    smoothed_information,
 )
-from ehr_fed.models.logreg_newton import newton_step, penalty_diagonal
+from ehr_fed.models.logreg_transcript import (
+    NEWTON_TASK,
+    PREP_TASK,
+    ROW_TASK,
+    PrivateNewton,
+    derive_design,
+    newton_params,
+    rule_settings,
+)
 from ehr_fed.privacy.dp import DPConfig, DPError, ReleasePlan, calibrate, spent_record
 
 #: keys of a model's ``dp`` option that are not part of the budget itself
@@ -92,7 +95,7 @@ def resolve_dp(model: Any, federation: Any) -> tuple[DPConfig, dict[str, Any]] |
 def fit_private(model: Any, fed: Any, study: Any, names: list[str], strategy: str, cfg: DPConfig,
                 opts: dict[str, Any], callback: Any = None) -> Any:
     """Fit ``model`` (a FederatedLogisticRegression) under the release plan of ``cfg``; sets its attributes."""
-    from ehr_fed.models.logreg import ROW_BOUND
+    from ehr_fed.models.logreg import ROW_BOUND, signed_release
 
     rounds = int(opts.get("rounds", DEFAULT_ROUNDS))
     last = float(opts.get("last_round_weight", 1.0))  # the last round decides the model: it may get more
@@ -101,8 +104,10 @@ def fit_private(model: Any, fed: Any, study: Any, names: list[str], strategy: st
     p = plan.to_params()
     n_sites = len(fed.site_ids)
     records = []
-    raw = fed.secure_sum("models.row_count", {"dp": p}, row_count_layout(plan, n_sites, ROW_BOUND))
-    records.append(_record("models.row_count", plan, "preprocess", _row_count_sens({})))
+    setup = {ROW_TASK: {"dp": p}}
+    raw = fed.secure_sum(ROW_TASK, setup[ROW_TASK], row_count_layout(plan, n_sites, ROW_BOUND))
+    transcript = [signed_release(raw)]
+    records.append(_record(ROW_TASK, plan, "preprocess", _row_count_sens({})))
     n_noisy = float(np.asarray(raw["n"], dtype=float).ravel()[0])
     sigma_n = records[-1]["noise"]["n"]["sigma"]
     if not n_noisy > 10 * sigma_n:
@@ -110,50 +115,36 @@ def fit_private(model: Any, fed: Any, study: Any, names: list[str], strategy: st
                          f"(noisy pooled row count {n_noisy:.0f}, noise sd {sigma_n:.1f})")
     n_bound = n_noisy + 12 * sigma_n  # public upper bound of the pooled row count (noise beyond 12 sd: never)
     bounds = default_feature_bounds(study, names, opts.get("feature_bounds"))
-    prep_params = {"features": names, "label": "label", "dp": p,
-                   "dp_clip": {"feature_bounds": bounds, "quantum": PREPROCESS_QUANTUM}}
-    raw = fed.secure_sum("models.preprocess_sums", prep_params,
-                         preprocess_layout(plan, prep_params, n_bound, n_sites))
-    records.append(_record("models.preprocess_sums", plan, "preprocess", _preprocess_sens(prep_params)))
-    sums = decode_preprocess(raw, prep_params, calibrate(plan, "preprocess", _preprocess_sens(prep_params)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prep = FeaturePreprocessor.from_sums(sums, names, missing_values=str(strategy),
-                                             center=bool(model.fit_intercept))
-    n_total, n_pos = float(sums["n"][0]), float(sums["n_pos"][0])
-    terms = (["intercept"] if model.fit_intercept else []) + list(prep.terms_)
-    d = len(terms)
+    setup[PREP_TASK] = prep_params = {"features": names, "label": "label", "dp": p,
+                                      "dp_clip": {"feature_bounds": bounds, "quantum": PREPROCESS_QUANTUM}}
+    raw_sums = fed.secure_sum(PREP_TASK, prep_params, preprocess_layout(plan, prep_params, n_bound, n_sites))
+    transcript.append(signed_release(raw_sums))
+    records.append(_record(PREP_TASK, plan, "preprocess", _preprocess_sens(prep_params)))
+    rule = rule_settings(model, strategy, opts)
+    design = derive_design(raw, raw_sums, setup, rule, bool(model.fit_intercept))  # as every site derives it
+    prep, n_total, n_pos = design.prep, design.n_total, design.n_pos
+    d = len(design.terms)
     clip = newton_clip(d, opts.get("clip_norm"), float(opts.get("weight_gradient", 0.7)))
-    lam = penalty_diagonal(prep.scale_, model.C if model.penalty == "l2" else None, model.fit_intercept)
-    beta = np.zeros(d)
-    if model.fit_intercept:
-        beta[0] = math.log(n_pos / (n_total - n_pos))
-    state = {k: v for k, v in prep.get_state().items() if k not in ("sums", "dropped_terms")}
-    history, info, loglik, hessians, iterates = [], None, float("nan"), [], []
-    window = int(opts.get("hessian_window", 1))
-    # by default the last 3 iterates, never the first two rounds (still on their way from the start)
-    average = int(opts.get("average_last", max(1, min(DEFAULT_AVERAGE_LAST, rounds - 2))))
-    for rnd in range(1, rounds + 1):
-        params = {"preprocess": state, "beta": beta.tolist(), "fit_intercept": bool(model.fit_intercept),
-                  "label": "label", "dp": p, "dp_clip": clip, "dp_index": rnd - 1}
-        layout, noise = newton_layout(plan, params, n_bound, n_sites)
-        if rnd == 1:  # a ridge in the standardized space, scaled to the information matrix's noise
-            tau = float(opts.get("ridge_factor", DEFAULT_RIDGE_FACTOR)) * noise["hessian"].sigma / clip["scale_h"] * math.sqrt(d)
-            lam = lam + np.where(np.arange(d) < (1 if model.fit_intercept else 0), 0.0, tau)
-        stats = fed.secure_sum("logreg.newton", params, layout)
-        records.append(_record("logreg.newton", plan, "model", _newton_sens(params), rnd - 1))
-        g, H, loglik = decode_newton(stats, clip, d)
-        hessians.append(H)
-        step, info = newton_step(g, smoothed_information(hessians[-window:], clip, noise), beta, lam, terms)
-        beta = beta + step
-        iterates.append(beta)
-        entry = {"round": rnd, "loglik": loglik, "objective": loglik, "step": float(np.abs(step).max()),
-                 "converged": False, "private": True}
+    base = {"preprocess": design_state(prep), "fit_intercept": bool(model.fit_intercept), "label": "label",
+            "rule": rule, "setup": setup, "dp": p, "dp_clip": clip}
+    step_rule = PrivateNewton(design, rule, model.fit_intercept, p, clip)
+    history, path = [], []
+    while not step_rule.finished:
+        beta = step_rule.beta
+        params = newton_params(base, beta, path, transcript)
+        layout, _ = newton_layout(plan, params, n_bound, n_sites)
+        stats = fed.secure_sum(NEWTON_TASK, params, layout)
+        transcript.append(signed_release(stats))
+        path.append(beta)
+        records.append(_record(NEWTON_TASK, plan, "model", _newton_sens(params), len(path) - 1))
+        entry = step_rule.update(stats, beta)
         history.append(entry)
         if callback:
             callback(entry)
-    beta = np.mean(iterates[-average:], axis=0)
-    model.beta_, model.information_, model.loglik_ = beta, info, loglik
+    # by default the last 3 iterates, never the first two rounds (still on their way from the start)
+    average = int(opts.get("average_last", max(1, min(DEFAULT_AVERAGE_LAST, rounds - 2))))
+    beta = np.mean(step_rule.iterates[-average:], axis=0)
+    model.beta_, model.information_, model.loglik_ = beta, step_rule.info, step_rule.loglik
     model.n_iter_, model.converged_, model.history_ = rounds, True, history
     model._record_fit(prep, names, n_total, n_pos, n_sites)
     model.dp_ = spent_record(

@@ -10,7 +10,9 @@
 ``logreg.newton`` (secure sum, kind ``gradient``)
     :func:`ehr_fed.models.logreg_newton.site_newton_statistics` at the coordinator's coefficients: the
     gradient, the upper triangle of ``Z'WZ`` and the log-likelihood, after the site checked its policy's
-    ``max_params_fraction`` against the number of coefficients.
+    ``max_params_fraction`` against the number of coefficients and replayed the fit from the signed
+    releases the request carries (:mod:`ehr_fed.models.logreg_transcript`): a design or coefficients that do
+    not follow from them are refused.
 
 Parameters travel as plain data (lists, str, float), so every transport can carry them.
 """
@@ -36,6 +38,7 @@ from ehr_fed.models.base import (
 )
 from ehr_fed.models.logreg_dp import private_newton, private_preprocess_sums, private_row_count
 from ehr_fed.models.logreg_newton import site_newton_statistics
+from ehr_fed.models.logreg_transcript import check_newton_request
 from ehr_fed.privacy.dp import active_release
 
 #: largest absolute feature value a site accepts in ``models.preprocess_sums``; the public bound from which the
@@ -136,6 +139,7 @@ def newton_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str
     """Gradient, Hessian upper triangle and log-likelihood of the site's rows at ``params['beta']``."""
     beta = np.asarray(params["beta"], dtype=float)
     ctx.policy.check_params(int(beta.size), int(len(table)), "logreg.newton", ctx.site_id)
+    check_newton_request(params, ctx)  # the parameters must follow from the signed releases of this fit
     Z, y = site_design(table, params["preprocess"], bool(params["fit_intercept"]), params.get("label", "label"),
                        ctx.site_id)
     if Z.shape[1] != beta.size:

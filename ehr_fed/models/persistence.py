@@ -161,11 +161,11 @@ def read_model_document(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} has model format version {version!r}, this ehr-fed reads versions <= {FORMAT_VERSION}; "
             "upgrade ehr-fed"
         )
-    missing = [k for k in ("kind", "feature_schema", "params", "state", "checksum") if k not in doc]
+    missing = [k for k in ("kind", "feature_schema", "params", "state") if k not in doc]
     if missing:
-        raise ModelFormatError(f"{path} lacks the keys {missing}" + (
-            "; a model file without a checksum was written by an older ehr-fed or edited by hand: train "
-            "and save it again" if missing == ["checksum"] else ""))
+        raise ModelFormatError(f"{path} lacks the keys {missing}")
+    if not doc.get("checksum"):
+        raise ModelFormatError(_unsigned_message(path, doc))
     try:
         expected = model_checksum(doc)
     except ValueError:  # NaN or infinity: not written by write_model_document
@@ -177,6 +177,18 @@ def read_model_document(path: str | os.PathLike) -> dict[str, Any]:
             "train and save the model again"
         )
     return doc
+
+
+def _unsigned_message(path: Path, doc: dict[str, Any]) -> str:
+    """Why a model file without a checksum is refused, and what to do (retrain with this version)."""
+    from ehr_fed import __version__
+
+    by = doc.get("ehr_fed_version")
+    return (f"{path} has no checksum: it was written by an ehr-fed from before model files carried one"
+            + (f" (the file says ehr-fed {by}, created {doc.get('created', '?')})" if by else "")
+            + ", or its checksum was removed, so nothing shows that its coefficients or trees are the ones "
+            f"trained. ehr-fed {__version__} only uses checked model files: train the model again with this "
+            f"version (ehr-fed train {doc.get('kind', 'logreg')} ... --out {path} --force) and use the new file")
 
 
 def load_model(path: str | os.PathLike) -> Any:

@@ -13,12 +13,14 @@ from ehr_fed.stats.federated import (
     fine_histograms,
     histogram,
     moments,
+    per_site,
     quantiles,
     robust_range,
+    site_counts,
 )
 
 __all__ = [
     "Histogram", "coarse_grid", "describe", "describe_by_site", "federated_bin_edges",
-    "federated_standardization", "fine_histograms", "histogram", "missingness", "moments", "quantiles",
-    "robust_range", "table_one",
+    "federated_standardization", "fine_histograms", "histogram", "missingness", "moments", "per_site",
+    "quantiles", "robust_range", "site_counts", "table_one",
 ]

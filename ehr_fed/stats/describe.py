@@ -13,6 +13,7 @@ from ehr_fed.stats.federated import (
     _mean_std,
     histogram,
     moments,
+    per_site,
     quantiles,
     robust_range,
 )
@@ -54,7 +55,7 @@ def describe(fed, columns: Sequence[str] | None = None, by: str | None = None,
 def describe_by_site(fed, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Per-site count, missingness, mean and std (each site's own, disclosure-checked aggregates)."""
     cols = _columns(fed, columns)
-    replies = fed.query("stats.moments", {"columns": cols, "by": None})
+    replies = per_site(fed, "stats.moments", {"columns": cols, "by": None})
     frames = []
     for sid, r in replies.items():
         m = {k: np.asarray(v, dtype=float) for k, v in r.items()}

@@ -50,6 +50,34 @@ def _columns(fed, columns) -> list[str]:
     return list(next(iter(res.values()))["columns"])
 
 
+# -- per-site releases ----------------------------------------------------------------------------
+#: the outputs of each per-site task that the common suppression flags cover
+_PER_SITE_OUTPUTS = {"stats.count": ("n", "positives"),
+                     "stats.moments": ("n", "sum", "sumsq", "n_rows", "n_missing", "n_ones", "n_zeros")}
+
+
+def per_site(fed, task: str, params: dict) -> dict[str, dict]:
+    """Each site's own aggregates (``stats.count`` or ``stats.moments``), with one suppression for all.
+
+    First a secure sum counts, per cell, the sites that would hide it under their own rules; then every site
+    answers the query hiding each cell some site hides (:mod:`ehr_fed.federation.crosssite`), so no pooled
+    sum minus the other sites' values gives back a hidden cell. Returns ``{site_id: result}``.
+    """
+    from ehr_fed.federation.crosssite import FLAGS_TASK, flag_params
+
+    if task not in _PER_SITE_OUTPUTS:
+        raise ValueError(f"per-site releases exist for {sorted(_PER_SITE_OUTPUTS)}, not {task!r}")
+    k = _n_sites(fed)
+    flags = fed.secure_sum(FLAGS_TASK, flag_params(task, params), {n: (2.0, k) for n in _PER_SITE_OUTPUTS[task]})
+    return fed.query(task, {**params, "flags": flags.release})
+
+
+def site_counts(fed) -> pd.DataFrame:
+    """Index events and positives per site (cells some site must hide read NaN at every site)."""
+    replies = per_site(fed, "stats.count", {})
+    return pd.DataFrame({sid: {"n": r["n"], "positives": r["positives"]} for sid, r in replies.items()}).T.astype(float)
+
+
 # -- moments ---------------------------------------------------------------------------------------
 #: public per-site bounds of the encrypted sums (fixed-point headroom; a site whose sum exceeds one
 #: refuses with a clear error: pass larger bounds to :func:`moments`). Absolute precision of a pooled
@@ -227,4 +255,4 @@ def federated_bin_edges(fed, columns: Sequence[str], max_bin: int = 256) -> dict
 
 
 __all__ = ["META_COLUMNS", "Histogram", "coarse_grid", "federated_bin_edges", "federated_standardization",
-           "fine_histograms", "histogram", "moments", "quantiles", "robust_range"]
+           "fine_histograms", "histogram", "moments", "per_site", "quantiles", "robust_range", "site_counts"]

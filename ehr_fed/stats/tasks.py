@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ehr_fed.federation.tasks import SiteContext, site_task
+from ehr_fed.federation.crosssite import CROSS_SITE_TASKS, FLAGS_TASK
+from ehr_fed.federation.tasks import SiteContext, get_task, site_task
+from ehr_fed.privacy.cells import protect
 
 META_COLUMNS = ("site_id", "person_key", "index_time", "label")
 
@@ -37,7 +39,14 @@ def _groups(table: pd.DataFrame, by: str | None) -> list[np.ndarray]:
     raise ValueError(f"by={by!r}: expected None or 'label'")
 
 
-@site_task("stats.count", kind="count", counts={"n": (), "positives": ()})
+def _column_cells(params: dict) -> list[str]:
+    """The statistics of a column (moments, histograms) over one participant set: one key per column. (A
+    site's row count is no such cell: it is what a per-site count shows anyway.)"""
+    cols = params.get("columns")
+    return [f"col:{c}" for c in (cols if isinstance(cols, list) else [])]
+
+
+@site_task("stats.count", kind="count", counts={"n": (), "positives": ()}, params=("flags",))
 def count(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Rows (index events) and positives at this site: ``{"n": float, "positives": float}``."""
     n = float(len(table))
@@ -81,7 +90,8 @@ def _binary(x: np.ndarray) -> np.ndarray:
         return np.all(np.isnan(x) | (x == 0) | (x == 1), axis=0)
 
 
-@site_task("stats.moments", kind="moments", counts=_moment_counts("sum", "sumsq"))
+@site_task("stats.moments", kind="moments", counts=_moment_counts("sum", "sumsq"), cells=_column_cells,
+           params=("columns", "by", "flags", "dp", "dp_clip"))
 def moments(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Per group (``by``: None or "label") and column: non-missing count, sum, sum of squares,
     number of rows and number missing, and for 0/1 columns the numbers of ones and zeros (0 elsewhere).
@@ -100,7 +110,8 @@ def moments(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     return {k: np.array(v, dtype=np.float64).reshape(-1, len(cols)) for k, v in out.items()}
 
 
-@site_task("stats.histogram", kind="histogram", histograms=("hist",))
+@site_task("stats.histogram", kind="histogram", histograms=("hist",), edges="edges", cells=_column_cells,
+           params=("columns", "edges", "by"))
 def histogram(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Counts of each column's non-missing values in public bins.
 
@@ -126,13 +137,14 @@ def histogram(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     return {"hist": out}
 
 
-@site_task("stats.columns", kind="other")
+@site_task("stats.columns", kind="other", params=())
 def columns(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """The feature column names of the site's table (names only, no values)."""
     return {"columns": feature_columns(table)}
 
 
-@site_task("stats.centered", kind="moments", counts=_moment_counts("dev", "m2"))
+@site_task("stats.centered", kind="moments", counts=_moment_counts("dev", "m2"), cells=_column_cells,
+           params=("columns", "by", "center"))
 def centered(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Sums of deviations and squared deviations from a public ``center`` (n_groups, n_columns), with the
     same counts as ``stats.moments`` (so the same cells are hidden in both releases)."""
@@ -149,3 +161,27 @@ def centered(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
         for k, v in _counts(x, mask, binary).items():
             out[k].append(v)
     return {k: np.array(v, dtype=np.float64).reshape(-1, len(cols)) for k, v in out.items()}
+
+
+def _own_mask(task_name: str, params: dict, table, ctx: SiteContext) -> dict[str, np.ndarray]:
+    task = get_task(task_name)
+    result = task.fn(table, params, ctx)
+    before = {k: np.asarray(v, dtype=float) for k, v in result.items()}
+    protect(result, task.counts, task.histograms, ctx.policy.min_cell_count)
+    out = {}
+    for name, was in before.items():
+        now = np.asarray(np.nan if result[name] is None else result[name], dtype=float)
+        out[name] = (np.isnan(now) & ~np.isnan(was)).astype(float).reshape(was.shape)
+    return out
+
+
+@site_task(FLAGS_TASK, kind="other", params=("task", "params"))
+def site_flags(table, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
+    """1 for every cell of the per-site task's result that this site hides under its own rules, else 0."""
+    task = params.get("task")
+    if task not in CROSS_SITE_TASKS:
+        raise ValueError(f"flags are computed for the per-site tasks {list(CROSS_SITE_TASKS)}, not {task!r}")
+    inner = params.get("params") or {}
+    if not isinstance(inner, dict):
+        raise ValueError("flags: params must be the per-site task's parameters (a mapping)")
+    return _own_mask(task, inner, table, ctx)

@@ -14,7 +14,7 @@ import pytest
 from ehr_fed import stats
 from ehr_fed.evaluation import evaluate, model_to_json
 from ehr_fed.federation import Federation
-from ehr_fed.federation.testing import FEATURES
+from ehr_fed.federation.testing import FEATURES, test_ceremony
 from ehr_fed.models.gbdt import FederatedGradientBoostingClassifier
 
 from .conftest import MIN, small
@@ -47,18 +47,35 @@ def _derived(m: dict) -> list[np.ndarray]:
 
 def test_per_site_moments_release_no_recoverable_small_cell(attacker, small_site_tables):
     cols = [*FEATURES]
-    overall = attacker.query("stats.moments", {"columns": cols, "by": None})
-    by_label = attacker.query("stats.moments", {"columns": cols, "by": "label"})
+    # a bare per-site query (no common suppression flags) is refused by every site
+    for rep in attacker.query("stats.moments", {"columns": cols, "by": None}).values():
+        assert not rep.ok and rep.error_kind == "disclosure" and "[cross_site_suppression]" in rep.error
+    keys, ckeys = test_ceremony(tuple(small_site_tables))
+    with Federation.in_process(small_site_tables, site_keys=keys, allow_insecure=True) as fed:
+        per = {by: stats.per_site(fed, "stats.moments", {"columns": cols, "by": by}) for by in (None, "label")}
+        pooled = {by: stats.moments(fed, cols, by=by) for by in (None, "label")}
+        # forged or foreign flags are refused
+        good = fed.secure_sum("stats.flags", {"task": "stats.moments", "params": {"columns": cols, "by": None}},
+                              {k: (2.0, 4) for k in ("n", "sum", "sumsq", *COUNTS)}).release
+        forged = {**good, "arrays": {**good["arrays"], "n": {**good["arrays"]["n"],
+                                                           "f8": "00" * (len(good["arrays"]["n"]["f8"]) // 2)}}}
+        for bad, why in ((forged, "does not verify"), (good, "other parameters")):
+            with pytest.raises(Exception, match=why):
+                fed.query("stats.moments", {"columns": cols[:2], "by": None, "flags": bad} if bad is good
+                          else {"columns": cols, "by": None, "flags": bad})
+    for by in (None, "label"):
+        for sid in small_site_tables:
+            for arr in _derived(per[by][sid]):
+                assert small(arr) == [], (sid, by, arr)
+        # pooled minus every other site's per-site value gives no site's hidden cell back
+        for sid in small_site_tables:
+            for k in COUNTS:
+                rest = sum(np.asarray(per[by][t][k], float) for t in small_site_tables if t != sid)
+                assert small(np.asarray(pooled[by][k], float) - rest) == [], (sid, by, k)
+    # the small site's label groups were hidden, at every site (else pooled - the others gives them back)
     for sid in small_site_tables:
-        o, g = overall[sid].payload["result"], by_label[sid].payload["result"]
-        for arr in _derived(o) + _derived(g):
-            assert small(arr) == [], (sid, arr)
-        for k in COUNTS:  # overall - one label group gives the other group
-            for grp in (0, 1):
-                assert small(np.asarray(o[k], float)[0] - np.asarray(g[k], float)[grp]) == [], (sid, k)
-    # the small site said what it hid, and hid it
-    assert by_label["site_d"].payload["suppressed"]
-    assert np.isnan(np.asarray(by_label["site_d"].payload["result"]["n_rows"], float)).all()
+        assert np.isnan(np.asarray(per["label"][sid]["n_rows"], float)).all(), sid
+    assert per["label"].suppressed["site_d"]
 
 
 def test_table_one_prints_no_small_count(small_site_tables):

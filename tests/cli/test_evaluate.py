@@ -137,8 +137,13 @@ def test_evaluate_split_says_what_to_do_when_a_site_is_too_small_for_the_refit(s
     rc = main(["evaluate", "--federation", str(strict), "--model", str(model_file),
                "--out", str(tmp_path / "r.html"), "--plaintext"])
     err = capsys.readouterr().err
-    assert rc == 1 and "would refuse this logistic regression before round 1" in err
-    assert "--test-fraction 0.1" in err and "Traceback" not in err
+    assert rc == 1 and "refitting" not in err  # refused up front, before the split is refit
+    assert ("error: the held-out split cannot refit this model: even holding out 10% of each site's persons "
+            "would leave the training part of site site_a (max_params_fraction=0.015: at least 334 rows), site "
+            "site_b (max_params_fraction=0.015: at least 334 rows), site site_c (max_params_fraction=0.015: at "
+            "least 334 rows) too small for the refit's 5 model parameters (rule max_params_fraction)") in err
+    assert "--test-fraction" not in err.split("rule max_params_fraction)")[1]  # no share works: none suggested
+    assert "--validation loso" in err and "Traceback" not in err
 
 
 def test_evaluate_without_local_only(setup, tmp_path, capsys):

@@ -54,6 +54,9 @@ def world(tmp_path_factory) -> dict[str, str]:
     doc = json.loads((root / "model.json").read_text())
     doc["state"]["beta_standardized"][1] += 0.5  # a hand-edited coefficient
     (root / "edited.json").write_text(json.dumps(doc))
+    old = json.loads((root / "model.json").read_text())
+    del old["checksum"]  # as model files were written before they carried a checksum
+    (root / "unsigned.json").write_text(json.dumps(old))
     (root / "keys").mkdir()
     assert main(["keys", "ceremony", "--sites", "site_a,site_b,site_c", "--out", str(root / "keys"),
                  "--bits", "1024", "--allow-insecure"]) == 0
@@ -62,7 +65,7 @@ def world(tmp_path_factory) -> dict[str, str]:
     return {"root": str(root), "synth": str(synth), "study": str(STUDY), "fed": str(root / "federation.yaml"),
             "two": str(root / "two_sites.yaml"), "missing_site": str(root / "missing_site.yaml"),
             "strict": str(root / "strict.yaml"), "model": str(root / "model.json"),
-            "edited": str(root / "edited.json"), "keys": str(root / "keys"), "afile": str(root / "afile"),
+            "edited": str(root / "edited.json"), "unsigned": str(root / "unsigned.json"), "keys": str(root / "keys"), "afile": str(root / "afile"),
             "notjson": str(root / "notjson.json"),
             "map_a": str(synth / "site_a" / "mapping_fhir.yaml"), "map_b": str(synth / "site_b" / "mapping_fhir.yaml"),
             "fhir_a": str(synth / "site_a" / "fhir")}
@@ -86,9 +89,14 @@ MISTAKES = [
     ("mapping profile", "mapping profile --source fhir --input {root}/nowhere", 1, "nowhere"),
     ("mapping preview", "mapping preview --source fhir --input {fhir_a} --mapping {map_b} --study {study}", 1,
      "matched 0 index event(s)"),
+    ("mapping validate", "mapping validate {fed}", 1,
+     "federation.yaml is a federation YAML (it lists 3 site(s)), not a site mapping config. `ehr-fed mapping "
+     "validate` takes site mapping configs and study specs"),
+    ("mapping schema", "mapping schema --out {afile}/schema.json", 1, "afile is a file; a folder was expected"),
     # synth
     ("synth", "synth --out {synth} --sites 3 --patients 300 --seed 3 --format fhir", 2, "pass --force"),
     ("synth", "synth --out {root}/s0 --sites 0", 2, "must be at least 1"),
+    ("synth", "synth --out {afile} --sites 1 --patients 5", 1, "afile is a file; a folder was expected"),
     # keys
     ("keys ceremony", "keys ceremony --sites site_a,site_b,site_c --out {keys} --bits 1024 --allow-insecure", 2,
      "pass --force"),
@@ -101,6 +109,12 @@ MISTAKES = [
     ("stats", "stats --federation {missing_site} --out {root}/t.json --plaintext", 1, "nowhere"),
     ("stats", "stats --federation {two} --out {root}/t.json --plaintext", 1, "min_sites=3"),
     ("stats", "stats --federation {fed} --out {root}/t.txt --plaintext", 2, "must end in .json or .html"),
+    ("stats", "stats --federation {two} --out {root}/t.json --plaintext", 1,
+     "the federation lists 2 site(s) (site_a, site_b), and the sites' privacy policy requires min_sites=3"),
+    ("stats", "stats --federation {fed} --out {root}/t.json --plaintext --columns age,los_day", 2,
+     "--columns: 'los_day' (did you mean 'los_days'?) not feature(s) of the study"),
+    ("stats", "stats --federation {study} --out {root}/t.json --plaintext", 1,
+     "readmission_30d.yaml is a study spec (study readmission_30d), not a federation YAML"),
     # train
     ("train", "train logreg --federation {root}/nope.yaml --out {root}/m.json --plaintext", 1, "nope.yaml"),
     ("train", "train logreg --federation {fed} --out {model} --plaintext", 2, "pass --force"),
@@ -109,23 +123,57 @@ MISTAKES = [
     ("train", "train logreg --federation {strict} --out {root}/m.json --plaintext", 1,
      "max_params_fraction=0.01"),
     ("train", "train gbdt --federation {fed} --out {model} --plaintext", 2, "pass --force"),
+    ("train", "train gbdt --federation {two} --out {root}/m.json --plaintext", 1, "requires min_sites=3: every "
+     "sum over fewer sites is refused"),
+    ("train", "train logreg --federation {map_a} --out {root}/m.json --plaintext", 1,
+     "mapping_fhir.yaml is a site mapping config (site site_a, fhir source), not a federation YAML"),
+    ("train", "train logreg --federation {fed} --out {root}/m.json --plaintext --delta 0.1", 2,
+     "--delta and --dp-rounds need --epsilon"),
     # evaluate
     ("evaluate", "evaluate --federation {fed} --model {edited} --out {root}/r.html --plaintext", 1,
      "was modified after it was written"),
+    ("evaluate", "evaluate --federation {fed} --model {unsigned} --out {root}/r.html --plaintext", 1,
+     "unsigned.json has no checksum: it was written by an ehr-fed from before model files carried one"),
     ("evaluate", "evaluate --federation {map_a} --model {model} --out {root}/r.html --plaintext", 1,
-     "no sites listed"),
+     "is a site mapping config (site site_a, fhir source), not a federation YAML. `ehr-fed evaluate` takes a "
+     "federation YAML"),
+    ("evaluate", "evaluate --federation {two} --model {model} --out {root}/r.html --plaintext", 1,
+     "requires min_sites=3"),
+    ("evaluate", "evaluate --federation {fed} --model {model} --out {root}/r.html --plaintext --bins 1", 2,
+     "--bins must be at least 2"),
+    ("evaluate", "evaluate --federation {fed} --model {model} --out {root}/r.html --plaintext --folds 1", 2,
+     "--folds must be at least 2"),
+    ("evaluate", "evaluate --federation {fed} --model {model} --out {root}/r.html --plaintext "
+                 "--test-fraction 1.5", 2, "--test-fraction must be between 0 and 1"),
+    ("evaluate", "evaluate --federation {strict} --model {model} --out {root}/r.html --plaintext "
+                 "--test-fraction 0.3", 1, "--test-fraction 0.3 would leave the training part of site site_a"),
     ("evaluate", "evaluate --federation {fed} --model {notjson} --out {root}/r.html --plaintext", 1,
      "is not JSON"),
     # predict
     ("predict", "predict --model {edited} --source fhir --input {fhir_a} --mapping {map_a} "
                 "--out {root}/s.parquet", 1, "was modified after it was written"),
+    ("predict", "predict --model {unsigned} --source fhir --input {fhir_a} --mapping {map_a} "
+                "--out {root}/s.parquet", 1, "has no checksum"),
     ("predict", "predict --model {model} --source fhir --input {fhir_a} --mapping {map_b} "
                 "--out {root}/s.parquet", 1, "matched 0 index event(s)"),
     # site
-    ("site check", "site check {fed}", 1, "site_id"),
-    ("site check", "site check {map_a}", 1, ""),
+    ("site check", "site check {fed}", 1,
+     "federation.yaml is a federation YAML (it lists 3 site(s)), not a site YAML. `ehr-fed site check` takes a "
+     "site YAML"),
+    ("site check", "site check {synth}/federation.yaml", 1, "a federation YAML goes to `--federation "),
+    ("site check", "site check {map_a}", 1,
+     "mapping_fhir.yaml is a site mapping config (site site_a, fhir source), not a site YAML"),
+    ("site check", "site check {map_a}", 1, "a mapping config goes to `ehr-fed mapping validate "),
+    ("site check", "site check {study}", 1, "readmission_30d.yaml is a study spec (study readmission_30d)"),
+    ("site check", "site check {model}", 1, "model.json is an ehr-fed model file (a logreg model of study "
+     "readmission_30d), not a site YAML"),
+    ("site check", "site check {root}", 1, "is a folder, a file was expected"),
+    ("site serve", "site serve {map_a} --socket {root}/sock", 1,
+     "is a site mapping config (site site_a, fhir source), not a site YAML. `ehr-fed site serve`"),
     ("site check", "site check {root}/nope.yaml", 1, "nope.yaml"),
     ("site audit", "site audit {root}/nope.jsonl", 1, "nope.jsonl"),
+    ("site audit", "site audit {model}", 1, "model.json is not an audit log (one JSON object per line"),
+    ("site audit", "site audit {notjson}", 1, "notjson.json is not an audit log"),
 ]
 
 
@@ -166,3 +214,26 @@ def test_a_bug_is_one_line_too_and_verbose_shows_the_traceback(world, capsys, mo
     assert rc == 70 and "unexpected ZeroDivisionError in 'ehr-fed site'" in err and "Traceback" not in err
     rc = main(["-v", "site", "audit", "x"])
     assert rc == 70 and "Traceback" in capsys.readouterr().err
+
+
+def test_a_model_file_without_checksum_must_be_retrained(world):
+    """A file from before checksums (no ``checksum`` key, or an empty one) is refused with what to do; the
+    same content sealed again loads, so it is the missing checksum that is refused, nothing else."""
+    import ehr_fed
+    from ehr_fed.models import ModelFormatError
+    from ehr_fed.models.persistence import seal_model_document
+
+    unsigned = Path(world["unsigned"])
+    with pytest.raises(ModelFormatError, match=r"has no checksum: .* \(the file says ehr-fed 0\.1\.0, created "
+                                               r".*train the model again with this version \(ehr-fed train logreg "
+                                               r"\.\.\. --out .*unsigned\.json --force\)"):
+        ehr_fed.load_model(unsigned)
+    doc = json.loads(unsigned.read_text())
+    empty = unsigned.with_name("empty_checksum.json")
+    empty.write_text(json.dumps({**doc, "checksum": ""}))
+    with pytest.raises(ModelFormatError, match="has no checksum"):
+        ehr_fed.load_model(empty)
+    resealed = unsigned.with_name("resealed.json")
+    resealed.write_text(json.dumps(seal_model_document(doc)))
+    model = ehr_fed.load_model(resealed)
+    assert list(model.feature_names_in_) == FEATURES

@@ -78,7 +78,7 @@ def test_odds_ratio_table_formats_and_names_terms(logreg):
     assert shown.loc["Age (years)", "95 % CI"] == f"{r['or_ci_lower']:.2f} to {r['or_ci_upper']:.2f}"
     note = model_terms_note(logreg, study)
     assert note.startswith(f"The model uses 5 of the study's {len(study.feature_names)} features")
-    assert "6 terms are 5 features and 1 missing-value indicators" in note and "LACE index" in note
+    assert "6 terms are 5 features and 1 missing-value indicator" in note and "indicators" not in note and "LACE index" in note
 
 
 def test_importance_figure_shows_used_features_with_a_labelled_axis():
@@ -86,7 +86,7 @@ def test_importance_figure_shows_used_features_with_a_labelled_axis():
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["d", "c", "a"]  # largest on top, zero left out
     assert ax.get_xlabel() == "share of the model's total gain"
-    assert any("1 feature not used" in t.get_text() for t in ax.texts)
+    assert [t.get_text() for t in ax.texts] == ["1 feature not used by any split: b"]  # named, not only counted
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +133,9 @@ def test_gbdt_report_shows_feature_importances(plain_fed, tmp_path):
     assert title.startswith("feature importances") and table["importance"].sum() == pytest.approx(1.0)
     text = write_html(rep, tmp_path / "g.html").read_text()
     assert text.count("data:image/png;base64,") == 3 and "LACE" not in text
+    # the importances are the model's, shown in its section (the evaluation's figures are ROC and calibration)
+    model_part = text.split("<h2>Model: gradient boosting</h2>")[1]
+    assert model_part.count("data:image/png;base64,") == 1 and "Feature importances" in model_part
     # only sections with data: no local-only comparison, no Table 1, nothing "not available"
     assert "local-only" not in text and "Table 1" not in text and "not available" not in text
     assert "Evaluated on every row of the sites&#x27; tables (no held-out split given)" in text

@@ -142,9 +142,12 @@ def recorded():
     return tables, keys, rec
 
 
-def _true_outputs(tables, msg, sid, policy):
+def _true_outputs(tables, keys, msg, sid, policy):
     task = get_task(msg.task)
-    ctx = SiteContext(site_id=sid, policy=policy, study=msg.study, round=msg.round, n_rows=len(tables[sid]))
+    # the context the site itself gives its tasks (a Newton round replays its signed transcript)
+    ctx = SiteContext(site_id=sid, policy=policy, study=msg.study, round=msg.round, n_rows=len(tables[sid]),
+                      session=msg.session, peers=keys[sid].peers,
+                      participants=tuple(msg.payload.get("participants") or ()))
     return {k: np.asarray(v, dtype=np.float64).ravel() for k, v in
             task.fn(tables[sid], msg.payload.get("params") or {}, ctx).items()}
 
@@ -176,7 +179,7 @@ def test_curious_decryptor_opens_no_contribution_and_no_subset_sum(recorded):
         sk = he.load_private(keys[sid].paillier_private, pk)
         contributions = m.payload["contributions"]
         asked = requests[m.payload["contribution_nonce"]]
-        truth = {c["site_id"]: _true_outputs(tables, asked, c["site_id"], policy) for c in contributions}
+        truth = {c["site_id"]: _true_outputs(tables, keys, asked, c["site_id"], policy) for c in contributions}
         for k in range(1, len(contributions)):
             for subset in itertools.combinations(contributions, k):
                 for name, spec in m.payload["layout"].items():

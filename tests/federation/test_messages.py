@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ehr_fed.federation.messages import ProtocolError, Reply, TaskMessage
@@ -61,6 +61,7 @@ def _eq(a, b):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.text(alphabet="abc", min_size=1, max_size=3), payloads, max_size=4))
+@example({"a": "\x00[]", "b": "\x00{}", "c": "\x00\x00x", "d": ["\x00"]})
 def test_flat_round_trip(payload):
     msg = _msg(payload=payload)
     again = TaskMessage.from_flat(msg.to_flat())

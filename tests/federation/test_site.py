@@ -81,6 +81,10 @@ def test_small_counts_suppressed_in_query():
     rep = node.handle(_m())
     assert rep.ok and rep.payload["result"]["n"] is None and rep.payload["suppressed"]["n"] == [0]
     assert node.audit.entries[-1]["suppressed"]["n"] == [0]
+    # without the federation's common suppression flags a per-site count shows the row count only
+    big = SiteNode("big", make_table("big", 80, 3), PrivacyPolicy(min_cell_count=10))
+    rep = big.handle(_m())
+    assert rep.ok and rep.payload["result"] == {"n": 80.0, "positives": None}
 
 
 # -- the decrypting site ---------------------------------------------------------------------------

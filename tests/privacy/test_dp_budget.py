@@ -77,11 +77,19 @@ def test_policy_requiring_dp_refuses_a_request_without_a_plan():
             fed.secure_sum("tests.dp_spy", {}, LAYOUT)
 
 
+@site_task("tests.no_private_form", kind="count")
+def _exact_count(table: pd.DataFrame, params: dict, ctx) -> dict:
+    CALLS.append(f"exact:{ctx.site_id}")
+    return {"n": np.array([len(table)], dtype=np.int64)}
+
+
 def test_task_without_private_form_is_refused():
+    CALLS.clear()
     plan = ReleasePlan(epsilon=1.0, releases={"stats": 1}).to_params()
     with Federation.in_process(_tables(), encrypted=False) as fed:
         with pytest.raises((FederationError, DisclosureError), match="has no differentially private form"):
-            fed.secure_sum("stats.count", {"dp": plan}, {"n": [1e9, 3], "positives": [1e9, 3]})
+            fed.secure_sum("tests.no_private_form", {"dp": plan}, LAYOUT)
+    assert CALLS == []  # refused before it computed anything
 
 
 def test_ledger_composes_charges_and_writes_atomically(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 
 from ehr_fed import stats
 from ehr_fed.federation import Federation
+from ehr_fed.federation.coordinator import FederationError
 from ehr_fed.federation.testing import FEATURES, make_table, make_tables, test_ceremony
 
 
@@ -78,9 +79,14 @@ def test_small_cells_suppressed_in_aggregates_and_by_site():
     fed = Federation.in_process(tables, encrypted=False)
     by_site = stats.describe_by_site(fed, ["age"])
     assert np.isnan(by_site.loc[("site_c", "age"), "mean"]) and np.isnan(by_site.loc[("site_c", "age"), "n"])
-    res = fed.query("stats.moments", {"columns": ["age"]})
+    res = stats.per_site(fed, "stats.moments", {"columns": ["age"]})
     assert res.suppressed["site_c"] == {"n_rows": [0]}  # its partners n, n_missing, sums went with it
     assert all(v is None or np.isnan(v).all() for k, v in res["site_c"].items())
+    # and every other site hides the same cell: else pooled minus their values would give site_c's back
+    for sid in ("site_a", "site_b"):
+        assert np.isnan(by_site.loc[(sid, "age"), "n"]) and np.isnan(np.asarray(res[sid]["n_rows"], float)).all()
+    with pytest.raises(FederationError, match="cross_site_suppression"):
+        fed.query("stats.moments", {"columns": ["age"]})
 
 
 def _binary_tables():

@@ -21,8 +21,7 @@ The local socket:
 
 Replay protection survives a restart: the site's protocol memory (nonces, rounds, opened sums) is
 kept in ``<state_dir>/site-state.jsonl`` (0600, appended before a reply leaves, read back at start;
-:class:`ehr_fed.federation.state.SiteState`). With a site node that has no ``state`` of its own, the
-service keeps an equivalent journal of accepted nonces in ``<state_dir>/replay.jsonl``.
+:class:`ehr_fed.federation.state.SiteState`).
 """
 
 from __future__ import annotations
@@ -58,46 +57,6 @@ def identify_statement(site_id: str, node_id: int, challenge: str) -> bytes:
     return IDENTIFY_CONTEXT + json.dumps([str(site_id), int(node_id), str(challenge)]).encode()
 
 
-# -- replay state ------------------------------------------------------------------------------------
-class ReplayJournal:
-    """Append-only record of the (session, round, nonce) a site accepted, restored into its node.
-
-    It fills the site node's in-memory replay memory (``_last_round``, ``_seen_nonces``) at start and
-    records each newly accepted nonce after it was handled, so a restarted service refuses a replayed
-    or stale message exactly as the running one would.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.fchmod(fd, 0o600)
-        self._fh = os.fdopen(fd, "a")
-
-    def restore(self, node: Any) -> int:
-        """Load the journal into ``node``; returns the number of entries read (bad lines are skipped)."""
-        n = 0
-        for line in self.path.read_text().splitlines():
-            try:
-                e = json.loads(line)
-                session, rnd, nonce = str(e["session"]), int(e["round"]), str(e["nonce"])
-            except (ValueError, KeyError, TypeError):
-                log.warning("%s: skipped an unreadable replay entry", self.path)
-                continue
-            node._seen_nonces.add(nonce)
-            node._last_round[session] = max(node._last_round.get(session, -1), rnd)
-            n += 1
-        return n
-
-    def record(self, session: str, round: int, nonce: str) -> None:
-        self._fh.write(json.dumps({"session": session, "round": round, "nonce": nonce}) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-
-    def close(self) -> None:
-        self._fh.close()
-
-
 # -- the service -------------------------------------------------------------------------------------
 def _prepare_socket_dir(socket_path: Path) -> None:
     folder = socket_path.parent
@@ -130,7 +89,7 @@ class SiteService:
     node : SiteNode
     socket_path : path
     state_dir : path
-        Where the replay journal lives (created 0700).
+        Where the site's protocol memory lives (created 0700).
     allowed_uids : iterable of int, optional
         Peers allowed besides this process's own uid (a ClientApp run as another system user).
     """
@@ -140,8 +99,8 @@ class SiteService:
         self.node = node
         self.socket_path = Path(socket_path)
         self.allowed_uids = {os.getuid(), *allowed_uids}
-        self.journal = _persist_replay_state(node, Path(state_dir))
-        self.restored = self.journal.restore(node) if self.journal else len(node.state.nonces)
+        _persist_replay_state(node, Path(state_dir))
+        self.restored = len(node.state.nonces)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         _prepare_socket_dir(self.socket_path)
@@ -177,13 +136,7 @@ class SiteService:
         if not isinstance(data, dict):
             return self._error("the task message is not a dict")
         with self._lock:
-            if self.journal is None:
-                reply = self.node.handle(data)
-            else:
-                before = data.get("nonce") in self.node._seen_nonces
-                reply = self.node.handle(data)
-                if not before and isinstance(data.get("nonce"), str) and data["nonce"] in self.node._seen_nonces:
-                    self.journal.record(str(data.get("session")), int(data.get("round", 0)), data["nonce"])
+            reply = self.node.handle(data)
         return wire.pack(reply.to_flat())
 
     def _identify(self, request: dict[str, Any]) -> bytes:
@@ -247,21 +200,15 @@ class SiteService:
         self._stop.set()
         self._sock.close()
         self.socket_path.unlink(missing_ok=True)
-        if self.journal is not None:
-            self.journal.close()
 
 
-def _persist_replay_state(node: Any, state_dir: Path) -> ReplayJournal | None:
-    """Make ``node``'s replay memory restart-safe under ``state_dir``; a journal when the node needs one."""
+def _persist_replay_state(node: Any, state_dir: Path) -> None:
+    """Make ``node``'s protocol memory (nonces, rounds, differencing records) restart-safe under ``state_dir``."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    state = getattr(node, "state", None)
-    if state is not None and hasattr(state, "check_fresh"):
-        target = state_dir / "site-state.jsonl"
-        if state.path is None or Path(state.path) != target:
-            # the service's state directory holds the protocol memory (the operator named it explicitly)
-            node.state = type(state)(target)
-        return None
-    return ReplayJournal(state_dir / "replay.jsonl")
+    target = state_dir / "site-state.jsonl"
+    if node.state.path is None or Path(node.state.path) != target:
+        # the service's state directory holds the protocol memory (the operator named it explicitly)
+        node.state = type(node.state)(target)
 
 
 def serve(config: str | Path, socket_path: str | Path, state_dir: str | Path | None = None,
@@ -317,7 +264,11 @@ class SiteClient:
         for attempt in (1, 2):  # reconnect once if the service restarted
             sock = self._connect()
             try:
-                wire.send_frame(sock, blob)
+                try:
+                    wire.send_frame(sock, blob)
+                except (BrokenPipeError, ConnectionResetError):
+                    # the service may have answered first (a refused peer) and closed: read that answer
+                    return wire.unpack(wire.recv_frame(sock))
                 return wire.unpack(wire.recv_frame(sock))
             except (EOFError, BrokenPipeError, ConnectionResetError):
                 self.close()
