@@ -33,6 +33,7 @@ GBDT_FLAGS: tuple[tuple[str, Any, str], ...] = (
     ("min_cell_count", int, "smallest number of pooled rows in a leaf (default: the federation policy's)"),
     ("hessian_export", str, "Hessian sums in exported models: keep | coarsen | strip"),
     ("precision", int, "fractional bits of the fixed-point gradients (default: automatic)"),
+    ("sibling", str, "larger child of a split: derive (at the decrypting site, default) | both (sites compute it)"),
 )
 
 

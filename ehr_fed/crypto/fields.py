@@ -194,11 +194,17 @@ def unpack_fields(packed: list[int], plan: FieldPlan) -> np.ndarray:
     return u.astype(np.int64) - np.left_shift(np.int64(1), plan.widths - 1)
 
 
-def encrypt_fields(public_key, values, widths, *, max_terms: int, workers: int | None = None) -> EncryptedVector:
-    """Encrypt integer fields of the given widths (sums of up to ``max_terms`` vectors decrypt exactly)."""
+def encrypt_fields(public_key, values, widths, *, max_terms: int, workers: int | None = None,
+                   masks=None) -> EncryptedVector:
+    """Encrypt integer fields of the given widths (sums of up to ``max_terms`` vectors decrypt exactly).
+
+    ``masks``: as in :func:`ehr_fed.crypto.encrypt_vector`, one residue per packed plaintext, added before
+    encryption.
+    """
     check_public_key(public_key)
     plan = field_plan(np.asarray(widths, dtype=np.int64), public_key.n.bit_length() - 2)
-    return encrypt_integers(public_key, pack_fields(values, plan), max_terms=max_terms, workers=workers)
+    return encrypt_integers(public_key, pack_fields(values, plan), max_terms=max_terms, workers=workers,
+                            masks=masks)
 
 
 def decrypt_fields(private_key, encrypted: EncryptedVector, widths, *, workers: int | None = None) -> np.ndarray:

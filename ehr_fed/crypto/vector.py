@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import gmpy2
 import numpy as np
 from phe import paillier
@@ -163,6 +165,7 @@ def encrypt_vector(
     workers: int | None = None,
     terms: int = 1,
     pool: ObfuscatorPool | None = None,
+    masks: Callable[[int], Sequence[int]] | None = None,
 ) -> EncryptedVector:
     """Encrypt a float vector under ``public_key``.
 
@@ -190,6 +193,11 @@ def encrypt_vector(
         histogram, each row contributing at most ``bound``). The vector starts with ``n_terms = terms``.
     pool : ObfuscatorPool, optional
         Source of obfuscators (e.g. pre-filled); default a process-wide pool for the key.
+    masks : callable, optional
+        ``masks(count)`` returns one residue modulo ``n`` per ciphertext (``count`` of them, known once the
+        layout is), added to the plaintext integers before encryption (:mod:`ehr_fed.crypto.masking`): the
+        vector then decrypts to random residues, and a sum over vectors whose masks cancel modulo ``n``
+        decrypts bit-identically to the unmasked sum.
 
     Returns
     -------
@@ -200,6 +208,8 @@ def encrypt_vector(
     EncodingOverflowError
         If an entry is not finite or exceeds ``bound * terms`` (the message names the index), if
         ``terms > max_terms``, or if one slot does not fit in a plaintext of this key.
+    ValueError
+        If ``masks`` returns a number of residues other than the number of ciphertexts.
     """
     check_public_key(public_key)
     if isinstance(terms, bool) or not isinstance(terms, (int, np.integer)) or terms < 1:
@@ -213,8 +223,8 @@ def encrypt_vector(
         raise EncodingOverflowError(f"terms={terms} exceeds max_terms={layout.max_terms}")
     pool = _pool_for(public_key, pool, layout.n_ciphertexts)
     if not layout.packed:
-        return _encrypt_unpacked(public_key, array, layout, pool, terms)
-    plaintexts = raw_pack(raw_encode(array, layout, terms), layout)
+        return _encrypt_unpacked(public_key, array, layout, pool, terms, masks)
+    plaintexts = _apply_masks(public_key, raw_pack(raw_encode(array, layout, terms), layout), masks)
     ciphertexts = raw_encrypt_plaintexts(public_key, plaintexts, pool=pool, workers=workers)
     return EncryptedVector(public_key, layout, ciphertexts, terms)
 
@@ -228,15 +238,28 @@ def _pool_for(public_key, pool: ObfuscatorPool | None, upcoming: int) -> Obfusca
     return pool
 
 
-def _encrypt_unpacked(public_key, array, layout: Layout, pool: ObfuscatorPool, terms: int) -> EncryptedVector:
+def _apply_masks(public_key, plaintexts: list, masks) -> list:
+    """The raw plaintexts shifted by ``masks(len(plaintexts))`` modulo ``n`` (unchanged without masks)."""
+    if masks is None:
+        return plaintexts
+    from .masking import mask_plaintexts
+
+    if not callable(masks):
+        raise TypeError(f"masks must be a function of the number of ciphertexts, got {type(masks).__name__}")
+    return mask_plaintexts(plaintexts, list(masks(len(plaintexts))), public_key.n)
+
+
+def _encrypt_unpacked(public_key, array, layout: Layout, pool: ObfuscatorPool, terms: int,
+                      masks=None) -> EncryptedVector:
     """One ``phe.EncryptedNumber`` per value, phe's encoding at the fixed exponent of the layout's quantum."""
     from phe import EncodedNumber
 
     precision = 2.0 ** (layout.bound_exponent - DEFAULT_FRAC_BITS)
     n, nsquare = public_key.n, public_key.nsquare
     encodings = [EncodedNumber.encode(public_key, float(x), precision=precision) for x in array]
+    plaintexts = _apply_masks(public_key, [e.encoding for e in encodings], masks)
     obfuscators = pool.take(len(encodings))
-    cts = [(1 + n * e.encoding) * rho % nsquare for e, rho in zip(encodings, obfuscators, strict=True)]
+    cts = [(1 + n * m) * rho % nsquare for m, rho in zip(plaintexts, obfuscators, strict=True)]
     return EncryptedVector(public_key, layout, cts, terms, exponents=[e.exponent for e in encodings])
 
 
@@ -351,13 +374,15 @@ def _decode_unpacked(plaintexts, encrypted: EncryptedVector) -> np.ndarray:
 
 
 def encrypt_integers(public_key, values, *, max_terms: int, workers: int | None = None,
-                     pool: ObfuscatorPool | None = None) -> EncryptedVector:
+                     pool: ObfuscatorPool | None = None,
+                     masks: Callable[[int], Sequence[int]] | None = None) -> EncryptedVector:
     """Encrypt signed integers, one per ciphertext (the caller packs many small fields into each).
 
-    Each value must satisfy ``|x| < 2**(bits(n) - 2)``; it is encrypted as ``x mod n``. Sums of up to
-    ``max_terms`` such vectors decrypt exactly (:func:`decrypt_integers`) as long as every sum stays below
-    ``2**(bits(n) - 2)`` in absolute value, which :func:`ehr_fed.crypto.fields.pack_fields` guarantees for
-    fields whose sums respect their widths.
+    Each value must satisfy ``|x| < 2**(bits(n) - 2)``; it is encrypted as ``x mod n`` (plus its mask, see
+    ``masks`` in :func:`encrypt_vector`, modulo ``n``). Sums of up to ``max_terms`` such vectors decrypt
+    exactly (:func:`decrypt_integers`) as long as every sum stays below ``2**(bits(n) - 2)`` in absolute
+    value, which :func:`ehr_fed.crypto.fields.pack_fields` guarantees for fields whose sums respect their
+    widths.
 
     Raises
     ------
@@ -376,7 +401,8 @@ def encrypt_integers(public_key, values, *, max_terms: int, workers: int | None 
             )
     pool = _pool_for(public_key, pool, len(values))
     n = public_key.n
-    ciphertexts = raw_encrypt_plaintexts(public_key, [v % n for v in values], pool=pool, workers=workers)
+    plaintexts = _apply_masks(public_key, [v % n for v in values], masks)
+    ciphertexts = raw_encrypt_plaintexts(public_key, plaintexts, pool=pool, workers=workers)
     return EncryptedVector(public_key, layout, ciphertexts, 1)
 
 

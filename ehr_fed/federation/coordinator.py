@@ -357,8 +357,8 @@ class Federation:
         payload = {"contributions": contributions, "contribution_nonce": nonce, "sum": total,
                    "encrypted": self.encrypted, "layout": lay, "participants": participants,
                    "params_digest": digest, "decryptor": decryptor}
-        if _needs_params(task):  # the decrypting site merges such histograms by their parameters
-            payload["params"] = params
+        if _needs_params(task):  # the decrypting site releases such sums by their parameters (digest checked)
+            payload["params"] = params or {}
         if reveals is not None:
             payload["reveals"] = reveals
         if self.encrypted and self.keys is not None and self.keys.scheme == "threshold":
@@ -384,9 +384,10 @@ def _needs_params(task: str) -> bool:
     """Whether the decrypting site needs a computation's parameters to release it (histograms over requested
     edges); a task registered only at the sites is released without them."""
     try:
-        return get_task(task).edges is not None
+        t = get_task(task)
     except UnknownTaskError:
         return False
+    return t.edges is not None or t.post_decrypt is not None
 
 
 def _layout_entry(name: str, spec: Any) -> Any:

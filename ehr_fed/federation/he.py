@@ -34,22 +34,31 @@ def encrypt(pk, values: np.ndarray, bound: float, max_terms: int, masker=None, n
     """Encrypt a flat float vector (or return it as float64 when ``pk`` is None).
 
     ``masker`` (a :class:`ehr_fed.federation.masks.SiteMasker`) adds the site's pairwise masks of output
-    ``name`` to every ciphertext before it is serialized.
+    ``name`` to every packed plaintext before it is encrypted (one addition mod ``n`` per ciphertext), so no
+    unmasked ciphertext of the contribution is ever computed.
     """
     values = np.asarray(values, dtype=np.float64).ravel()
     if pk is None:
         return values
     from ehr_fed import crypto
 
-    return _masked(crypto.encrypt_vector(pk, values, bound=bound, max_terms=max_terms), masker, name).to_bytes()
+    return crypto.encrypt_vector(pk, values, bound=bound, max_terms=max_terms,
+                                 masks=_masks(masker, name, pk.n)).to_bytes()
 
 
-def _masked(ev, masker, name: str):
+def _masks(masker, name: str, n: int):
+    """The ``masks`` argument of the crypto encryptions: ``count -> masker's residues of output name``."""
     if masker is None:
-        return ev
-    from ehr_fed.crypto.masking import mask_vector
+        return None
+    return lambda count: _mask_residues(masker, name, count, n)
 
-    return mask_vector(ev, masker.residues(name, ev.layout.n_ciphertexts, ev.public_key.n))
+
+def _mask_residues(masker, name: str, count: int, n: int) -> list:
+    """The summed pairwise mask residues (mod ``n``) of the ``count`` plaintexts of output ``name``."""
+    residues = masker.residues(name, count, n)
+    if len(residues) != count:
+        raise ValueError(f"the masker gave {len(residues)} residues for the {count} ciphertexts of {name!r}")
+    return residues
 
 
 def field_widths(spec: Any) -> np.ndarray:
@@ -63,7 +72,8 @@ def encrypt_fields(pk, values: np.ndarray, widths: np.ndarray, max_terms: int, m
                    name: str = "") -> bytes | np.ndarray:
     """Encrypt exact integer fields packed bit-tight (or return them as float64 when ``pk`` is None).
 
-    Either way the values are checked against the widths first (``EncodingOverflowError``).
+    Either way the values are checked against the widths first (``EncodingOverflowError``). ``masker``
+    and ``name``: as in :func:`encrypt`.
     """
     from ehr_fed.crypto.fields import check_fields
 
@@ -71,7 +81,7 @@ def encrypt_fields(pk, values: np.ndarray, widths: np.ndarray, max_terms: int, m
         return check_fields(values, widths).astype(np.float64)
     from ehr_fed.crypto.fields import encrypt_fields as _encrypt
 
-    return _masked(_encrypt(pk, values, widths, max_terms=max_terms), masker, name).to_bytes()
+    return _encrypt(pk, values, widths, max_terms=max_terms, masks=_masks(masker, name, pk.n)).to_bytes()
 
 
 def decrypt_fields(sk, pk, total: Any, widths: np.ndarray) -> np.ndarray:

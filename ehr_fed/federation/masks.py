@@ -19,8 +19,8 @@ has seen complete (:mod:`ehr_fed.federation.reveal`), so a drop-out claimed afte
 cannot be turned into a second, smaller sum of the same computation.
 
 Cost per secure sum at a site of ``|P|`` participants: ``|P| - 1`` X25519 agreements and HKDF calls, one
-SHAKE-256 expansion of ``bytes(n) + 16`` bytes per ciphertext and peer, and one multiplication modulo
-``n**2`` per ciphertext. For the federation that is ``|P| (|P| - 1) / 2`` pairwise seeds per round.
+SHAKE-256 expansion of ``bytes(n) + 16`` bytes per ciphertext and peer, and one addition modulo
+``n`` per plaintext, before encryption. For the federation that is ``|P| (|P| - 1) / 2`` pairwise seeds per round.
 """
 
 from __future__ import annotations
@@ -112,18 +112,12 @@ class SiteMasker:
 
     def residues(self, name: str, count: int, n: int) -> list:
         """The summed mask residues (mod ``n``) for the ``count`` ciphertexts of output ``name``."""
-        from ehr_fed.crypto.masking import expand_residues
+        from ehr_fed.crypto.masking import sum_residues
 
-        total = [0] * count
-        label = name.encode()
-        for sign, seed in self.seeds:
-            stream = expand_residues(seed, label, count, n)
-            if sign > 0:
-                total = [a + b for a, b in zip(total, stream, strict=True)]
-            else:
-                total = [a - b for a, b in zip(total, stream, strict=True)]
-        if self.self_seed is not None:
-            from ehr_fed.federation.reveal import self_residues
+        # one pass: sum_j sign_j * expand_residues(seed_j, name, count, n), reduced once per index
+        total = sum_residues(self.seeds, name.encode(), count, n)
+        if self.self_seed is None:
+            return total
+        from ehr_fed.federation.reveal import self_residues
 
-            total = [a + b for a, b in zip(total, self_residues(self.self_seed, name, count, n), strict=True)]
-        return [t % n for t in total]
+        return [(a + b) % n for a, b in zip(total, self_residues(self.self_seed, name, count, n), strict=True)]

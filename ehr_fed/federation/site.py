@@ -172,7 +172,8 @@ class SiteNode:
     def _context(self, msg: TaskMessage) -> SiteContext:
         return SiteContext(site_id=self.site_id, policy=self.policy, study=msg.study, round=msg.round,
                            n_rows=len(self.table), session=msg.session, peers=self.keys.peers,
-                           participants=tuple(msg.payload.get("participants") or ()))
+                           participants=tuple(msg.payload.get("participants") or ()),
+                           state=self.state)
 
     def _run(self, task: SiteTask, msg: TaskMessage) -> dict[str, Any]:
         from ehr_fed.privacy.budget import charge_release, open_release
@@ -232,7 +233,7 @@ class SiteNode:
         self.policy.check_task(task.name, self.site_id, mode)
         params = msg.payload.get("params") or {}
         if task.params is not None and isinstance(params, dict):
-            unknown = sorted(set(params) - set(task.params))
+            unknown = sorted(set(params) - set(task.params) - {"dp"})  # "dp": every task's privacy plan
             if unknown:
                 raise ProtocolError(f"task {task.name!r} takes the parameters {list(task.params)}, not {unknown}")
         problem = _meta_column_use(params)
@@ -470,6 +471,9 @@ class SiteNode:
         task = get_task(msg.task)
         self.policy.check_task(task.name, self.site_id)
         result, contributors = open_sum(self, msg)
+        if task.post_decrypt is not None:  # the task's release step, on the decrypted aggregate, here
+            result = validate(task.post_decrypt(result, _decrypt_params(msg), self._context(msg)),
+                              f"[{task.name!r} release]")
         suppressed = self._suppress(task, result, msg.payload.get("params"), contributors, msg.study)
         # the released values, signed: later requests carry them back so every site can replay the protocol
         record = sign_release(self.keys, study=msg.study, session=msg.session, round=msg.round, task=msg.task,
@@ -486,6 +490,16 @@ def _cell_name(key: str) -> str:
     if key.startswith("col:"):
         return f"the statistics of {key[4:]!r}"
     return f"the computation {key[5:].split('/')[0]!r}" if key.startswith("task:") else repr(key)
+
+
+def _decrypt_params(msg: TaskMessage) -> dict[str, Any]:
+    """The parameters a decrypt request carries for the task's release step: exactly those every contributor
+    computed on (their digest is the one in the signed contributions)."""
+    params = msg.payload.get("params")
+    if not isinstance(params, dict) or params_digest(params) != msg.payload.get("params_digest"):
+        raise ProtocolError(f"the decrypt request of {msg.task!r} must carry the parameters the contributors "
+                            "signed (payload 'params', matching 'params_digest')")
+    return params
 
 
 def _request_digest(msg: TaskMessage) -> str:

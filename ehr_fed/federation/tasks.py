@@ -39,9 +39,13 @@ class SiteContext:
     study: str = ""
     round: int = 0
     n_rows: int = 0
+    #: the session of the request, and the identity bundles this site pinned in the key ceremony (site id ->
+    #: public bundle): what a task needs to verify the signed release records a request carries
     session: str = ""
     peers: Mapping[str, Any] = field(default_factory=dict)
     participants: tuple[str, ...] = ()
+    #: the site's persistent protocol memory (:class:`ehr_fed.federation.state.SiteState`), None outside a site
+    state: Any = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,11 @@ class SiteTask:
         ``columns`` and ``by`` beside it). The decrypting site then merges bins against every boundary it
         released earlier for the same column (:mod:`ehr_fed.privacy.intervals`), so two releases over
         different edges cannot be subtracted into a small cell.
+    post_decrypt : callable or None
+        ``fn(arrays, params, ctx) -> dict`` run by the decrypting site on the decrypted sum, before anything
+        leaves it: it turns the aggregate into what may be released (e.g. boosting's best splits instead of
+        its histograms) and may refuse (``DisclosureError``). ``params`` are the request's parameters (their
+        digest checked against the one every contributor signed). None: the decrypted sum itself is released.
     """
 
     name: str
@@ -87,6 +96,7 @@ class SiteTask:
     edges: str | None = None
     cells: Callable[[dict], list[str]] | None = None
     params: tuple[str, ...] | None = None
+    post_decrypt: Callable[[dict, dict, SiteContext], dict] | None = None
 
     def cell_keys(self, params: dict) -> list[str]:
         """What this computation reveals, as keys a site records with the participant set: the declared
@@ -129,11 +139,13 @@ class UnknownTaskError(KeyError):
 def site_task(name: str, kind: str = "other", *, counts: Mapping[str, Any] | None = None,
               histograms: tuple[str, ...] = (), release: tuple[str, ...] | None = None,
               edges: str | None = None, cells: Callable[[dict], list[str]] | None = None,
-              params: tuple[str, ...] | None = None):
+              params: tuple[str, ...] | None = None,
+              post_decrypt: Callable[[dict, dict, SiteContext], dict] | None = None):
     """Register a site task under ``name`` (decorator). Re-registering a name replaces it.
 
     ``release``: the modes in which its output may leave the site (default :data:`PLAINTEXT_TASKS` for the
-    built-in names, else secure sum only).
+    built-in names, else secure sum only). ``post_decrypt``: the decrypting site's release step
+    (:attr:`SiteTask.post_decrypt`).
     """
     if kind not in KINDS:
         raise ValueError(f"site_task {name!r}: kind {kind!r} is not one of {KINDS}")
@@ -145,7 +157,7 @@ def site_task(name: str, kind: str = "other", *, counts: Mapping[str, Any] | Non
     def deco(fn):
         _REGISTRY[name] = SiteTask(name=name, kind=kind, fn=fn, counts=norm, histograms=tuple(histograms),
                                    release=modes, edges=edges, cells=cells,
-                                   params=None if params is None else tuple(params))
+                                   params=None if params is None else tuple(params), post_decrypt=post_decrypt)
         return fn
 
     return deco

@@ -84,7 +84,7 @@ def _flat_mutate(base: dict, rng) -> object:
     return flat
 
 
-TASK = TaskMessage("query", "stats.count", "s1", "sess", 1, "n1", {"params": {"columns": ["age"]}}).to_dict()
+TASK = TaskMessage("query", "stats.count", "s1", "sess", 1, "n1", {"params": {}}).to_dict()
 REPLY = TaskMessage("query", "stats.count", "s1", "sess", 1, "n1").reply(
     "site_a", {"result": {"n": 12.0, "positives": None}, "suppressed": {"positives": [0]}}).to_dict()
 

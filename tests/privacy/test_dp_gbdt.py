@@ -125,34 +125,60 @@ def test_each_share_and_the_summed_noise_follow_their_skellam_distributions():
     assert ratio == pytest.approx(4096 * math.sqrt(0.2 / 0.5), rel=1e-2)
 
 
+def _root_request(feats: list[str], cuts: list, training_id: str) -> dict:
+    """A valid first-level boosting request (every setting, empty transcript), without DP."""
+    from ehr_fed.models.gbdt.predictor import Tree
+    from ehr_fed.models.gbdt.release import LevelRequest
+    from ehr_fed.models.gbdt.transcript import routing_payload
+
+    return {"features": feats, "cuts": cuts, "max_bin": 16, "precision": 12, "base_score": 0.3, "channels": 3,
+            "min_count": 10, "training_id": training_id, "reg_lambda": 1.0, "gamma": 0.0,
+            "min_child_weight": 1.0, "learning_rate": 0.3, "max_depth": 1, "n_estimators": 1,
+            "sibling": "derive", "transcript": [[]], "trees": [], "tree": routing_payload(Tree()),
+            **LevelRequest((0,), (0,), ()).to_params()}
+
+
 def test_the_federation_sum_carries_exactly_the_calibrated_noise(tables, monkeypatch):
-    """Through the real sites and transport: private minus exact histogram = the sum of the shares."""
+    """Through the real sites and transport: the summed histogram the decrypting site's release step gets,
+    private minus exact, is the sum of the sites' noise shares."""
+    import dataclasses
+
+    from ehr_fed.federation import tasks as fedtasks
+    from ehr_fed.models.gbdt.tasks import release_splits
+
     seeds = itertools.count(7)
     monkeypatch.setattr(dpmod.secrets, "randbits", lambda k: next(seeds))
+    summed = []
+
+    def capture(arrays, params, ctx):  # the real release step, recording the sum it is given
+        summed.append(np.asarray(arrays["hist"]).copy())
+        return release_splits(arrays, params, ctx)
+
+    task = fedtasks.get_task("gbdt.histograms")
+    monkeypatch.setitem(fedtasks._REGISTRY, "gbdt.histograms", dataclasses.replace(task, post_decrypt=capture))
     feats = list(BOUNDS)
     with _fed(tables) as fed:
         from ehr_fed.models.gbdt.binning import BinMapper
-        from ehr_fed.models.gbdt.predictor import Tree
 
         cuts = [np.linspace(1, 50, 15)] * len(feats)
         mapper = BinMapper(cuts, 16)
-        common = {"features": feats, "cuts": cuts, "max_bin": 16, "precision": 12, "base_score": 0.3,
-                  "channels": 3, "min_count": 10, "training_id": "t", "trees": [],
-                  "tree": private._routing_payload(Tree()), "nodes": np.array([0])}
         mask = bin_mask(mapper.n_cuts(), mapper.n_bins)
         n_valid = int(mask.sum())
-        exact = np.asarray(fed.secure_sum("gbdt.histograms", common, {
-            "hist": {"widths": [[n_valid, field_widths(9000, 12, 3)]], "max_terms": 3}})["hist"])
+        res = fed.secure_sum("gbdt.histograms", _root_request(feats, cuts, "exact"), {
+            "hist": {"widths": [[n_valid, field_widths(9000, 12, 3)]], "max_terms": 3}})
+        assert sorted(res) == ["link", "splits"]  # the histogram itself never reaches the coordinator
+        exact = summed.pop()
         noise, plan = [], None
         for i in range(12):
             plan = ReleasePlan(epsilon=4.0, releases={"model": 12}, plan_id=f"p{i}").to_params()
-            params = {**common, "dp": plan, "dp_index": i}
+            params = {**_root_request(feats, cuts, f"t{i}"), "dp": plan, "dp_index": i,
+                      "dp_channel_weights": dict(private.DEFAULT_CHANNEL_WEIGHTS[3]), "dp_max_leaf": 1.0,
+                      "dp_min_hessian_sigmas": 2.0}
             outs = calibrate(ReleasePlan.model_validate(plan), "model", private._hist_sens(params), "", i)
             widths = [dpmod.field_width(9000 * u + dpmod.noise_room(outs[c]))
                       for c, u in (("grad", 4096), ("hess", 1024), ("count", 1))]
-            got = np.asarray(fed.secure_sum("gbdt.histograms", params,
-                                            {"hist": {"widths": [[n_valid, widths]], "max_terms": 3}})["hist"])
-            noise.append((got - exact).reshape(-1, 3))
+            fed.secure_sum("gbdt.histograms", params, {"hist": {"widths": [[n_valid, widths]], "max_terms": 3}})
+            noise.append((summed.pop() - exact).reshape(-1, 3))
     noise = np.concatenate(noise)
     for c, name in enumerate(("grad", "hess", "count")):
         v = outs[name].variance
@@ -189,6 +215,7 @@ def test_dp_off_is_bit_identical(tables):
 def test_private_fit_is_useful_at_epsilon_8_and_spends_at_most_its_budget(tables, test_rows):
     with _fed(tables) as fed:
         base = FederatedGradientBoostingClassifier(**SMALL).fit(fed)
+    with _fed(tables) as fed:  # a session pins its boosting bin cuts: the private cuts differ, a new session
         model = FederatedGradientBoostingClassifier(**SMALL, dp={"epsilon": 8.0, "feature_bounds": BOUNDS}).fit(fed)
     auc = roc_auc_score(test_rows["label"], model.predict_proba(test_rows)[:, 1])
     auc0 = roc_auc_score(test_rows["label"], base.predict_proba(test_rows)[:, 1])

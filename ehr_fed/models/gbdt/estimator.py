@@ -6,8 +6,10 @@ Protocol (every arrow one ``Federation`` call; rows never leave a site)::
     secure_sum  gbdt.init        -> pooled rows and positives     -> base_score = mean(label), as XGBoost
     stats       federated_bin_edges(fed, features, max_bin) -> cuts from federated quantiles
     per tree, per level:
-    secure_sum  gbdt.histograms  -> summed (encrypted) g / h / count histograms of the level's new nodes
-                                    (smaller sibling only; the other is parent - sibling)
+    secure_sum  gbdt.histograms  -> the sites' (encrypted) g / h / count histograms of the level's new nodes
+                                    (smaller sibling only; the decrypting site derives the other as
+                                    parent - sibling), summed; the decrypting site releases only each
+                                    node's best split and child sums, signed (``release``, ``transcript``)
 
 Disclosure control (``min_count_rule``):
 
@@ -51,6 +53,7 @@ from .xgboost_json import HESSIAN_EXPORT, model_from_json, model_to_json
 __all__ = ["FederatedGradientBoostingClassifier"]
 
 MIN_COUNT_RULES = ("count", "hessian")
+SIBLING_MODES = ("derive", "both")
 DEFAULT_MIN_CELL_COUNT = 10
 ROW_BOUND = 1.0e9
 
@@ -91,6 +94,10 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         :mod:`.private` (``channel_weights``, ``level_weights``, ``cut_grid``, ``feature_bounds``,
         ``max_leaf``, ``min_hessian_sigmas``). None takes the federation's ``dp`` (off when it has none);
         results without DP are unchanged.
+    sibling : {"derive", "both"}, default "derive"
+        ``"derive"``: the sites compute the smaller child of each split and the decrypting site derives the
+        other from the parent's summed histogram it kept; ``"both"``: the sites compute both children (no
+        state at the decrypting site, about twice the histogram cost below the root).
 
     Attributes
     ----------
@@ -113,7 +120,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
                  max_bin: int = 256, reg_lambda: float = 1.0, gamma: float = 0.0,
                  min_child_weight: float = 1.0, encrypted: bool = True, min_count_rule: str = "count",
                  min_cell_count: int | None = None, hessian_export: str = "keep", precision: int | None = None,
-                 bin_edges: list | None = None, dp: dict | float | None = None):
+                 bin_edges: list | None = None, dp: dict | float | None = None, sibling: str = "derive"):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -128,6 +135,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         self.precision = precision
         self.bin_edges = bin_edges
         self.dp = dp
+        self.sibling = sibling
 
     # -- parameters ---------------------------------------------------------------------------------
     def _validate_params(self) -> None:
@@ -145,6 +153,8 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
                             f"{self.reg_lambda!r}, {self.gamma!r}, {self.min_child_weight!r}")
         if self.min_count_rule not in MIN_COUNT_RULES:
             problems.append(f"min_count_rule must be one of {list(MIN_COUNT_RULES)}, got {self.min_count_rule!r}")
+        if self.sibling not in SIBLING_MODES:
+            problems.append(f"sibling must be one of {list(SIBLING_MODES)}, got {self.sibling!r}")
         if self.hessian_export not in HESSIAN_EXPORT:
             problems.append(f"hessian_export must be one of {list(HESSIAN_EXPORT)}, got {self.hessian_export!r}")
         if self.precision is not None and not (isinstance(self.precision, int | np.integer)
@@ -280,6 +290,10 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             "channels": 3 if self.min_count_rule == "count" else 2,
             "min_count": int(self._min_count_),
         }
+        sp = self._split_params(self._min_count_)  # the decrypting site searches splits with these
+        common.update({"reg_lambda": sp.reg_lambda, "gamma": sp.gamma, "min_child_weight": sp.min_child_weight,
+                       "learning_rate": float(self.learning_rate), "max_depth": int(self.max_depth),
+                       "n_estimators": int(self.n_estimators), "sibling": str(self.sibling)})
         if private is not None:
             from .private import PrivateHistogramSource
 
@@ -311,10 +325,13 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
 
     def _boost(self, source, mapper: BinMapper, progress) -> list[Tree]:
         split = self._split_params(self._min_count_)
-        if hasattr(source, "private_split_params"):  # a private session raises min_child_weight to the noise
-            split = source.private_split_params(split)
-        params = GrowParams(max_depth=int(self.max_depth), learning_rate=float(self.learning_rate), split=split)
-        finish = getattr(source, "finish_tree", None)
+        session = getattr(source, "session", None)
+        if session is not None:  # a private session: min_child_weight raised and leaves clamped, as released
+            split = session.split_params(split, source.common)
+        params = GrowParams(max_depth=int(self.max_depth), learning_rate=float(self.learning_rate), split=split,
+                            sibling=str(self.sibling),
+                            leaf_bound=None if session is None else float(self.learning_rate) * float(
+                                source.common["dp_max_leaf"]))
         bar = None
         if progress is True:
             from tqdm.auto import tqdm
@@ -325,8 +342,6 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             for i in range(int(self.n_estimators)):
                 source.begin_tree(trees)
                 tree = grow_tree(source, mapper, params)
-                if finish is not None:
-                    finish(tree)
                 trees.append(tree)
                 if bar is not None:
                     bar.update(1)

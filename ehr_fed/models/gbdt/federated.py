@@ -1,12 +1,15 @@
-"""The coordinator's side: node histograms from a federation, one ``secure_sum`` per tree level.
+"""The coordinator's side: one ``secure_sum`` per tree level, answered by the level's released splits.
 
 Layout. Every site returns one flat array ``hist``: for each requested node, the gradient, Hessian (and
 count) sums of the real bins (see :mod:`.packing`), declared as exact integer fields whose widths come from
 the pooled row count of each node (the root's is the pooled row count; a child's is its count from the
-level above, or the pooled count when counts are not collected). The decoded sum is the exact integer
-histogram: encrypted and plaintext federations, and the pooled learner, see the same numbers and grow the
-same trees. Before use, every node's histogram is checked to add up to the same totals for every feature
-(each row sits in exactly one bin of each feature), which catches a corrupted or inconsistent sum.
+level above, or the pooled count when counts are not collected). The decrypting site decodes the exact
+integer histograms, checks that every node's histogram adds up to the same totals for every feature (each
+row sits in exactly one bin of each feature; this catches a corrupted or inconsistent sum) and releases
+only the level's best splits and child sums (:mod:`.release`), signed. The coordinator never sees a
+histogram: it grows the tree from the release and sends the signed records back with every later request
+(the transcript the sites replay, :mod:`.transcript`). Encrypted and plaintext federations, and the pooled
+learner, compute the same releases and grow the same trees.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .packing import bin_mask, from_wire, histogram_segments
+from .packing import bin_mask, histogram_segments
 from .predictor import Tree
+from .release import RELEASE_COLUMNS, LevelRequest
+from .transcript import encode_record, routing_payload
 
 __all__ = ["FederatedHistogramSource", "IncompleteSumError", "InconsistentHistogramError", "check_all_sites"]
 
@@ -29,8 +34,7 @@ class FederatedHistogramSource:
     ----------
     federation : ehr_fed.federation.Federation
     common : dict
-        Request parameters shared by every round (features, cuts, max_bin, precision, base_score,
-        channels, min_count).
+        Request parameters shared by every round (:data:`.transcript.SETTINGS` but the training id).
     n_total : int
         Pooled number of rows (bounds the root's sums).
     n_bins : int
@@ -53,12 +57,15 @@ class FederatedHistogramSource:
         self.sites = sorted(federation.site_ids) if sites is None else sorted(sites)
         self.n_sites = len(federation.site_ids)
         self.trees: list[dict] = []
+        #: per tree, the signed release records of its levels, as JSON text (sent back with every request)
+        self.transcript: list[list[str]] = []
         self.n_requests = 0
         self.n_fields = 0  # integer fields each site sent, in total
         self.n_bits = 0  # bits of those fields
 
     def begin_tree(self, trees: list[Tree]) -> None:
-        self.trees = [_routing_payload(t) for t in trees]
+        self.trees = [routing_payload(t) for t in trees]
+        self.transcript = self.transcript[:len(trees)] + [[]]
 
     def _node_rows(self, tree: Tree, nodes: list[int]) -> list[int]:
         if self.channels < 3:
@@ -69,22 +76,41 @@ class FederatedHistogramSource:
         """Exact quantised Hessian totals of known nodes (``sum_hessian`` is ``H_q 2**-p``, exact in float64)."""
         return [int(round(tree.sum_hessian[nid] * 2.0**self.precision)) if nid > 0 else None for nid in nodes]
 
-    def histograms(self, tree: Tree, nodes: list[int]) -> np.ndarray:
-        params = dict(self.common)
-        params["trees"] = self.trees
-        params["tree"] = _routing_payload(tree)
-        params["nodes"] = np.asarray(nodes, dtype=np.int64)
-        segments = histogram_segments(self._node_rows(tree, nodes), int(self.mask.sum()), self.precision,
-                                      self.channels, self._node_hessians(tree, nodes))
-        res = self.fed.secure_sum("gbdt.histograms", params,
-                                  {"hist": {"widths": segments, "max_terms": self.n_sites}})
+    def _level_params(self, tree: Tree, request: LevelRequest) -> dict:
+        p = dict(self.common)
+        p["transcript"] = self.transcript
+        p["trees"] = self.trees
+        p["tree"] = routing_payload(tree)
+        p.update(request.to_params())
+        return p
+
+    def _segments(self, tree: Tree, nodes: list[int], params: dict) -> list:
+        """Integer field widths of the level's histograms (:func:`.packing.histogram_segments`)."""
+        return histogram_segments(self._node_rows(tree, nodes), int(self.mask.sum()), self.precision,
+                                  self.channels, self._node_hessians(tree, nodes))
+
+    def _summed(self, params: dict) -> None:
+        """Called once the level's sum was made (a private session charges it)."""
+
+    def release(self, tree: Tree, request: LevelRequest, params: Any = None) -> np.ndarray:
+        """One level: the sites' summed histograms of ``request.nodes``, released as splits by the decrypting site."""
+        p = self._level_params(tree, request)
+        segments = self._segments(tree, list(request.nodes), p)
+        res = self.fed.secure_sum("gbdt.histograms", p, {"hist": {"widths": segments, "max_terms": self.n_sites}})
+        self._summed(p)
         check_all_sites(res, self.sites, "gbdt.histograms")
-        hist = from_wire(np.asarray(res["hist"]), self.mask, len(nodes), self.channels)
-        check_consistent(hist, self.channels, nodes)
+        rows = np.asarray(res.get("splits", np.zeros(0)), dtype=np.float64)
+        record = getattr(res, "release", None)
+        if rows.shape != (len(request.level), len(RELEASE_COLUMNS)) or not isinstance(record, dict):
+            raise ValueError(
+                f"the decrypting site released {sorted(res)} of shape {rows.shape} without a signed record for "
+                f"{len(request.level)} nodes: every site must run an ehr-fed version whose boosting releases splits "
+                "at the decrypting site")
+        self.transcript[-1].append(encode_record(record))
         self.n_requests += 1
         self.n_fields += sum(r * len(w) for r, w in segments)
         self.n_bits += sum(r * sum(w) for r, w in segments)
-        return hist
+        return rows
 
 
 class InconsistentHistogramError(RuntimeError):
@@ -117,15 +143,3 @@ def check_all_sites(result: Any, sites: list[str], task: str) -> None:
             f"{missing}. Boosting needs every site in every round: fix the failing site and fit again."
         )
 
-
-def _routing_payload(tree: Tree) -> dict[str, np.ndarray]:
-    """A tree's routing arrays as message-safe numpy arrays."""
-    r = tree.to_routing()
-    return {
-        "left": np.asarray(r["left"], dtype=np.int64),
-        "right": np.asarray(r["right"], dtype=np.int64),
-        "feature": np.asarray(r["feature"], dtype=np.int64),
-        "threshold": np.asarray(r["threshold"], dtype=np.float64),
-        "default_left": np.asarray(r["default_left"], dtype=bool),
-        "leaf_value": np.asarray(r["leaf_value"], dtype=np.float64),
-    }

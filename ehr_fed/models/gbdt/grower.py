@@ -1,13 +1,16 @@
-"""Growing one tree level by level (XGBoost's ``grow_policy="depthwise"``) from node histograms.
+"""Growing one tree level by level (XGBoost's ``grow_policy="depthwise"``) from released splits.
 
-The grower never sees rows. It asks a :class:`HistogramSource` for the histograms of a batch of nodes
-(one batch per level), so the same code grows a tree from a pooled table (:class:`LocalHistogramSource`)
-and from a federation (``federated.FederatedHistogramSource``: one ``secure_sum`` per level). Histogram
-subtraction: of two siblings only the smaller one (fewer rows; fewer Hessian when counts are not
-collected) is requested, the other is ``parent - sibling``, exact because histograms are integer sums. Nodes
-at the maximum depth are leaves: their totals come with their parent's split, so their histograms are never
-requested (a depth-``d`` tree costs ``d`` histogram rounds, not ``d + 1``). Splits are searched on the
-histograms with small bins merged (:func:`.splitting.merge_small_bins`), the same for every source.
+The grower never sees rows, nor histograms. For each level it sends a :class:`.release.LevelRequest` to a
+source and gets back the level's release (:mod:`.release`): per node the best split and its children's
+sums, or "leaf". The same code grows a tree from a pooled table (:class:`LocalHistogramSource`, which
+computes the histograms itself and releases them with the same :class:`.release.LevelReleaser` the
+decrypting site runs) and from a federation (``federated.FederatedHistogramSource``: one ``secure_sum`` per
+level, split search at the decrypting site). Histogram subtraction: of two siblings only the smaller one
+(fewer rows; fewer Hessian when counts are not collected) is requested, the other is ``parent - sibling``,
+derived where the parent's summed histogram is kept (``sibling="both"`` requests both instead). Nodes at the
+maximum depth are leaves: their totals come with their parent's split, so a depth-``d`` tree costs ``d``
+rounds, not ``d + 1``. Splits are searched on the histograms with small bins merged
+(:func:`.splitting.merge_small_bins`), the same for every source.
 """
 
 from __future__ import annotations
@@ -20,19 +23,20 @@ import numpy as np
 from .binning import BinMapper
 from .histogram import build_histograms, logistic_grad_hess, quantize
 from .predictor import Tree, apply_tree, base_margin
-from .splitting import SplitParams, find_best_split, leaf_weight, merge_small_bins, node_totals
+from .release import LevelGrower, LevelReleaser, LevelRequest
+from .splitting import SplitParams
 
 __all__ = ["HistogramSource", "LocalHistogramSource", "GrowParams", "grow_tree"]
 
 
 class HistogramSource(Protocol):
-    """Where node histograms come from."""
+    """Where the release of a tree level comes from."""
 
     def begin_tree(self, trees: list[Tree]) -> None:
         """Called before each tree with the trees grown so far (margins must include them)."""
 
-    def histograms(self, tree: Tree, nodes: list[int]) -> np.ndarray:
-        """int64 histograms of shape (len(nodes), n_features, n_bins, 3) of the given nodes of ``tree``."""
+    def release(self, tree: Tree, request: LevelRequest, params: GrowParams) -> np.ndarray:
+        """Release rows (:data:`.release.RELEASE_COLUMNS`) of ``request.level``, in that order."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class GrowParams:
     max_depth: int
     learning_rate: float
     split: SplitParams
+    sibling: str = "derive"  # "derive": parent - smaller child where the sums are; "both": request both
+    leaf_bound: float | None = None  # a private training's leaf clamp (see .release.NoisyRelease)
 
 
 class LocalHistogramSource:
@@ -58,6 +64,8 @@ class LocalHistogramSource:
     """
 
     def __init__(self, X, y, mapper: BinMapper, base_score: float, precision: int):
+        self.releaser = LevelReleaser()
+        self.n_cuts = mapper.n_cuts()
         self.X32 = np.asarray(X, dtype=np.float64).astype(np.float32)
         self.y = np.asarray(y, dtype=np.float64)
         self.bins = mapper.transform(self.X32)
@@ -79,53 +87,18 @@ class LocalHistogramSource:
         row_node = apply_tree(tree, self.X32)
         return build_histograms(self.bins, self.gq, self.hq, row_node, np.asarray(nodes), self.n_bins)
 
-
-def _set_stats(tree: Tree, nid: int, totals: tuple[int, int, int], params: SplitParams) -> None:
-    s = params.scale
-    G, H = totals[0] * s, totals[1] * s
-    tree.base_weight[nid] = float(np.float32(leaf_weight(G, H, params)))
-    tree.sum_hessian[nid] = H
-    tree.count[nid] = int(totals[2])
+    def release(self, tree: Tree, request: LevelRequest, params: GrowParams) -> np.ndarray:
+        """The level's release from the pooled histograms, as a decrypting site computes it."""
+        computed = self.histograms(tree, list(request.nodes))
+        return self.releaser.release((self._n_applied, id(tree)), request, computed, self.n_cuts, params.split,
+                                     keep=params.sibling == "derive")
 
 
 def grow_tree(source: HistogramSource, mapper: BinMapper, params: GrowParams) -> Tree:
     """Grow one tree; the histogram source must have had ``begin_tree`` called."""
-    sp = params.split
-    n_cuts = mapper.n_cuts()
-    tree = Tree()
-    hists = {0: source.histograms(tree, [0])[0]}
-    totals = {0: node_totals(hists[0])}
-    _set_stats(tree, 0, totals[0], sp)
-    level = [0]
-    for depth in range(params.max_depth):
-        pairs = []
-        merged = merge_small_bins(np.stack([hists[nid] for nid in level]), sp)  # the min-count rule
-        for i, nid in enumerate(level):
-            info = find_best_split(merged[i], n_cuts, sp)
-            if info is None:
-                continue
-            if info.bin < n_cuts[info.feature]:
-                thr = mapper.threshold(info.feature, info.bin)
-            else:  # all observed values left, missing right
-                thr = np.finfo(np.float32).max
-            lo, hi = tree.split(nid, info.feature, info.bin, thr, info.default_left, info.gain)
-            totals[lo], totals[hi] = info.left, info.right
-            _set_stats(tree, lo, info.left, sp)
-            _set_stats(tree, hi, info.right, sp)
-            pairs.append((nid, lo, hi))
-        if not pairs or depth == params.max_depth - 1:
-            break  # the children of the last level are leaves: their totals came with the split
-        key = 2 if sp.use_count else 1
-        small = [lo if totals[lo][key] <= totals[hi][key] else hi for _, lo, hi in pairs]
-        got = source.histograms(tree, small)
-        new = {}
-        for (parent, lo, hi), s, h in zip(pairs, small, got, strict=True):
-            other = hi if s == lo else lo
-            new[s] = h
-            new[other] = hists[parent] - h
-        hists = new
-        level = [nid for _, lo, hi in pairs for nid in (lo, hi)]
-    for nid in range(tree.n_nodes):
-        if tree.is_leaf(nid):
-            tree.leaf_value[nid] = float(np.float32(params.learning_rate * tree.base_weight[nid]))
-    return tree
+    grower = LevelGrower(params.split, params.max_depth, params.learning_rate, mapper.threshold, mapper.n_cuts(),
+                         params.sibling, leaf_bound=params.leaf_bound)
+    while not grower.done:
+        request = grower.request()
+        grower.apply(source.release(grower.tree, request, params), request.level)
+    return grower.tree

@@ -31,7 +31,10 @@ every tree); within a level to the channels by ``channel_weights`` (default grad
 count 0.2; without the count channel gradient 0.6, Hessian 0.4). A tree that stops early leaves its
 remaining levels unspent: ``dp_["epsilon"]`` is what the releases made actually spent.
 
-Post-processing of the noisy sums (no privacy cost): every feature's bins of a node are made to add up to
+Post-processing of the noisy sums (no privacy cost), done by the decrypting site's release step from the
+request's digest-bound DP settings (``dp``, ``dp_channel_weights``, ``dp_max_leaf``, ``dp_min_hessian_sigmas``;
+:class:`.release.NoisyRelease`), so the coordinator, the sites' transcript replay and the pooled learner
+share one code path: every feature's bins of a node are made to add up to
 the same totals (the mean over the features of their noisy sums, ``F`` times less noisy than one; the
 difference is spread evenly over the feature's real bins), with the node's Hessian and count totals
 clamped at 0; the split search then needs no other change: a child is only made when both sides hold a
@@ -66,13 +69,13 @@ from ehr_fed.privacy.dp import (
     spent_record,
 )
 
-from .federated import FederatedHistogramSource, _routing_payload, check_all_sites
-from .packing import from_wire
+from .federated import FederatedHistogramSource
 from .predictor import Tree
+from .release import LevelRequest
 from .splitting import SplitParams
 
 __all__ = ["OPTION_KEYS", "PrivateBoosting", "PrivateHistogramSource", "resolve_dp", "make_consistent",
-           "noise_wire", "private_cuts"]
+           "noise_wire", "noisy_min_child_weight", "private_cuts"]
 
 #: keys of a boosting model's ``dp`` option that are not part of the budget itself
 OPTION_KEYS = ("channel_weights", "level_weights", "cut_grid", "feature_bounds", "max_leaf",
@@ -108,6 +111,23 @@ def _hist_sens(params: dict) -> list[OutputSensitivity]:
                              f"got {weights}")
         out.append(OutputSensitivity(name, f * unit[name], math.sqrt(f) * unit[name], w))
     return out
+
+
+def noisy_min_child_weight(params: dict) -> float:
+    """``dp_min_hessian_sigmas`` (2) noise sd of one bin's summed Hessian at a tree's noisiest level, dequantised.
+
+    From the request's digest-bound settings (plan ``dp``, ``dp_channel_weights``, ``max_depth``,
+    ``precision``), so every party that grows or releases the trees raises ``min_child_weight`` alike.
+    """
+    try:
+        plan = ReleasePlan.model_validate(params["dp"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"a private boosting request carries no valid release plan 'dp' ({exc})") from None
+    k = float(params.get("dp_min_hessian_sigmas", 2.0))
+    sens = _hist_sens(params)
+    sigma = max(calibrate(plan, "model", sens, "gbdt.histograms", d)["hess"].sigma
+                for d in range(int(params["max_depth"])))
+    return k * sigma * 2.0 ** -int(params["precision"])
 
 
 # ----------------------------------------------------------------------------------- site side
@@ -325,25 +345,14 @@ class PrivateBoosting:
         self.level_noise.setdefault(idx % self.depth, rec["noise"])
 
     def split_params(self, sp: SplitParams, common: dict) -> SplitParams:
-        """``min_child_weight`` raised to ``min_hessian_sigmas`` sd of one bin's noisy Hessian (largest level)."""
+        """``min_child_weight`` raised to the noise (:func:`noisy_min_child_weight`), as the release step does."""
         from dataclasses import replace
 
-        k = float(self.opts.get("min_hessian_sigmas", 2.0))
-        params = {**common, "dp_channel_weights": self.channel_weights(common)}
-        sigma = max(calibrate(self.plan, "model", _hist_sens(params), "gbdt.histograms", d)["hess"].sigma
-                    for d in range(self.depth))
-        self.min_child_weight = max(sp.min_child_weight, k * sigma * 2.0 ** -int(common["precision"]))
+        self.min_child_weight = max(sp.min_child_weight, noisy_min_child_weight(common))
         return replace(sp, min_child_weight=self.min_child_weight)
 
     def channel_weights(self, common: dict) -> dict[str, float]:
         return dict(self.opts.get("channel_weights") or DEFAULT_CHANNEL_WEIGHTS[int(common["channels"])])
-
-    def finish_tree(self, tree: Tree) -> None:
-        """Clamp the leaf values to ``learning_rate * max_leaf`` (post-processing)."""
-        bound = float(self.model.learning_rate) * float(self.opts.get("max_leaf", 1.0))
-        for nid in range(tree.n_nodes):
-            if tree.is_leaf(nid):
-                tree.leaf_value[nid] = float(np.float32(np.clip(tree.leaf_value[nid], -bound, bound)))
 
     def dp_record(self, common: dict) -> dict[str, Any]:
         """The model's ``dp_``: what the session spent and how (see :func:`ehr_fed.privacy.dp.spent_record`)."""
@@ -368,11 +377,17 @@ class PrivateBoosting:
 
 
 class PrivateHistogramSource(FederatedHistogramSource):
-    """:class:`.federated.FederatedHistogramSource` for a private session: one private release per level."""
+    """:class:`.federated.FederatedHistogramSource` for a private session: one private release per level.
+
+    The requests carry the session's DP settings (bound by every record's link, see
+    :data:`.transcript.DP_SETTINGS`); the field widths come from :meth:`PrivateBoosting.histogram_layout`.
+    """
 
     def __init__(self, session: PrivateBoosting, federation: Any, common: dict, n_bins: int,
                  sites: list[str] | None = None):
-        common = {**common, "dp": session.p, "dp_channel_weights": session.channel_weights(common)}
+        common = {**common, "dp": session.p, "dp_channel_weights": session.channel_weights(common),
+                  "dp_max_leaf": float(session.opts.get("max_leaf", 1.0)),
+                  "dp_min_hessian_sigmas": float(session.opts.get("min_hessian_sigmas", 2.0))}
         super().__init__(federation, common, int(math.ceil(session.n_bound)), n_bins, sites=sites)
         self.session = session
         self.tree_index, self.level = -1, 0
@@ -381,26 +396,15 @@ class PrivateHistogramSource(FederatedHistogramSource):
         super().begin_tree(trees)
         self.tree_index, self.level = self.tree_index + 1, 0
 
-    def finish_tree(self, tree: Tree) -> None:
-        self.session.finish_tree(tree)
+    def _level_params(self, tree: Tree, request: LevelRequest) -> dict:
+        p = super()._level_params(tree, request)
+        p["dp_index"] = self.session.level_index(self.tree_index, self.level)
+        return p
 
-    def private_split_params(self, sp: SplitParams) -> SplitParams:
-        return self.session.split_params(sp, self.common)
+    def _segments(self, tree: Tree, nodes: list[int], params: dict) -> list:
+        layout = self.session.histogram_layout(params, len(nodes), int(self.mask.sum()))
+        return layout["hist"]["widths"]
 
-    def histograms(self, tree: Tree, nodes: list[int]) -> np.ndarray:
-        params = dict(self.common)
-        params.update(trees=self.trees, tree=_routing_payload(tree), nodes=np.asarray(nodes, dtype=np.int64),
-                      dp_index=self.session.level_index(self.tree_index, self.level))
-        n_valid = int(self.mask.sum())
-        layout = self.session.histogram_layout(params, len(nodes), n_valid)
-        res = self.fed.secure_sum("gbdt.histograms", params, layout)
+    def _summed(self, params: dict) -> None:
         self.level += 1
         self.session.record_level(params)
-        check_all_sites(res, self.sites, "gbdt.histograms")
-        hist = make_consistent(from_wire(np.asarray(res["hist"]), self.mask, len(nodes), self.channels),
-                               self.mask, self.channels)
-        widths = layout["hist"]["widths"][0]
-        self.n_requests += 1
-        self.n_fields += widths[0] * len(widths[1])
-        self.n_bits += widths[0] * sum(widths[1])
-        return hist

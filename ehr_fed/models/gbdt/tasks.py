@@ -16,10 +16,18 @@ Replies:
 ``gbdt.histograms``  ``{"hist": flat integer fields}``: per node the gradient, Hessian (and, with the count
                      rule, row-count) sums of every real bin (see :mod:`.packing`), gradients and Hessians
                      quantised to ``2**-precision`` (see :mod:`.histogram`); the coordinator's layout gives
-                     the bit width of each field.
+                     the bit width of each field. Only as a masked contribution to a secure sum, and only
+                     when the request follows from its signed transcript (:mod:`.transcript`).
+
+The decrypting site's release step of ``gbdt.histograms`` (:func:`release_splits`) turns the summed
+histograms into the level's release (:mod:`.release`): the best split of each node and its children's sums,
+``{"splits": rows, "link": chain link}``. No histogram leaves the decrypting site; it keeps the level's summed
+histograms (per training id and tree) to derive the next level's larger siblings.
 
 Under a private release plan (``dp`` in the parameters, see :mod:`.private`) ``gbdt.init`` and
-``gbdt.histograms`` add the site's Skellam noise share to every value before it leaves the task.
+``gbdt.histograms`` add the site's Skellam noise share to every value before it is masked; the release step
+then post-processes the noisy sums (:class:`.release.NoisyRelease`) instead of checking them for exact
+consistency.
 """
 
 from __future__ import annotations
@@ -31,25 +39,33 @@ from collections import OrderedDict
 import numpy as np
 import pandas as pd
 
+from ehr_fed.federation.messages import ProtocolError
+from ehr_fed.federation.releases import release_digest
 from ehr_fed.federation.tasks import SiteContext, site_task
 from ehr_fed.privacy.dp import active_release
 
 from .binning import BinMapper
+from .federated import InconsistentHistogramError, check_consistent
 from .histogram import build_histograms, logistic_grad_hess, quantize
-from .packing import bin_mask, to_wire
+from .packing import bin_mask, from_wire, to_wire
 from .predictor import apply_tree, base_margin
+from .release import LevelReleaser, LevelRequest, noisy_release, split_params
+from .transcript import check_request, decode_record, last_record, link, settings_digest
 
-__all__ = ["site_schema", "site_init", "site_histograms", "clear_cache"]
+__all__ = ["site_schema", "site_init", "site_histograms", "release_splits", "clear_cache"]
 
 _CACHE: OrderedDict[tuple, dict] = OrderedDict()
 _CACHE_SIZE = 8
 _LOCK = threading.Lock()
+#: the decrypting site's summed histograms of each training's last level (for the sibling derivation)
+_RELEASERS: OrderedDict[tuple, LevelReleaser] = OrderedDict()
 
 
 def clear_cache() -> None:
-    """Forget every cached training state (the next request recomputes from its trees)."""
+    """Forget every cached training state (the next request recomputes from its trees) and every kept level."""
     with _LOCK:
         _CACHE.clear()
+        _RELEASERS.clear()
 
 
 def _features(table: pd.DataFrame, names: list[str]) -> np.ndarray:
@@ -134,6 +150,7 @@ def site_init(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, 
 def site_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
     """Quantised gradient / Hessian (/ count) histograms of the requested nodes of the current tree."""
     _check_min_count(params, ctx)
+    check_request(params, ctx)  # the trees and nodes must follow from the signed releases so far
     st = _state(table, params, ctx)
     margin = _margins(st, list(params.get("trees") or []), float(params["base_score"]))
     precision = int(params["precision"])
@@ -147,8 +164,45 @@ def site_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict
     rel = active_release()  # a private level: this site's noise share of every field (see .private)
     return {"hist": wire if rel is None else private.noise_wire(wire, channels, rel)}
 
+
+def _releaser(ctx: SiteContext, training_id: str) -> LevelReleaser:
+    key = (ctx.site_id, training_id)
+    with _LOCK:
+        rel = _RELEASERS.get(key)
+        if rel is None:
+            rel = _RELEASERS[key] = LevelReleaser()
+            while len(_RELEASERS) > _CACHE_SIZE:
+                _RELEASERS.popitem(last=False)
+        _RELEASERS.move_to_end(key)
+    return rel
+
+
+def release_splits(arrays: dict, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
+    """The decrypting site's release of a level: best splits and child sums, never the histograms."""
+    _check_min_count(params, ctx)
+    sp = split_params(params)
+    mapper = BinMapper([np.asarray(c, dtype=np.float64) for c in params["cuts"]], int(params["max_bin"]))
+    request = LevelRequest.from_params(params)
+    channels = int(params.get("channels", 3))
+    mask = bin_mask(mapper.n_cuts(), mapper.n_bins)
+    hist = from_wire(np.asarray(arrays["hist"]), mask, len(request.nodes), channels)
+    noisy = noisy_release(params, mask)  # a private level: noisy sums, made consistent instead of checked
+    if noisy is None:
+        try:
+            check_consistent(hist, channels, list(request.nodes))
+        except InconsistentHistogramError as exc:
+            raise ProtocolError(str(exc)) from None
+    transcript = params["transcript"]
+    tree, depth = len(transcript) - 1, len(transcript[-1])
+    rows = _releaser(ctx, str(params["training_id"])).release(tree, request, hist, mapper.n_cuts(), sp,
+                                                               keep=params["sibling"] == "derive", noisy=noisy)
+    previous = last_record(transcript)
+    previous = None if previous is None else release_digest(decode_record(previous))
+    return {"splits": rows, "link": link(settings_digest(params), tree, depth, previous)}
+
+
 site_task("gbdt.schema", kind="other")(site_schema)
 site_task("gbdt.init", kind="count", counts={"stats": ()})(site_init)
-site_task("gbdt.histograms", kind="histogram")(site_histograms)
+site_task("gbdt.histograms", kind="histogram", post_decrypt=release_splits)(site_histograms)
 
 from . import private  # noqa: E402  (declares the private forms: gbdt.init, gbdt.histograms, bin cuts)

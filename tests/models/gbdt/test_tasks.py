@@ -17,8 +17,10 @@ def _params(table, trees=(), tree=None, **extra):
     p = {
         "training_id": "t1", "features": FEATURES, "cuts": local_bin_edges(X, 8), "max_bin": 8,
         "precision": 10, "base_score": 0.3, "channels": 3, "min_count": 10,
+        "reg_lambda": 1.0, "gamma": 0.0, "min_child_weight": 1.0, "learning_rate": 0.3, "max_depth": 3,
+        "n_estimators": 5, "sibling": "derive", "transcript": [[] for _ in range(len(trees) + 1)],
         "trees": [x.to_routing() for x in trees], "tree": t.to_routing(),
-        "nodes": [0],
+        "level": [0], "nodes": [0], "derive": np.zeros((0, 3), dtype=np.int64),
     }
     p.update(extra)
     return p
@@ -39,7 +41,20 @@ def test_histograms_of_the_root_count_every_row_once(small_data):
     assert np.array_equal(out["hist"], np.rint(out["hist"]))
 
 
-def test_cached_and_recomputed_answers_agree(small_data):
+def test_a_tree_without_released_splits_is_refused(small_data):
+    table = small_data["tables"]["site_1"]
+    ctx = SiteContext(site_id="site_1", policy=PrivacyPolicy())
+    t = Tree()
+    lo, hi = t.split(0, 1, 3, 0.0, True, 1.0)
+    with pytest.raises(DisclosureError, match=r"\[transcript\].*tree being grown differs from its released splits"):
+        site_tasks.site_histograms(table, _params(table, tree=t, level=[lo, hi], nodes=[lo]), ctx)
+    with pytest.raises(DisclosureError, match=r"\[transcript\]"):
+        site_tasks.site_histograms(table, _params(table, transcript=[]), ctx)
+
+
+def test_cached_and_recomputed_answers_agree(small_data, monkeypatch):
+    # the cache is under test here, not the transcript: crafted trees, accepted
+    monkeypatch.setattr(site_tasks, "check_request", lambda params, ctx: None)
     table = small_data["tables"]["site_2"]
     ctx = SiteContext(site_id="site_2", policy=PrivacyPolicy())
     t = Tree()
