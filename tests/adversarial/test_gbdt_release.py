@@ -237,7 +237,7 @@ def test_the_decrypting_site_computes_on_the_signed_parameters_only():
 
     fed = _federation(encrypted=False, tamper=tamper)
     try:
-        with pytest.raises(FederationError, match="must carry the parameters the contributors signed"):
+        with pytest.raises(FederationError, match="parameters .*the contributors signed"):
             FederatedGradientBoostingClassifier(encrypted=False, **FIT).fit(fed)
     finally:
         fed.close()
