@@ -99,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
     res = report["result"]
     print(f"evaluated on: {validation.scheme} ({validation.evaluated_rows} index events)")
     print(res.to_display_frame().to_string())
+    from ehr_fed.models.persistence import dp_summary
+
+    spent = dp_summary(getattr(model, "dp_", None))
+    if spent:  # the privacy the model file's training spent (the evaluation sums themselves are exact)
+        print(f"model trained with {spent}")
     if res.per_site is not None:
         for sid, row in res.per_site.iterrows():
             if not row.get("released", True):

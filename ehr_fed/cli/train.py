@@ -5,9 +5,11 @@
     ehr-fed train logreg --federation federation.yaml [--study study.yaml] --out model.json \\
         [--penalty l2 --C 0.5] [--features age,los_days] [--plaintext] [--key-bits N --allow-insecure]
     ehr-fed train gbdt   --federation federation.yaml --out model.json [--n-estimators 50 --max-depth 4 ...]
+        [--epsilon 4 --delta 1e-6]
 
 Progress is reported per round (logistic regression) or per tree (boosting) on stderr; the coefficient table
-of a logistic regression is printed on stdout.
+of a logistic regression is printed on stdout. A private fit (``--epsilon``) prints the epsilon and delta it
+spent on stdout.
 """
 
 from __future__ import annotations
@@ -81,6 +83,11 @@ def register(subparsers) -> None:
     _common(gb)
     for name, typ, help_ in GBDT_FLAGS:
         gb.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, help=help_)
+    gb.add_argument("--epsilon", type=float,
+                    help="differential privacy: total epsilon of this training session (default: the "
+                         "federation's privacy dp setting, else off); fewer trees, shallower trees and fewer "
+                         "bins leave more budget per level")
+    gb.add_argument("--delta", type=float, help="differential privacy delta (default 1e-6)")
     gb.set_defaults(func=run_gbdt)
 
 
@@ -170,17 +177,18 @@ def run_logreg(args) -> int:
 
 
 def _dp_option(args) -> dict | None:
-    """The ``dp`` option of a logistic regression from --epsilon / --delta / --dp-rounds (None: unset)."""
+    """The ``dp`` option of a model from --epsilon / --delta (/ --dp-rounds, logistic regression); None: unset."""
     if args.epsilon is None:
-        if args.delta is not None or args.dp_rounds is not None:
+        if args.delta is not None or getattr(args, "dp_rounds", None) is not None:
             from ehr_fed.cli.common import UsageError
 
-            raise UsageError("ehr-fed train: --delta and --dp-rounds need --epsilon")
+            flags = "--delta and --dp-rounds need" if hasattr(args, "dp_rounds") else "--delta needs"
+            raise UsageError(f"ehr-fed train: {flags} --epsilon")
         return None
     dp: dict = {"epsilon": args.epsilon}
     if args.delta is not None:
         dp["delta"] = args.delta
-    if args.dp_rounds is not None:
+    if getattr(args, "dp_rounds", None) is not None:
         dp["rounds"] = args.dp_rounds
     return dp
 
@@ -196,7 +204,7 @@ def run_gbdt(args) -> int:
               f"{entry.get('depth')}", file=sys.stderr, flush=True)
 
     try:
-        model = FederatedGradientBoostingClassifier(encrypted=not args.plaintext, **params)
+        model = FederatedGradientBoostingClassifier(encrypted=not args.plaintext, dp=_dp_option(args), **params)
         with _federation(args) as fed:
             print(f"training gradient boosting over {len(fed.site_ids)} sites", file=sys.stderr)
             model.fit(fed, progress=progress)
@@ -205,4 +213,10 @@ def run_gbdt(args) -> int:
         return 1
     model.save(args.out)
     print(f"model written to {args.out}", file=sys.stderr)
+    dp = getattr(model, "dp_", None)
+    if dp is not None:
+        from ehr_fed.models.persistence import dp_summary
+
+        print(f"{dp_summary(dp)}; {dp['levels_released']} of {dp['levels_planned']} planned tree levels "
+              f"released, epsilon {max(dp['epsilon_per_level'].values(), default=0.0):.3g} per level")
     return 0

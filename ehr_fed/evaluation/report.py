@@ -72,7 +72,32 @@ def build_report(fed: Any, model: Any, *, result: EvaluationResult | None = None
         t1 = _table_one(fed, [str(n) for n in model.feature_names_in_], study=study)
     return {"created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "result": result,
             "model_title": title, "model_table": mtable, "table_one": t1, "model": model, "study": study,
-            "evaluated_on": evaluated_on}
+            "evaluated_on": evaluated_on, "dp": dp_facts(model)}
+
+
+#: the parts of a model's ``dp_`` record a report shows
+DP_FACTS = ("epsilon", "delta", "epsilon_planned", "releases", "events_per_patient", "mechanism", "protects")
+
+
+def dp_facts(model: Any) -> dict[str, Any] | None:
+    """Epsilon and delta a model's training spent, and what they protect (None: not a private fit)."""
+    dp = getattr(model, "dp_", None)
+    if not isinstance(dp, dict) or dp.get("epsilon") is None:
+        return None
+    return {k: dp[k] for k in DP_FACTS if k in dp}
+
+
+def dp_paragraph(dp: dict[str, Any] | None) -> list[str]:
+    """The report's line on differential privacy (none for a model trained without it)."""
+    if not dp:
+        return []
+    planned = dp.get("epsilon_planned")
+    delta = f"{dp.get('delta', float('nan')):g}"
+    return [f"<p class='dp'><strong>Differential privacy:</strong> the model's training spent epsilon "
+            f"{fmt_num(dp['epsilon'], 3)}{f' (planned {planned:g})' if planned is not None else ''}, "
+            f"delta {esc(delta)} over {fmt_int(dp.get('releases'))} private releases; it "
+            f"protects {esc(dp.get('protects', 'one patient'))}. The evaluation figures themselves are exact "
+            "sums (not noised).</p>"]
 
 
 def _df_records(df: pd.DataFrame | None) -> Any:
@@ -90,7 +115,8 @@ def write_json(report: dict[str, Any], path: str | Path) -> Path:
             "model_table": {"title": report["model_title"], "rows": _df_records(report["model_table"]),
                             **({"intercept": float(np.ravel(intercept)[0])} if intercept is not None else {})},
             "table_one": (json.loads(report["table_one"].to_json(orient="index"))
-                          if report["table_one"] is not None else None)}
+                          if report["table_one"] is not None else None),
+            "dp": report.get("dp")}
     path = Path(path)
     path.write_text(json.dumps(data, indent=1, allow_nan=False))
     return path
@@ -278,6 +304,7 @@ def render_html(report: dict[str, Any]) -> str:
         f"<p class='note'>{mode}; model sha256 {esc(res.model_sha256[:16])}...; {fmt_int(res.n_bins)} score "
         f"bins; minimum cell count {fmt_int(res.min_cell_count)}; created {esc(report['created'])}. No "
         "patient-level score left any site: the figures are drawn from sums over all sites.</p>",
+        *dp_paragraph(report.get("dp")),
         *evaluation_sections(res, report.get("model"), study),
         *model_sections(report.get("model"), report["model_title"], report["model_table"], study),
     ]

@@ -41,6 +41,8 @@ from ehr_fed.privacy.dp import OutputSensitivity, Release, dp_task, field_width,
 PREPROCESS_QUANTUM = 1 << 10
 #: per-row integer range of a clipped gradient / Hessian term
 NEWTON_QUANTUM = 1 << 12
+#: default row clip norm of a private Newton round, in units of sqrt(number of terms)
+CLIP_FACTOR = 2.0
 #: a row's log-likelihood term is clipped to [-LOGLIK_CLIP, 0] in a private Newton round
 LOGLIK_CLIP = 20.0
 #: preprocessing outputs that carry no information in the private form (always 0)
@@ -130,8 +132,13 @@ def private_newton(Z: np.ndarray, y: np.ndarray, beta: np.ndarray, params: dict,
 
 # ----------------------------------------------------------------------------------- coordinator side
 def newton_clip(d: int, clip_norm: float | None, weight_gradient: float = 0.7) -> dict[str, float]:
-    """The public ``dp_clip`` of a Newton round: row norm ``C`` (default ``sqrt(d)``) and the scales."""
-    c = float(clip_norm) if clip_norm is not None else math.sqrt(d)
+    """The public ``dp_clip`` of a Newton round: row norm ``C`` (default ``CLIP_FACTOR sqrt(d)``) and the scales.
+
+    A standardized row has norm about ``sqrt(d)``; clipping at ``sqrt(d)`` clips about half the rows and biases
+    the fit (on one benchmark federation by 0.016 test AUC even at epsilon 1000); ``2 sqrt(d)`` clips only
+    outlying rows, at twice the noise per round.
+    """
+    c = float(clip_norm) if clip_norm is not None else CLIP_FACTOR * math.sqrt(d)
     return {"clip_norm": c, "scale_g": NEWTON_QUANTUM / c, "scale_h": NEWTON_QUANTUM / (c * c / 4.0),
             "scale_l": NEWTON_QUANTUM / LOGLIK_CLIP, "weight_gradient": float(weight_gradient)}
 
@@ -197,7 +204,10 @@ def decode_preprocess(raw: dict[str, Any], params: dict, noise: dict) -> dict[st
     mean = np.divide(total, n_obs, out=np.zeros_like(total), where=n_obs > 0)
     sumsq = np.maximum(sumsq, n_obs * (mean * mean + (r / 16.0) ** 2))
     d = bounds.shape[0]
-    out = {"n": np.array([n]), "n_pos": np.array([float(np.clip(s["n_pos"][0], 1.0, n - 1.0))]),
+    # a noisy positive count below the policy's min_cell_count is hidden (NaN) by the decrypting site: take 1,
+    # the lower end of the clip (it only sets the Newton start and the reported count)
+    n_pos = float(s["n_pos"][0]) if np.isfinite(s["n_pos"][0]) else 1.0
+    out = {"n": np.array([n]), "n_pos": np.array([float(np.clip(n_pos, 1.0, n - 1.0))]),
            "n_obs": n_obs, "sum": total, "sumsq": sumsq, "n_nonbinary": np.ones(d)}
     for k in ("n_one", "n_one_pos", "n_obs_pos", "n_miss_pos"):
         out[k] = np.zeros(d)

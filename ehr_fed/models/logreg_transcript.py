@@ -99,10 +99,10 @@ def rule_settings(model: Any, strategy: str, private: Mapping[str, Any] | None =
     if private is None:
         rule.update(max_iter=int(model.max_iter), tol=float(model.tol))
     else:
-        from ehr_fed.models.logreg_private import DEFAULT_ROUNDS
+        from ehr_fed.models.logreg_private import DEFAULT_RIDGE_FACTOR, DEFAULT_ROUNDS
 
         rule.update(rounds=int(private.get("rounds", DEFAULT_ROUNDS)),
-                    ridge_factor=float(private.get("ridge_factor", 0.5)),
+                    ridge_factor=float(private.get("ridge_factor", DEFAULT_RIDGE_FACTOR)),
                     hessian_window=int(private.get("hessian_window", 1)))
     return rule
 

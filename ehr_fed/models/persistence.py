@@ -12,6 +12,8 @@ A model file is one JSON object::
       "created": "2025-01-01T00:00:00Z",
       "params": {...},                  # the estimator's constructor parameters
       "state": {...},                   # the fitted state, kind specific
+      "dp": {...},                      # only for a differentially private fit: the model's ``dp_``
+                                        # (epsilon and delta spent, bounds, noise); restored on load
       "checksum": "sha256:..."          # of every other key (see model_checksum), verified on load
     }
 
@@ -100,12 +102,13 @@ def _json_default(value: Any) -> Any:
 def build_model_document(
     *, kind: str, params: dict[str, Any], state: dict[str, Any], feature_names: Sequence[str],
     study_id: str | None = None, feature_dtypes: Sequence[str] | None = None, study: Any = None,
+    dp: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON document of a model (see the module docstring)."""
+    """The JSON document of a model (see the module docstring); ``dp``: the ``dp_`` record of a private fit."""
     from ehr_fed import __version__
 
     dtypes = list(feature_dtypes) if feature_dtypes is not None else ["float64"] * len(feature_names)
-    return {
+    doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "kind": kind,
@@ -118,6 +121,9 @@ def build_model_document(
         "params": params,
         "state": state,
     }
+    if dp is not None:
+        doc["dp"] = dp
+    return doc
 
 
 def write_model_document(path: str | os.PathLike, **kwargs: Any) -> Path:
@@ -204,7 +210,21 @@ def load_model(path: str | os.PathLike) -> Any:
                                    f"cannot be imported ({exc})") from exc
     if kind not in _LOADERS:
         raise ModelFormatError(f"{path}: unknown model kind {kind!r}; valid kinds: {model_kinds()}")
-    return _LOADERS[kind](doc)
+    model = _LOADERS[kind](doc)
+    if isinstance(doc.get("dp"), dict):  # a private fit: the privacy it spent stays with the model
+        model.dp_ = doc["dp"]
+    return model
+
+
+def dp_summary(dp: dict[str, Any] | None) -> str | None:
+    """One line on the privacy a model spent (None: trained without differential privacy)."""
+    if not isinstance(dp, dict) or dp.get("epsilon") is None:
+        return None
+    planned = dp.get("epsilon_planned")
+    budget = f" of a planned {planned:.4g}" if isinstance(planned, int | float) else ""
+    return (f"differential privacy: epsilon {dp['epsilon']:.4g}{budget}, delta {dp.get('delta', float('nan')):g} "
+            f"spent over {dp.get('releases', '?')} private releases (protects one patient, up to "
+            f"{dp.get('events_per_patient', 1)} index event(s), in a site's table)")
 
 
 def _strict(value: Any) -> Any:

@@ -208,7 +208,8 @@ def skellam_variance(rho: float, l1: float, l2: float) -> float:
         raise DPError(f"a release needs a positive zCDP budget, got rho={rho}")
     a = l2 * l2 / 2.0 + max(0.0, (6.0 * l1 - l2 * l2) / 4.0)  # coefficient of 1/v^2
     b = l2 * l2 / 2.0  # coefficient of 1/v
-    u = (-b + math.sqrt(b * b + 4.0 * a * rho)) / (2.0 * a) if a > 0 else rho / b
+    # root of a u^2 + b u = rho in the form without cancellation (b^2 >> 4 a rho for large sensitivities)
+    u = 2.0 * rho / (b + math.sqrt(b * b + 4.0 * a * rho))
     v = (1.0 / u) * (1.0 + 1e-9)  # a hair above the root, against rounding in the closed form
     for _ in range(64):
         if sum(skellam_zcdp(v, l1, l2)) <= rho:

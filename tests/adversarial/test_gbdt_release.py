@@ -294,3 +294,84 @@ def test_sibling_modes_grow_the_same_trees_and_a_lost_parent_stops_the_fit(hones
             FederatedGradientBoostingClassifier(encrypted=False, **FIT).fit(fed)
     finally:
         fed.close()
+
+
+# -- a private (DP) training: same protocol, noisy sums post-processed at the decrypting site ---------------
+DP_BOUNDS = {"age": [0, 110], "sex_female": [0, 1], "los_days": [0, 60], "charlson": [0, 24],
+             "lab_creatinine": [0, 15]}
+DP_FIT = dict(n_estimators=3, max_depth=2, max_bin=16, learning_rate=0.3)
+
+
+@pytest.fixture(scope="module")
+def private_fit():
+    fed = _federation(encrypted=False)
+    model = FederatedGradientBoostingClassifier(encrypted=False, **DP_FIT,
+                                                dp={"epsilon": 8.0, "feature_bounds": DP_BOUNDS}).fit(fed)
+    yield {"fed": fed, "spy": fed.transport, "model": model}
+    fed.close()
+
+
+def test_a_private_fit_releases_splits_only_and_its_leaves_are_clamped(private_fit):
+    spy, model = private_fit["spy"], private_fit["model"]
+    opened = [r for r in spy.replies if r.action == "decrypt" and r.task == "gbdt.histograms"]
+    assert len(opened) == model.dp_["levels_released"] >= DP_FIT["n_estimators"]
+    for r in opened:  # the decrypting site released best splits and a link, never the noisy histograms
+        assert r.ok and set(r.payload["arrays"]) == {"splits", "link"}
+    requests = _histogram_requests(spy)
+    assert all(m.payload["params"]["dp_max_leaf"] == 1.0 for m in requests)
+    bound = DP_FIT["learning_rate"] * 1.0
+    assert max(abs(v) for t in model.trees_ for v in t.leaf_value) <= bound + 1e-7
+    # the sites replayed every tree from the noisy releases: min_child_weight was raised to the noise
+    assert model.dp_["min_child_weight"] > 1.0
+
+
+@pytest.mark.parametrize("change", ["wider leaf clamp", "no raised min_child_weight", "dp dropped"])
+def test_a_coordinator_cannot_relax_or_drop_the_private_settings_mid_training(private_fit, change):
+    fed, spy = private_fit["fed"], private_fit["spy"]
+    msg = _histogram_requests(spy)[-1]  # carries the signed records of the earlier trees
+    params = copy.deepcopy(msg.payload["params"])
+    assert params["transcript"] and any(params["transcript"])
+    if change == "wider leaf clamp":
+        params["dp_max_leaf"] = 100.0
+    elif change == "no raised min_child_weight":
+        params["dp_min_hessian_sigmas"] = 0.0
+    else:  # exact (noise-free) sums of the same training
+        for key in ("dp", "dp_index", "dp_channel_weights", "dp_max_leaf", "dp_min_hessian_sigmas"):
+            params.pop(key)
+    replies = _resend(fed, msg, params)
+    for sid, rep in replies.items():
+        assert not rep.ok, sid
+        assert rep.error_kind == "disclosure" and rep.payload == {}, (sid, rep.error)
+        if change == "dp dropped":
+            assert "[transcript]" in rep.error and "does not link" in rep.error, (sid, rep.error)
+
+
+def test_the_private_release_step_makes_noisy_sums_consistent_and_keeps_small_nodes_leaves():
+    from ehr_fed.models.gbdt.packing import bin_mask
+    from ehr_fed.models.gbdt.release import noisy_release
+
+    rng = np.random.default_rng(5)
+    n_cuts = np.array([3, 3])
+    mask = bin_mask(n_cuts, 5)
+    hist = np.zeros((1, 2, 5, 3), dtype=np.int64)
+    hist[0][mask] = rng.integers(0, 40, size=(int(mask.sum()), 3)) * np.array([1, 1024, 1])
+    hist[0, 1, 0] += [500, 300, 7]  # noise: feature 1 sums to other totals than feature 0
+    sp = SplitParams(reg_lambda=1.0, gamma=0.0, min_child_weight=0.0, min_count=MIN, precision=12)
+    request = LevelRequest((0,), (0,), ())
+    tiny = hist.copy()
+    tiny[..., 2] = 0
+    tiny[0, :, 0, 2] = MIN // 2  # a node of MIN / 2 rows in every feature
+    with pytest.raises(DisclosureError):  # exact sums: the small root is refused
+        LevelReleaser().release(0, request, tiny, n_cuts, sp)
+    params = {"dp": {"epsilon": 1.0}, "learning_rate": 0.3, "channels": 3, "dp_max_leaf": 1.0}
+    noisy = noisy_release(params, mask)
+    assert noisy is not None and noisy.leaf_bound == pytest.approx(0.3)
+    assert noisy_release({k: v for k, v in params.items() if k != "dp"}, mask) is None
+    releaser = LevelReleaser()
+    rows = releaser.release(0, request, hist, n_cuts, sp, noisy=noisy)
+    kept = releaser.kept[0]
+    sums = kept.sum(axis=1)
+    assert (sums == sums[:1]).all()  # every feature's bins add up to one total per channel
+    small = releaser.release(1, request, tiny, n_cuts, sp, noisy=noisy)  # below min_count: a leaf row
+    assert small[0, COL["split"]] == 0 and small[0, COL["feature"]] == -1
+    assert rows.shape == (1, len(RELEASE_COLUMNS))

@@ -174,3 +174,38 @@ def test_evaluate_refused_by_min_sites_fails_clearly(setup, tmp_path, capsys):
                "--out", str(tmp_path / "r.html"), "--plaintext"])
     err = capsys.readouterr().err
     assert rc == 1 and "error:" in err and "min_sites=4" in err
+
+
+def test_evaluate_shows_the_epsilon_a_private_model_spent(setup, tmp_path, capsys):
+    from ehr_fed.federation import Federation
+    from ehr_fed.models.gbdt import FederatedGradientBoostingClassifier
+
+    fed_yaml, _, tables, _ = setup
+    bounds = {"age": [0, 110], "los_days": [0, 60], "charlson": [0, 24], "lace": [0, 19]}
+    with Federation.in_process({k: v[["site_id", "person_key", "index_time", "label", *FEATURES]]
+                                for k, v in tables.items()}, encrypted=False) as fed:
+        model = FederatedGradientBoostingClassifier(encrypted=False, n_estimators=2, max_depth=2, max_bin=8,
+                                                    dp={"epsilon": 3.0, "feature_bounds": bounds}).fit(fed)
+    model_file = model.save(tmp_path / "gbdt_dp.json")
+    out, js = tmp_path / "report.html", tmp_path / "report.json"
+    rc = main(["evaluate", "--federation", str(fed_yaml), "--model", str(model_file), "--out", str(out),
+               "--json", str(js), "--plaintext", "--folds", "3", "--no-local-only", "--validation", "in-sample"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    eps = model.dp_["epsilon"]
+    assert f"model trained with differential privacy: epsilon {eps:.4g} of a planned 3, delta 1e-06" in cap.out
+    html = unescape(out.read_text())
+    assert (f"Differential privacy:</strong> the model's training spent epsilon {eps:.3f} (planned 3), delta 1e-06"
+            in html)
+    data = json.loads(js.read_text())
+    assert data["dp"]["epsilon"] == pytest.approx(eps) and data["dp"]["delta"] == 1e-6
+
+
+def test_evaluate_of_a_non_private_model_says_nothing_about_epsilon(setup, tmp_path, capsys):
+    fed_yaml, model_file, _, _ = setup
+    out, js = tmp_path / "report.html", tmp_path / "report.json"
+    rc = main(["evaluate", "--federation", str(fed_yaml), "--model", str(model_file), "--out", str(out),
+               "--json", str(js), "--plaintext", "--no-local-only", "--validation", "in-sample"])
+    assert rc == 0
+    assert "differential privacy" not in capsys.readouterr().out.lower()
+    assert "Differential privacy" not in out.read_text() and json.loads(js.read_text())["dp"] is None

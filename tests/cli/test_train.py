@@ -114,7 +114,7 @@ def test_gbdt_flags_cover_the_estimator_parameters():
     from ehr_fed.models.gbdt import FederatedGradientBoostingClassifier
 
     params = set(inspect.signature(FederatedGradientBoostingClassifier.__init__).parameters) - {"self"}
-    assert {name for name, _, _ in GBDT_FLAGS} == params - {"encrypted", "bin_edges"}
+    assert {name for name, _, _ in GBDT_FLAGS} == params - {"encrypted", "bin_edges", "dp"}  # dp: --epsilon
 
 
 def test_train_gbdt_writes_a_model(federation_yaml, tmp_path, capsys):
@@ -128,3 +128,31 @@ def test_train_gbdt_writes_a_model(federation_yaml, tmp_path, capsys):
     assert type(model).__name__ == "FederatedGradientBoostingClassifier"
     assert model.get_params()["n_estimators"] == 3 and model.get_params()["max_depth"] == 2
     assert len(model.trees_) == 3
+
+
+def test_train_gbdt_with_epsilon_prints_and_saves_what_it_spent(federation_yaml, tmp_path, capsys):
+    out = tmp_path / "gbdt_dp.json"
+    rc = main(["train", "gbdt", "--federation", str(federation_yaml), "--out", str(out), "--plaintext",
+               "--n-estimators", "2", "--max-depth", "2", "--max-bin", "8", "--epsilon", "4", "--delta", "1e-7"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    line = next(x for x in cap.out.splitlines() if x.startswith("differential privacy: epsilon"))
+    spent = float(line.split()[3])
+    assert 0 < spent <= 4 and "of a planned 4" in line and "delta 1e-07" in line
+    assert "planned tree levels released" in line
+    model = ehr_fed.load_model(out)
+    assert model.dp_["epsilon"] == pytest.approx(spent, rel=1e-3) and model.dp_["delta"] == 1e-7
+    rc = main(["train", "gbdt", "--federation", str(federation_yaml), "--out", str(tmp_path / "x.json"),
+               "--plaintext", "--delta", "1e-7"])
+    assert rc != 0 and "--delta needs --epsilon" in capsys.readouterr().err
+
+
+def test_train_logreg_with_epsilon_saves_a_model_that_loads_with_dp(federation_yaml, tmp_path, capsys):
+    out = tmp_path / "lr_dp.json"
+    rc = main(["train", "logreg", "--federation", str(federation_yaml), "--out", str(out), "--plaintext",
+               "--features", "age,los_days", "--epsilon", "4"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "differential privacy: epsilon" in cap.out
+    model = ehr_fed.load_model(out)  # the loaded model restores dp_ (what the file says it spent)
+    assert model.dp_ == json.loads(out.read_text())["dp"] and model.dp_["epsilon"] <= 4

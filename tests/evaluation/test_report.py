@@ -139,3 +139,22 @@ def test_gbdt_report_shows_feature_importances(plain_fed, tmp_path):
     # only sections with data: no local-only comparison, no Table 1, nothing "not available"
     assert "local-only" not in text and "Table 1" not in text and "not available" not in text
     assert "Evaluated on every row of the sites&#x27; tables (no held-out split given)" in text
+
+
+def test_report_of_a_private_model_states_its_epsilon_and_delta(report, tmp_path):
+    import copy
+
+    from ehr_fed.evaluation.report import dp_facts
+
+    assert report["dp"] is None and "Differential privacy" not in write_html(report, tmp_path / "a.html").read_text()
+    model = copy.copy(report["model"])
+    model.dp_ = {"epsilon": 1.9734, "delta": 1e-7, "epsilon_planned": 2.0, "releases": 7, "events_per_patient": 1,
+                 "protects": "the presence of one patient in a site's table", "noise": {"large": "record"}}
+    facts = dp_facts(model)
+    assert facts["epsilon"] == 1.9734 and "noise" not in facts  # the report keeps the headline facts only
+    private = {**report, "model": model, "dp": facts}
+    text = write_html(private, tmp_path / "p.html").read_text()
+    assert ("spent epsilon 1.973 (planned 2), delta 1e-07 over 7 private releases; it protects the presence of "
+            "one patient in a site&#x27;s table") in text or "spent epsilon 1.973 (planned 2), delta 1e-07" in text
+    data = json.loads(write_json(private, tmp_path / "p.json").read_text())
+    assert data["dp"] == facts

@@ -139,3 +139,13 @@ def test_release_weights_split_a_group_and_still_compose_to_epsilon():
         plan.release_rho("model", 3)
     with pytest.raises(DPError, match="gives 2 weights for its 3 'model' releases"):
         ReleasePlan(epsilon=1.0, releases={"model": 3}, weights={"model": [1, 1]}).release_rho("model", 0)
+
+
+def test_skellam_calibration_holds_for_large_integer_sensitivities_and_small_budgets():
+    """Quantised histogram channels have sensitivities of 10^4..10^5 units and levels get rho ~ 1e-4."""
+    from ehr_fed.privacy.dp import skellam_variance, skellam_zcdp
+
+    for rho, l1, l2 in ((1.18e-4, 81920.0, 18317.9), (1e-6, 4096.0 * 40, 4096.0 * 40 ** 0.5), (0.5, 1.0, 1.0)):
+        v = skellam_variance(rho, l1, l2)
+        assert sum(skellam_zcdp(v, l1, l2)) <= rho
+        assert sum(skellam_zcdp(v * (1 - 1e-6), l1, l2)) > rho * (1 - 1e-5)  # the smallest such variance

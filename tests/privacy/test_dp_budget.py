@@ -77,11 +77,19 @@ def test_policy_requiring_dp_refuses_a_request_without_a_plan():
             fed.secure_sum("tests.dp_spy", {}, LAYOUT)
 
 
+@site_task("tests.no_private_form", kind="count")
+def _exact_count(table: pd.DataFrame, params: dict, ctx) -> dict:
+    CALLS.append(f"exact:{ctx.site_id}")
+    return {"n": np.array([len(table)], dtype=np.int64)}
+
+
 def test_task_without_private_form_is_refused():
+    CALLS.clear()
     plan = ReleasePlan(epsilon=1.0, releases={"stats": 1}).to_params()
     with Federation.in_process(_tables(), encrypted=False) as fed:
         with pytest.raises((FederationError, DisclosureError), match="has no differentially private form"):
-            fed.secure_sum("stats.count", {"dp": plan}, {"n": [1e9, 3], "positives": [1e9, 3]})
+            fed.secure_sum("tests.no_private_form", {"dp": plan}, LAYOUT)
+    assert CALLS == []  # refused before it computed anything
 
 
 def test_ledger_composes_charges_and_writes_atomically(tmp_path):
@@ -123,10 +131,12 @@ def test_cap_events_keeps_k_rows_per_patient_the_same_every_time():
     assert counts.min() > 40
 
 
-def test_boosting_under_a_dp_federation_is_refused_before_any_round():
+def test_boosting_under_a_dp_federation_trains_privately_and_checks_its_bounds_before_any_release():
     from ehr_fed.models.gbdt import FederatedGradientBoostingClassifier
 
     with Federation.in_process(_tables(), policy=PrivacyPolicy(dp={"epsilon": 1.0}), encrypted=False) as fed:
-        with pytest.raises(ValueError, match="gradient boosting has no differentially private form yet"):
+        # the federation's dp is the default; a feature without a public clipping range stops the fit
+        # before any private release (only the schema query was made)
+        with pytest.raises(ValueError, match=r"no clipping range is known for features \['x'\]"):
             FederatedGradientBoostingClassifier(encrypted=False).fit(fed)
-        assert not fed.history  # nothing was asked of the sites
+        assert [h["label"] for h in fed.history] == ["query gbdt.schema"]

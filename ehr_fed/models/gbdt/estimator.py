@@ -23,6 +23,10 @@ Disclosure control (``min_count_rule``):
     ``H`` holds at least ``4 H`` rows. Safe, but stricter when predictions are confident.
 
 Sites refuse requests whose ``min_count`` is below their own policy's ``min_cell_count``.
+
+Differential privacy (``dp=``, or the federation's ``dp``): the same protocol with every ``gbdt.init`` and
+``gbdt.histograms`` release noised by the sites and the cuts taken from noisy grid counts; the plan, budget
+split, layouts and post-processing live in :mod:`.private`. Without ``dp`` nothing changes.
 """
 
 from __future__ import annotations
@@ -85,6 +89,11 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         histograms are the same integers.
     bin_edges : list of arrays or None
         Cut values per feature; None = federated quantiles (of the one site, for a local table).
+    dp : dict, float or None
+        Differential privacy: ``{"epsilon": .., "delta": ..}`` (a number = epsilon) plus the options of
+        :mod:`.private` (``channel_weights``, ``level_weights``, ``cut_grid``, ``feature_bounds``,
+        ``max_leaf``, ``min_hessian_sigmas``). None takes the federation's ``dp`` (off when it has none);
+        results without DP are unchanged.
     sibling : {"derive", "both"}, default "derive"
         ``"derive"``: the sites compute the smaller child of each split and the decrypting site derives the
         other from the parent's summed histogram it kept; ``"both"``: the sites compute both children (no
@@ -103,13 +112,15 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         What each site sent: ``requests`` (one per level), integer ``fields``, their ``bits``, and the real
         bins per node (``bins_per_node``).
     classes_ : ndarray [0, 1]
+    dp_ : dict (private fits)
+        The ``(epsilon, delta)`` spent, the sensitivities, budget split and noise of every release.
     """
 
     def __init__(self, n_estimators: int = 100, max_depth: int = 6, learning_rate: float = 0.3,
                  max_bin: int = 256, reg_lambda: float = 1.0, gamma: float = 0.0,
                  min_child_weight: float = 1.0, encrypted: bool = True, min_count_rule: str = "count",
                  min_cell_count: int | None = None, hessian_export: str = "keep", precision: int | None = None,
-                 bin_edges: list | None = None, sibling: str = "derive"):
+                 bin_edges: list | None = None, dp: dict | float | None = None, sibling: str = "derive"):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -123,6 +134,7 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         self.hessian_export = hessian_export
         self.precision = precision
         self.bin_edges = bin_edges
+        self.dp = dp
         self.sibling = sibling
 
     # -- parameters ---------------------------------------------------------------------------------
@@ -190,7 +202,6 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             if y is not None:
                 raise ValueError(f"{type(self).__name__}.fit(federation) takes no y: the labels stay at the "
                                  "sites (their 'label' column)")
-            _refuse_private(X)
             return self._fit_federation(X, progress, local=False)
         table, classes, named = local_training_table(self, X, y, allow_nan=True, prefix="f")
         with local_federation(table) as fed:
@@ -210,6 +221,11 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         self.n_samples_, self.n_positives_ = int(n_total), int(n_pos)
         self.bin_edges_ = [c.copy() for c in mapper.cuts]
         self.trees_ = self._boost(source, mapper, progress)
+        session = getattr(source, "session", None)
+        if session is not None:
+            self.dp_ = session.dp_record(source.common)
+        elif hasattr(self, "dp_"):
+            del self.dp_
         if hasattr(source, "n_fields"):
             self.histogram_stats_ = {"requests": source.n_requests, "fields": source.n_fields,
                                      "bits": source.n_bits, "bins_per_node": int(source.mask.sum())}
@@ -238,16 +254,23 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
             )
         names = self._federated_features(fed)
         n_sites = len(fed.site_ids)
-        init = fed.secure_sum("gbdt.init", {}, {"stats": (ROW_BOUND, n_sites)})
+        private = self._private_session(fed, names)
+        if private is not None:
+            init, n_total, n_pos = private.init()
+        else:
+            init = fed.secure_sum("gbdt.init", {}, {"stats": (ROW_BOUND, n_sites)})
         sites = list(getattr(init, "contributors", None) or fed.site_ids)
         check_all_sites(init, list(fed.site_ids), "gbdt.init")
-        stats = np.asarray(init["stats"])
-        n_total, n_pos = float(np.rint(stats[0])), float(np.rint(stats[1]))
+        if private is None:
+            stats = np.asarray(init["stats"])
+            n_total, n_pos = float(np.rint(stats[0])), float(np.rint(stats[1]))
         _check_labels(n_total, n_pos)
         self._min_count_ = self._min_count(None if local else fed)
         self.precision_ = self._precision(n_total)
         if self.bin_edges is not None:
             cuts = self.bin_edges
+        elif private is not None:
+            cuts = private.cuts(int(self.max_bin))
         else:
             try:
                 from ehr_fed.stats import federated_bin_edges
@@ -271,9 +294,23 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         common.update({"reg_lambda": sp.reg_lambda, "gamma": sp.gamma, "min_child_weight": sp.min_child_weight,
                        "learning_rate": float(self.learning_rate), "max_depth": int(self.max_depth),
                        "n_estimators": int(self.n_estimators), "sibling": str(self.sibling)})
-        source = FederatedHistogramSource(fed, common, int(n_total), mapper.n_bins, sites=sites)
+        if private is not None:
+            from .private import PrivateHistogramSource
+
+            source = PrivateHistogramSource(private, fed, common, mapper.n_bins, sites=sites)
+        else:
+            source = FederatedHistogramSource(fed, common, int(n_total), mapper.n_bins, sites=sites)
         self.n_sites_ = n_sites
         return source, mapper, n_total, n_pos, names
+
+    def _private_session(self, fed: Any, names: list[str]):
+        """The private boosting session of ``dp`` (or the federation's), None when DP is off."""
+        from .private import PrivateBoosting, resolve_dp
+
+        resolved = resolve_dp(self, fed)
+        if resolved is None:
+            return None
+        return PrivateBoosting(self, fed, *resolved, names=names, need_cuts=self.bin_edges is None)
 
     def _federated_features(self, fed: Any) -> list[str]:
         replies = fed.query("gbdt.schema", {})
@@ -287,8 +324,14 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         return expected
 
     def _boost(self, source, mapper: BinMapper, progress) -> list[Tree]:
-        params = GrowParams(max_depth=int(self.max_depth), learning_rate=float(self.learning_rate),
-                            split=self._split_params(self._min_count_), sibling=str(self.sibling))
+        split = self._split_params(self._min_count_)
+        session = getattr(source, "session", None)
+        if session is not None:  # a private session: min_child_weight raised and leaves clamped, as released
+            split = session.split_params(split, source.common)
+        params = GrowParams(max_depth=int(self.max_depth), learning_rate=float(self.learning_rate), split=split,
+                            sibling=str(self.sibling),
+                            leaf_bound=None if session is None else float(self.learning_rate) * float(
+                                source.common["dp_max_leaf"]))
         bar = None
         if progress is True:
             from tqdm.auto import tqdm
@@ -415,12 +458,3 @@ def _check_labels(n: float, n_pos: float) -> None:
         raise ValueError(f"the pooled label has only one class ({int(n)} rows, {int(n_pos)} positive); "
                          "boosting a binary classifier needs both 0 and 1")
 
-
-def _refuse_private(federation: Any) -> None:
-    """Boosting has no differentially private form yet: say so before any round, not at the first refusal."""
-    dp = getattr(getattr(federation, "policy", None), "dp", None)
-    if dp is not None and dp.enabled:
-        raise ValueError(
-            f"this federation requires differential privacy (privacy dp: epsilon={dp.epsilon:g}), but gradient "
-            "boosting has no differentially private form yet; train FederatedLogisticRegression with dp, or "
-            "remove dp from the federation's privacy section")

@@ -76,17 +76,28 @@ class FederatedHistogramSource:
         """Exact quantised Hessian totals of known nodes (``sum_hessian`` is ``H_q 2**-p``, exact in float64)."""
         return [int(round(tree.sum_hessian[nid] * 2.0**self.precision)) if nid > 0 else None for nid in nodes]
 
-    def release(self, tree: Tree, request: LevelRequest, params: Any = None) -> np.ndarray:
-        """One level: the sites' summed histograms of ``request.nodes``, released as splits by the decrypting site."""
+    def _level_params(self, tree: Tree, request: LevelRequest) -> dict:
         p = dict(self.common)
         p["transcript"] = self.transcript
         p["trees"] = self.trees
         p["tree"] = routing_payload(tree)
         p.update(request.to_params())
-        nodes = list(request.nodes)
-        segments = histogram_segments(self._node_rows(tree, nodes), int(self.mask.sum()), self.precision,
-                                      self.channels, self._node_hessians(tree, nodes))
+        return p
+
+    def _segments(self, tree: Tree, nodes: list[int], params: dict) -> list:
+        """Integer field widths of the level's histograms (:func:`.packing.histogram_segments`)."""
+        return histogram_segments(self._node_rows(tree, nodes), int(self.mask.sum()), self.precision,
+                                  self.channels, self._node_hessians(tree, nodes))
+
+    def _summed(self, params: dict) -> None:
+        """Called once the level's sum was made (a private session charges it)."""
+
+    def release(self, tree: Tree, request: LevelRequest, params: Any = None) -> np.ndarray:
+        """One level: the sites' summed histograms of ``request.nodes``, released as splits by the decrypting site."""
+        p = self._level_params(tree, request)
+        segments = self._segments(tree, list(request.nodes), p)
         res = self.fed.secure_sum("gbdt.histograms", p, {"hist": {"widths": segments, "max_terms": self.n_sites}})
+        self._summed(p)
         check_all_sites(res, self.sites, "gbdt.histograms")
         rows = np.asarray(res.get("splits", np.zeros(0)), dtype=np.float64)
         record = getattr(res, "release", None)

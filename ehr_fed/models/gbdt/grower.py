@@ -45,6 +45,7 @@ class GrowParams:
     learning_rate: float
     split: SplitParams
     sibling: str = "derive"  # "derive": parent - smaller child where the sums are; "both": request both
+    leaf_bound: float | None = None  # a private training's leaf clamp (see .release.NoisyRelease)
 
 
 class LocalHistogramSource:
@@ -96,7 +97,7 @@ class LocalHistogramSource:
 def grow_tree(source: HistogramSource, mapper: BinMapper, params: GrowParams) -> Tree:
     """Grow one tree; the histogram source must have had ``begin_tree`` called."""
     grower = LevelGrower(params.split, params.max_depth, params.learning_rate, mapper.threshold, mapper.n_cuts(),
-                         params.sibling)
+                         params.sibling, leaf_bound=params.leaf_bound)
     while not grower.done:
         request = grower.request()
         grower.apply(source.release(grower.tree, request, params), request.level)

@@ -19,6 +19,13 @@ decrypting site of a federation, or the pooled reference learner) runs :class:`L
 
 Both sides grow the tree from these rows with :class:`LevelGrower` (the coordinator, and every site that
 replays the transcript), so the pooled learner, plaintext and encrypted federations take one code path.
+
+Private trainings (``dp`` in the request, see :mod:`.private`): the summed histograms carry noise, so the
+release step post-processes them (:class:`NoisyRelease`, from the request's digest-bound DP settings): every
+level's histograms are made consistent (:func:`.private.make_consistent`) before the split search, a node
+whose noisy total is below ``min_count`` is released as a leaf (its sums are noisy, not exact cells), the
+split search uses ``min_child_weight`` raised to the noise, and the growers clamp leaf values and accept a
+child's own (noisy) totals differing from those its parent's split released.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from ehr_fed.privacy import DisclosureError
 from .predictor import Tree
 from .splitting import SplitParams, find_best_split, leaf_weight, merge_small_bins
 
-__all__ = ["RELEASE_COLUMNS", "LevelRequest", "LevelReleaser", "LevelGrower", "release_level", "split_params"]
+__all__ = ["RELEASE_COLUMNS", "LevelRequest", "LevelReleaser", "LevelGrower", "NoisyRelease", "noisy_release",
+           "release_level", "split_params"]
 
 RELEASE_COLUMNS = ("node", "split", "feature", "bin", "default_left", "gain",
                    "g_left", "h_left", "c_left", "g_right", "h_right", "c_right")
@@ -65,18 +73,50 @@ class LevelRequest:
 
 
 def split_params(params: dict) -> SplitParams:
-    """The split settings of a request (``reg_lambda``, ``gamma``, ``min_child_weight``, ``min_count``, ...)."""
+    """The split settings of a request (``reg_lambda``, ``gamma``, ``min_child_weight``, ``min_count``, ...);
+    in a private training ``min_child_weight`` is raised to the noise (:func:`.private.noisy_min_child_weight`)."""
+    mcw = float(params["min_child_weight"])
+    if params.get("dp") is not None:
+        from .private import noisy_min_child_weight
+
+        mcw = max(mcw, noisy_min_child_weight(params))
     return SplitParams(reg_lambda=float(params["reg_lambda"]), gamma=float(params["gamma"]),
-                       min_child_weight=float(params["min_child_weight"]), min_count=int(params["min_count"]),
+                       min_child_weight=mcw, min_count=int(params["min_count"]),
                        precision=int(params["precision"]), use_count=int(params.get("channels", 3)) == 3)
 
 
-def _check_node_sizes(hists: np.ndarray, level: tuple[int, ...], sp: SplitParams) -> None:
+@dataclass(frozen=True)
+class NoisyRelease:
+    """How the release step and the growers of a private training treat noisy sums (module docstring).
+
+    ``consistent``: ``(n_nodes, F, B, 3)`` histograms -> the same made consistent; ``leaf_bound``: leaf
+    values are clamped to ``[-leaf_bound, leaf_bound]``.
+    """
+
+    consistent: Callable[[np.ndarray], np.ndarray]
+    leaf_bound: float
+
+
+def noisy_release(params: dict, mask: np.ndarray) -> NoisyRelease | None:
+    """The request's private release settings (None when it is not private); ``mask``: real bins (F, B)."""
+    if params.get("dp") is None:
+        return None
+    from .private import make_consistent
+
+    channels = int(params.get("channels", 3))
+    bound = float(params["learning_rate"]) * float(params.get("dp_max_leaf", 1.0))
+    return NoisyRelease(consistent=lambda h: make_consistent(h, mask, channels), leaf_bound=bound)
+
+
+def _small_nodes(hists: np.ndarray, sp: SplitParams) -> np.ndarray:
     totals = hists[:, 0].sum(axis=1)  # (n_nodes, 3)
     if sp.use_count:
-        small = totals[:, 2] < sp.min_count
-    else:
-        small = totals[:, 1] < int(np.ceil(sp.min_count * 2.0 ** (sp.precision - 2)))
+        return totals[:, 2] < sp.min_count
+    return totals[:, 1] < int(np.ceil(sp.min_count * 2.0 ** (sp.precision - 2)))
+
+
+def _check_node_sizes(hists: np.ndarray, level: tuple[int, ...], sp: SplitParams) -> None:
+    small = _small_nodes(hists, sp)
     if small.any():
         raise DisclosureError(
             f"a boosting request asks for nodes {[level[i] for i in np.flatnonzero(small)][:10]} that hold fewer "
@@ -84,14 +124,20 @@ def _check_node_sizes(hists: np.ndarray, level: tuple[int, ...], sp: SplitParams
             rule="min_cell_count")
 
 
-def release_level(hists: np.ndarray, level: tuple[int, ...], n_cuts: np.ndarray, sp: SplitParams) -> np.ndarray:
-    """Release rows (``RELEASE_COLUMNS``) of the level's nodes from their histograms (n_nodes, F, B, 3)."""
+def release_level(hists: np.ndarray, level: tuple[int, ...], n_cuts: np.ndarray, sp: SplitParams,
+                  noisy: bool = False) -> np.ndarray:
+    """Release rows (``RELEASE_COLUMNS``) of the level's nodes from their histograms (n_nodes, F, B, 3).
+
+    ``noisy`` (a private training): a node below ``min_count`` is released as a leaf instead of refused.
+    """
     hists = np.asarray(hists, dtype=np.int64)
-    _check_node_sizes(hists, level, sp)
+    small = _small_nodes(hists, sp) if noisy else np.zeros(len(level), dtype=bool)
+    if not noisy:
+        _check_node_sizes(hists, level, sp)
     merged = merge_small_bins(hists, sp)
     out = np.zeros((len(level), _W), dtype=np.float64)
     for i, nid in enumerate(level):
-        info = find_best_split(merged[i], n_cuts, sp)
+        info = None if small[i] else find_best_split(merged[i], n_cuts, sp)
         if info is None:
             t = hists[i, 0].sum(axis=0)
             out[i] = [nid, 0, -1, -1, 0, 0.0, t[0], t[1], t[2], 0, 0, 0]
@@ -108,8 +154,9 @@ class LevelReleaser:
         self.kept: dict[int, np.ndarray] = {}
 
     def release(self, tree_key: object, request: LevelRequest, computed: np.ndarray, n_cuts: np.ndarray,
-                sp: SplitParams, keep: bool = True) -> np.ndarray:
-        """``computed``: summed histograms of ``request.nodes`` (in that order)."""
+                sp: SplitParams, keep: bool = True, noisy: NoisyRelease | None = None) -> np.ndarray:
+        """``computed``: summed histograms of ``request.nodes`` (in that order); ``noisy``: a private
+        training's post-processing (module docstring)."""
         if tree_key != self.tree_key:
             self.tree_key, self.kept = tree_key, {}
         hist = {nid: computed[i] for i, nid in enumerate(request.nodes)}
@@ -124,7 +171,10 @@ class LevelReleaser:
         if missing:
             raise ValueError(f"the request names level nodes {missing} that are neither computed nor derived")
         stacked = np.stack([hist[nid] for nid in request.level])
-        rows = release_level(stacked, request.level, n_cuts, sp)
+        if noisy is not None:
+            stacked = noisy.consistent(stacked)
+            hist = {nid: stacked[i] for i, nid in enumerate(request.level)}
+        rows = release_level(stacked, request.level, n_cuts, sp, noisy=noisy is not None)
         self.kept = {nid: hist[nid] for nid in request.level} if keep else {}
         return rows
 
@@ -143,11 +193,16 @@ class LevelGrower:
         Cuts per feature (``bin == n_cuts[feature]``: all observed values left, missing right).
     sibling : {"derive", "both"}
         Request only the smaller child of each split (the other is derived) or both children.
+    leaf_bound : float or None
+        A private training's leaf clamp (:class:`NoisyRelease`); it also accepts a node's own noisy totals
+        differing from those its parent's split released. None: exact sums, checked.
     """
 
     def __init__(self, sp: SplitParams, max_depth: int, learning_rate: float,
-                 threshold: Callable[[int, int], float], n_cuts: np.ndarray, sibling: str = "derive"):
+                 threshold: Callable[[int, int], float], n_cuts: np.ndarray, sibling: str = "derive",
+                 leaf_bound: float | None = None):
         self.sp, self.max_depth, self.learning_rate = sp, int(max_depth), float(learning_rate)
+        self.leaf_bound = leaf_bound
         self.threshold, self.n_cuts, self.sibling = threshold, np.asarray(n_cuts), sibling
         self.tree = Tree()
         self.totals: dict[int, tuple[int, int, int]] = {}
@@ -184,7 +239,7 @@ class LevelGrower:
             nid, is_split = int(row[0]), int(row[1])
             left, right = tuple(int(v) for v in row[6:9]), tuple(int(v) for v in row[9:12])
             total = tuple(a + b for a, b in zip(left, right, strict=True)) if is_split else left
-            if nid in self.totals and self.totals[nid] != total:
+            if self.leaf_bound is None and nid in self.totals and self.totals[nid] != total:
                 raise ValueError(f"node {nid}'s released sums differ from those its parent's split released")
             self.totals[nid] = total
             if nid == 0:
@@ -216,5 +271,8 @@ class LevelGrower:
         tree = self.tree
         for nid in range(tree.n_nodes):
             if tree.is_leaf(nid):
-                tree.leaf_value[nid] = float(np.float32(self.learning_rate * tree.base_weight[nid]))
+                value = float(np.float32(self.learning_rate * tree.base_weight[nid]))
+                if self.leaf_bound is not None:
+                    value = float(np.float32(np.clip(value, -self.leaf_bound, self.leaf_bound)))
+                tree.leaf_value[nid] = value
         self.done = True

@@ -23,6 +23,11 @@ The decrypting site's release step of ``gbdt.histograms`` (:func:`release_splits
 histograms into the level's release (:mod:`.release`): the best split of each node and its children's sums,
 ``{"splits": rows, "link": chain link}``. No histogram leaves the decrypting site; it keeps the level's summed
 histograms (per training id and tree) to derive the next level's larger siblings.
+
+Under a private release plan (``dp`` in the parameters, see :mod:`.private`) ``gbdt.init`` and
+``gbdt.histograms`` add the site's Skellam noise share to every value before it is masked; the release step
+then post-processes the noisy sums (:class:`.release.NoisyRelease`) instead of checking them for exact
+consistency.
 """
 
 from __future__ import annotations
@@ -37,13 +42,14 @@ import pandas as pd
 from ehr_fed.federation.messages import ProtocolError
 from ehr_fed.federation.releases import release_digest
 from ehr_fed.federation.tasks import SiteContext, site_task
+from ehr_fed.privacy.dp import active_release
 
 from .binning import BinMapper
 from .federated import InconsistentHistogramError, check_consistent
 from .histogram import build_histograms, logistic_grad_hess, quantize
 from .packing import bin_mask, from_wire, to_wire
 from .predictor import apply_tree, base_margin
-from .release import LevelReleaser, LevelRequest, split_params
+from .release import LevelReleaser, LevelRequest, noisy_release, split_params
 from .transcript import check_request, decode_record, last_record, link, settings_digest
 
 __all__ = ["site_schema", "site_init", "site_histograms", "release_splits", "clear_cache"]
@@ -136,7 +142,9 @@ def site_schema(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
 def site_init(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
     """Row and positive counts of the site."""
     y = table["label"].to_numpy(dtype=np.float64)
-    return {"stats": np.array([float(y.size), float(y.sum())])}
+    stats = np.array([float(y.size), float(y.sum())])
+    rel = active_release()
+    return {"stats": stats if rel is None else private.noise_init(stats, rel)}
 
 
 def site_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
@@ -151,7 +159,11 @@ def site_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict
     row_node = apply_tree(params["tree"], st["X32"])
     hist = build_histograms(st["bins"], gq, hq, row_node, np.asarray(params["nodes"], dtype=np.int64),
                             st["n_bins"])
-    return {"hist": to_wire(hist, st["mask"], int(params.get("channels", 3)))}
+    channels = int(params.get("channels", 3))
+    wire = to_wire(hist, st["mask"], channels)
+    rel = active_release()  # a private level: this site's noise share of every field (see .private)
+    return {"hist": wire if rel is None else private.noise_wire(wire, channels, rel)}
+
 
 def _releaser(ctx: SiteContext, training_id: str) -> LevelReleaser:
     key = (ctx.site_id, training_id)
@@ -172,16 +184,18 @@ def release_splits(arrays: dict, params: dict, ctx: SiteContext) -> dict[str, np
     mapper = BinMapper([np.asarray(c, dtype=np.float64) for c in params["cuts"]], int(params["max_bin"]))
     request = LevelRequest.from_params(params)
     channels = int(params.get("channels", 3))
-    hist = from_wire(np.asarray(arrays["hist"]), bin_mask(mapper.n_cuts(), mapper.n_bins), len(request.nodes),
-                     channels)
-    try:
-        check_consistent(hist, channels, list(request.nodes))
-    except InconsistentHistogramError as exc:
-        raise ProtocolError(str(exc)) from None
+    mask = bin_mask(mapper.n_cuts(), mapper.n_bins)
+    hist = from_wire(np.asarray(arrays["hist"]), mask, len(request.nodes), channels)
+    noisy = noisy_release(params, mask)  # a private level: noisy sums, made consistent instead of checked
+    if noisy is None:
+        try:
+            check_consistent(hist, channels, list(request.nodes))
+        except InconsistentHistogramError as exc:
+            raise ProtocolError(str(exc)) from None
     transcript = params["transcript"]
     tree, depth = len(transcript) - 1, len(transcript[-1])
     rows = _releaser(ctx, str(params["training_id"])).release(tree, request, hist, mapper.n_cuts(), sp,
-                                                               keep=params["sibling"] == "derive")
+                                                               keep=params["sibling"] == "derive", noisy=noisy)
     previous = last_record(transcript)
     previous = None if previous is None else release_digest(decode_record(previous))
     return {"splits": rows, "link": link(settings_digest(params), tree, depth, previous)}
@@ -190,3 +204,5 @@ def release_splits(arrays: dict, params: dict, ctx: SiteContext) -> dict[str, np
 site_task("gbdt.schema", kind="other")(site_schema)
 site_task("gbdt.init", kind="count", counts={"stats": ()})(site_init)
 site_task("gbdt.histograms", kind="histogram", post_decrypt=release_splits)(site_histograms)
+
+from . import private  # noqa: E402  (declares the private forms: gbdt.init, gbdt.histograms, bin cuts)

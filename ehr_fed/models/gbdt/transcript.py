@@ -41,16 +41,20 @@ from ehr_fed.federation.releases import release_digest, verify_release
 from ehr_fed.privacy import DisclosureError
 
 from .binning import BinMapper
+from .packing import bin_mask
 from .predictor import Tree
-from .release import LevelGrower, LevelRequest, split_params
+from .release import LevelGrower, LevelRequest, noisy_release, split_params
 
-__all__ = ["TASK", "SETTINGS", "settings_digest", "link", "routing_payload", "replay", "check_request",
+__all__ = ["TASK", "SETTINGS", "DP_SETTINGS", "settings_digest", "link", "routing_payload", "replay", "check_request",
            "last_record", "encode_record", "decode_record"]
 
 TASK = "gbdt.histograms"
 #: the request parameters fixed for a whole training (what every record's link binds)
 SETTINGS = ("features", "cuts", "max_bin", "precision", "base_score", "channels", "min_count", "training_id",
             "reg_lambda", "gamma", "min_child_weight", "learning_rate", "max_depth", "n_estimators", "sibling")
+#: the settings of a private training (``dp`` in the request), bound by the link too; absent without DP, so
+#: the settings digest of a training without DP is unchanged
+DP_SETTINGS = ("dp", "dp_channel_weights", "dp_max_leaf", "dp_min_hessian_sigmas")
 
 
 #: records this process has verified (site, study, session, record digest) -> (values, release digest): a record
@@ -99,8 +103,9 @@ def _verified(text: Any, peers: dict, site: str, study: str, session: str) -> tu
 
 def settings_digest(params: dict) -> bytes:
     """SHA-256 of the training's settings in ``params``."""
+    keys = SETTINGS + (DP_SETTINGS if params.get("dp") is not None else ())
     try:
-        return bytes.fromhex(params_hash("gbdt settings", {k: params[k] for k in SETTINGS}))
+        return bytes.fromhex(params_hash("gbdt settings", {k: params[k] for k in keys}))
     except KeyError as exc:
         raise ProtocolError(f"a boosting request lacks the setting {exc.args[0]!r}") from None
 
@@ -138,8 +143,9 @@ def _grower(params: dict, mapper: BinMapper) -> LevelGrower:
     sibling = str(params["sibling"])
     if sibling not in ("derive", "both"):
         raise ValueError(f"sibling must be 'derive' or 'both', got {sibling!r}")
+    noisy = noisy_release(params, bin_mask(mapper.n_cuts(), mapper.n_bins))
     return LevelGrower(split_params(params), int(params["max_depth"]), float(params["learning_rate"]),
-                       mapper.threshold, mapper.n_cuts(), sibling)
+                       mapper.threshold, mapper.n_cuts(), sibling, leaf_bound=None if noisy is None else noisy.leaf_bound)
 
 
 def replay(params: dict, peers: dict, *, study: str, session: str,
