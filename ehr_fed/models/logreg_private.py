@@ -55,7 +55,7 @@ from ehr_fed.models.logreg_transcript import (
     newton_params,
     rule_settings,
 )
-from ehr_fed.privacy.dp import DPConfig, DPError, ReleasePlan, calibrate, spent_record
+from ehr_fed.privacy.dp import DPConfig, DPError, ReleasePlan, calibrate, requested_dp, spent_record
 
 #: keys of a model's ``dp`` option that are not part of the budget itself
 OPTION_KEYS = ("rounds", "clip_norm", "feature_bounds", "weight_gradient", "hessian_window", "average_last",
@@ -71,21 +71,10 @@ DEFAULT_AVERAGE_LAST = 3
 def resolve_dp(model: Any, federation: Any) -> tuple[DPConfig, dict[str, Any]] | None:
     """The session's DP budget and options: the model's ``dp``, else the federation's (``privacy: dp:`` of
     the federation YAML); None = off."""
-    raw = model.dp if getattr(model, "dp", None) is not None else getattr(federation, "dp", None)
-    if raw is None:
-        raw = getattr(getattr(federation, "policy", None), "dp", None)
-    if raw is None:
+    requested = requested_dp(model, federation, OPTION_KEYS)
+    if requested is None:
         return None
-    if isinstance(raw, DPConfig):
-        raw = raw.model_dump()
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        raw = {"epsilon": float(raw)}
-    if not isinstance(raw, dict):
-        raise ValueError(f"dp must be None, a number (epsilon) or a mapping {{epsilon, delta, ...}}, got {raw!r}")
-    opts = {k: raw[k] for k in OPTION_KEYS if k in raw}
-    cfg = DPConfig.parse({k: v for k, v in raw.items() if k not in OPTION_KEYS})
-    if not cfg.enabled:
-        return None
+    cfg, opts = requested
     rounds = opts.get("rounds", DEFAULT_ROUNDS)
     if not (isinstance(rounds, int) and 1 <= rounds <= 50):
         raise DPError(f"dp rounds must be an integer in 1..50, got {rounds!r}")

@@ -422,6 +422,27 @@ def field_width(bound: float) -> int:
     return int(max(2, math.ceil(math.log2(max(bound, 1.0) + 1.0)) + 1))
 
 
+def requested_dp(model: Any, federation: Any, option_keys: Sequence[str]) -> tuple[DPConfig, dict[str, Any]] | None:
+    """The budget a fit asks for and its model-specific options: the model's ``dp``, else the federation's
+    (``privacy: dp:`` of the federation YAML); a number is an epsilon. None = off (absent or infinite)."""
+    raw = model.dp if getattr(model, "dp", None) is not None else getattr(federation, "dp", None)
+    if raw is None:
+        raw = getattr(getattr(federation, "policy", None), "dp", None)
+    if raw is None:
+        return None
+    if isinstance(raw, DPConfig):
+        raw = raw.model_dump()
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        raw = {"epsilon": float(raw)}
+    if not isinstance(raw, dict):
+        raise ValueError(f"dp must be None, a number (epsilon) or a mapping {{epsilon, delta, ...}}, got {raw!r}")
+    opts = {k: raw[k] for k in option_keys if k in raw}
+    cfg = DPConfig.parse({k: v for k, v in raw.items() if k not in option_keys})
+    if not cfg.enabled:
+        return None
+    return cfg, opts
+
+
 def plan_from(dp: Any, releases: Mapping[str, int]) -> ReleasePlan | None:
     """The session plan for a ``dp`` setting (mapping, number, DPConfig or None) and release counts."""
     cfg = DPConfig.parse(dp)

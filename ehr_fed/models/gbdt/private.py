@@ -66,6 +66,7 @@ from ehr_fed.privacy.dp import (
     epsilon_spent,
     field_width,
     noise_room,
+    requested_dp,
     spent_record,
 )
 
@@ -190,21 +191,10 @@ _register()
 # ----------------------------------------------------------------------------------- coordinator side
 def resolve_dp(model: Any, federation: Any) -> tuple[DPConfig, dict[str, Any]] | None:
     """The session's budget and options: the model's ``dp``, else the federation's; None = off."""
-    raw = model.dp if getattr(model, "dp", None) is not None else getattr(federation, "dp", None)
-    if raw is None:
-        raw = getattr(getattr(federation, "policy", None), "dp", None)
-    if raw is None:
+    requested = requested_dp(model, federation, OPTION_KEYS)
+    if requested is None:
         return None
-    if isinstance(raw, DPConfig):
-        raw = raw.model_dump()
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        raw = {"epsilon": float(raw)}
-    if not isinstance(raw, dict):
-        raise ValueError(f"dp must be None, a number (epsilon) or a mapping {{epsilon, delta, ...}}, got {raw!r}")
-    opts = {k: raw[k] for k in OPTION_KEYS if k in raw}
-    cfg = DPConfig.parse({k: v for k, v in raw.items() if k not in OPTION_KEYS})
-    if not cfg.enabled:
-        return None
+    cfg, opts = requested
     grid = opts.get("cut_grid", DEFAULT_CUT_GRID)
     if not (isinstance(grid, int) and 2 <= grid <= 4096):
         raise DPError(f"dp cut_grid must be an integer in 2..4096, got {grid!r}")
