@@ -87,11 +87,14 @@ def sign_release(keys, *, study: str, session: str, round: int, task: str, param
 
 
 def verify_release(peers: Mapping[str, Any], record: Any, *, study: str | None = None,
-                   session: str | None = None, task: str | None = None) -> dict[str, np.ndarray]:
+                   session: str | None = None, task: str | None = None,
+                   decryptors: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
     """Check one release record against the pinned ``peers`` (site id -> public bundle); return its values.
 
-    ``study``, ``session`` and ``task``, when given, must match the record's. Raises :class:`ProtocolError`
-    naming what failed; never trusts a key carried by the record itself.
+    ``study``, ``session`` and ``task``, when given, must match the record's. ``decryptors`` (a site's
+    record of the decrypting site it agreed to per computation, ``"<study>/<task>/<params digest>"``):
+    a record of such a computation must be signed by that site, not by another member. Raises
+    :class:`ProtocolError` naming what failed; never trusts a key carried by the record itself.
     """
     if not isinstance(record, dict):
         raise ProtocolError("a release record must be a mapping")
@@ -102,6 +105,10 @@ def verify_release(peers: Mapping[str, Any], record: Any, *, study: str | None =
     for name, want in (("study", study), ("session", session), ("task", task)):
         if want is not None and record.get(name) != want:
             raise ProtocolError(f"release record is for {name} {record.get(name)!r}, not {want!r}")
+    agreed = (decryptors or {}).get(f"{record.get('study')}/{record.get('task')}/{record.get('params_digest')}")
+    if agreed is not None and agreed != signer:
+        raise ProtocolError(f"release record of {record.get('task')!r} (round {record.get('round')}) is signed by "
+                            f"{signer!r}, but the contributors agreed to decryption by {agreed!r}")
     try:
         signature = bytes.fromhex(record["signature"])
     except (KeyError, TypeError, ValueError):

@@ -386,7 +386,8 @@ def _verified(transcript: list[dict], ctx: Any) -> list[dict[str, np.ndarray]]:
         if record.get("task") != task:
             raise TranscriptError("task", f"record {i} should be a release of {task!r}", sid)
         try:
-            values.append(verify_release(ctx.peers, record, study=ctx.study, session=ctx.session, task=task))
+            values.append(verify_release(ctx.peers, record, study=ctx.study, session=ctx.session, task=task,
+                                         decryptors=getattr(ctx.state, "decryptors", None)))
         except ProtocolError:
             raise TranscriptError("signature", f"record {i} (of {task!r}) does not verify against the pinned "
                                                "keys", sid) from None

@@ -174,6 +174,27 @@ def test_a_crafted_tree_isolating_one_row_is_refused(honest):
     _assert_refused(_resend(fed, later, params), "does not verify: the values were altered")
 
 
+def test_a_record_signed_by_a_member_that_did_not_decrypt_is_refused(honest):
+    """A coordinator with another member (site_b, its own pinned key) re-signs a level's release with a forged
+    split: a valid member signature, but not that of the decrypting site the contributors agreed to."""
+    from ehr_fed.federation.releases import decode_arrays, sign_release
+
+    fed, spy = honest["fed"], honest["spy"]
+    keys, _ = test_ceremony(SITES)
+    later = next(m for m in _histogram_requests(spy, 0, honest["n_first"]) if m.payload["params"]["transcript"][-1])
+    params = copy.deepcopy(later.payload["params"])
+    record = decode_record(params["transcript"][-1][0])
+    assert record["signer"] == "site_a"
+    arrays = decode_arrays(record["arrays"])
+    arrays["splits"] = arrays["splits"].copy()
+    arrays["splits"].reshape(-1)[COL["bin"]] = 0
+    forged = sign_release(keys["site_b"], study=record["study"], session=record["session"], round=record["round"],
+                          task=record["task"], params_digest=record["params_digest"],
+                          participants=record["participants"], arrays=arrays)
+    params["transcript"][-1][0] = encode_record(forged)
+    _assert_refused(_resend(fed, later, params), "agreed to decryption by 'site_a'")
+
+
 def test_altered_leaf_values_are_refused(honest):
     fed, spy = honest["fed"], honest["spy"]
     msg = next(m for m in _histogram_requests(spy, 0, honest["n_first"]) if m.payload["params"]["trees"])

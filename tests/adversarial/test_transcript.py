@@ -229,6 +229,22 @@ def test_a_record_forged_by_a_non_member_or_with_a_stolen_name_is_refused(honest
         _refused_by_all(_send(fed, params, like=msg), "signature")
 
 
+def test_a_record_signed_by_a_member_that_did_not_decrypt_is_refused(honest, ceremony):
+    """The coordinator with another member (site_b, holding its own pinned signing key) re-signs a round's
+    release with other values: a real member's valid signature, but not the decrypting site's."""
+    fed, _ = honest
+    keys, _ = ceremony
+    params, msg = _request(fed, 3)
+    rec = params["transcript"][2]
+    assert rec["signer"] == "site_a"
+    forged = sign_release(keys["site_b"], study=rec["study"], session=rec["session"], round=rec["round"],
+                          task=rec["task"], params_digest=rec["params_digest"], participants=rec["participants"],
+                          arrays={"gradient": np.zeros(len(params["beta"])), "hessian": np.ones(3),
+                                  "loglik": np.zeros(1)})
+    params["transcript"][2] = forged
+    _refused_by_all(_send(fed, params, like=msg), "signature")
+
+
 def test_a_transcript_from_another_session_is_refused(honest, ceremony, tables):
     fed, _ = honest
     keys, ckeys = ceremony

@@ -84,7 +84,8 @@ def decode_record(text: Any) -> dict:
     return record
 
 
-def _verified(text: Any, peers: dict, site: str, study: str, session: str) -> tuple[dict, bytes]:
+def _verified(text: Any, peers: dict, site: str, study: str, session: str,
+              decryptors: Any = None) -> tuple[dict, bytes]:
     """The values and release digest of a transcript entry, its signature checked (once per process)."""
     key = (site, study, session, hashlib.sha256(text.encode()).digest() if isinstance(text, str) else None)
     with _LOCK:
@@ -92,7 +93,7 @@ def _verified(text: Any, peers: dict, site: str, study: str, session: str) -> tu
     if hit is not None:
         return hit
     record = decode_record(text)
-    arrays = verify_release(peers, record, study=study, session=session, task=TASK)
+    arrays = verify_release(peers, record, study=study, session=session, task=TASK, decryptors=decryptors)
     out = (arrays, release_digest(record))
     with _LOCK:
         _VERIFIED[key] = out
@@ -149,7 +150,7 @@ def _grower(params: dict, mapper: BinMapper) -> LevelGrower:
 
 
 def replay(params: dict, peers: dict, *, study: str, session: str,
-           site: str = "") -> tuple[list[Tree], LevelGrower]:
+           site: str = "", decryptors: Any = None) -> tuple[list[Tree], LevelGrower]:
     """Grow the trees of ``params["transcript"]``; returns the finished trees and the grower of the current one.
 
     Raises ProtocolError or ValueError naming the first record or tree that does not follow.
@@ -166,7 +167,7 @@ def replay(params: dict, peers: dict, *, study: str, session: str,
     for t, levels in enumerate(transcript):
         last = t == len(transcript) - 1
         if not last and levels:  # a finished tree grown before from the same history is not grown again
-            _, digest = _verified(levels[-1], peers, site, study, session)
+            _, digest = _verified(levels[-1], peers, site, study, session, decryptors)
             key = (site, settings, t, digest)
             with _LOCK:
                 tree = _TREES.get(key)
@@ -178,7 +179,7 @@ def replay(params: dict, peers: dict, *, study: str, session: str,
         for d, record in enumerate(levels):
             if grower.done:
                 raise ProtocolError(f"tree {t} has a release record after the tree was finished")
-            arrays, digest = _verified(record, peers, site, study, session)
+            arrays, digest = _verified(record, peers, site, study, session, decryptors)
             if "link" not in arrays or not np.array_equal(arrays["link"], link(settings, t, d, previous)):
                 raise ProtocolError(f"the release record of tree {t}, level {d} does not link to this training's "
                                     "settings and the record before it")
@@ -225,7 +226,8 @@ def check_request(params: dict, ctx: Any) -> None:
     """Refuse (``DisclosureError``, rule ``transcript``) a histogram request that does not follow from its
     signed transcript (module docstring). ``ctx``: the site's context (study, session, pinned peers)."""
     try:
-        finished, grower = replay(params, ctx.peers, study=ctx.study, session=ctx.session, site=ctx.site_id)
+        finished, grower = replay(params, ctx.peers, study=ctx.study, session=ctx.session, site=ctx.site_id,
+                                  decryptors=getattr(ctx.state, "decryptors", None))
         problem = None
         trees = params.get("trees")
         if not isinstance(trees, list) or len(trees) != len(finished):
