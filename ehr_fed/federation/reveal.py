@@ -52,7 +52,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ehr_fed.federation.messages import ProtocolError, TaskMessage
-from ehr_fed.federation.signing import array_bytes
+from ehr_fed.federation.signing import contribution_summary, summary_digest
 from ehr_fed.privacy import DisclosureError
 
 __all__ = ["REASONS", "attempt_key", "computation_key", "self_residues", "contribution_summary",
@@ -100,28 +100,6 @@ def new_self_seed() -> bytes:
 
 
 # -- what is signed ---------------------------------------------------------------------------------------
-def contribution_summary(arrays: Mapping[str, Any], shapes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per output: its shape and the SHA-256 of its data (what the reveal list carries instead of the
-    ciphertexts: enough to check the contributor's signature)."""
-    return {str(name): {"shape": [int(s) for s in shapes[name]],
-                        "sha256": hashlib.sha256(array_bytes(arrays[name])).hexdigest()} for name in sorted(arrays)}
-
-
-def summary_digest(*, study: str, session: str, round: int, nonce: str, task: str, site_id: str,
-                   summary: Mapping[str, Any], participants: Sequence[str], params: str, decryptor: str) -> bytes:
-    """:func:`ehr_fed.federation.signing.contribution_digest` computed from a :func:`contribution_summary`."""
-    h = hashlib.sha256()
-    header = {"study": study, "session": session, "round": int(round), "nonce": nonce, "task": task,
-              "site_id": site_id, "names": sorted(summary), "participants": sorted(participants),
-              "params": params, "decryptor": decryptor}
-    h.update(json.dumps(header, sort_keys=True).encode())
-    for name in sorted(summary):
-        h.update(name.encode() + b"\x00")
-        h.update(json.dumps([int(s) for s in summary[name]["shape"]]).encode())
-        h.update(bytes.fromhex(summary[name]["sha256"]))
-    return h.digest()
-
-
 def reveal_digest(*, study: str, session: str, round: int, nonce: str, task: str, site_id: str,
                   participants: Sequence[str], params: str, decryptor: str, seed: bytes) -> bytes:
     """What a site signs when it reveals its self-mask seed of one attempt."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,13 +27,29 @@ def contribution_digest(*, study: str, session: str, round: int, nonce: str, tas
     decrypting site knows, from the contributors' own signatures, which computation over which sites it is
     asked to open and that it is the site they agreed to.
     """
+    return summary_digest(study=study, session=session, round=round, nonce=nonce, task=task, site_id=site_id,
+                          summary=contribution_summary(arrays, shapes), participants=participants, params=params,
+                          decryptor=decryptor)
+
+
+def contribution_summary(arrays: Mapping[str, Any], shapes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per output: its shape and the SHA-256 of its data (what the reveal list carries instead of the
+    ciphertexts: enough to check the contributor's signature)."""
+    return {str(name): {"shape": [int(s) for s in shapes[name]],
+                        "sha256": hashlib.sha256(array_bytes(arrays[name])).hexdigest()} for name in sorted(arrays)}
+
+
+def summary_digest(*, study: str, session: str, round: int, nonce: str, task: str, site_id: str,
+                   summary: Mapping[str, Any], participants: Sequence[str], params: str, decryptor: str) -> bytes:
+    """:func:`contribution_digest` computed from a :func:`contribution_summary` (what the reveal step checks
+    without the ciphertexts)."""
     h = hashlib.sha256()
     header = {"study": study, "session": session, "round": int(round), "nonce": nonce, "task": task,
-              "site_id": site_id, "names": sorted(arrays), "participants": sorted(participants),
+              "site_id": site_id, "names": sorted(summary), "participants": sorted(participants),
               "params": params, "decryptor": decryptor}
     h.update(json.dumps(header, sort_keys=True).encode())
-    for name in sorted(arrays):
+    for name in sorted(summary):
         h.update(name.encode() + b"\x00")
-        h.update(json.dumps([int(s) for s in shapes[name]]).encode())
-        h.update(hashlib.sha256(array_bytes(arrays[name])).digest())
+        h.update(json.dumps([int(s) for s in summary[name]["shape"]]).encode())
+        h.update(bytes.fromhex(summary[name]["sha256"]))
     return h.digest()

@@ -38,7 +38,8 @@ from ehr_fed.federation.tasks import (
     get_task,
     registered_tasks,
 )
-from ehr_fed.privacy import AuditLog, DisclosureError, PrivacyPolicy, merge_histogram, suppress
+from ehr_fed.privacy import AuditLog, DisclosureError, PrivacyPolicy
+from ehr_fed.privacy.cells import protect
 
 log = logging.getLogger(__name__)
 
@@ -261,37 +262,18 @@ class SiteNode:
 
         ``params`` and ``scope`` (the sites the result sums over) are needed for histograms over requested
         edges (``task.edges``): their bins are merged against this site's interval ledger of the column."""
-        done: dict[str, list[int]] = {}
-        for cname, deps in task.counts.items():
-            if cname not in result:
-                raise ProtocolError(f"task {task.name!r} declares count output {cname!r} but did not return it")
-            deps = [d for d in deps if d in result]
-            out = suppress(np.asarray(result[cname]), self.policy.min_cell_count,
-                           *[np.asarray(result[d]) for d in deps])
-            for name, arr in zip([cname, *deps], out[:-1], strict=False):
-                # a suppressed scalar becomes None (payloads carry no non-finite scalars)
-                result[name] = arr if np.ndim(result[name]) else (None if np.isnan(arr) else float(arr))
-            if out[-1]:
-                done[cname] = out[-1]
-        for hname in task.histograms:
-            if hname not in result:
-                raise ProtocolError(f"task {task.name!r} declares histogram {hname!r} but did not return it")
-            if task.edges is not None:
-                merged = self._merge_intervals(task, np.array(result[hname], dtype=np.float64), params, scope,
-                                               study)
-                result[hname] = merged.pop()
-                if merged[0]:
-                    done[hname] = merged[0]
-                continue
-            h = np.array(result[hname], dtype=np.float64)
-            rows = h.reshape(-1, h.shape[-1]) if h.ndim else h.reshape(1, 1)
-            merged = []
-            for i, row in enumerate(rows):
-                rows[i], groups = merge_histogram(row, self.policy.min_cell_count)
-                merged.extend([[i, *g] for g in groups])
-            result[hname] = rows.reshape(h.shape)
-            if merged:
-                done[hname] = merged
+        missing = [name for name in (*task.counts, *task.histograms) if name not in result]
+        if missing:
+            raise ProtocolError(f"task {task.name!r} declares the output(s) {missing} but did not return them")
+        over_edges = task.edges is not None
+        done = protect(result, task.counts, () if over_edges else task.histograms, self.policy.min_cell_count)
+        if over_edges:
+            for hname in task.histograms:
+                groups, merged = self._merge_intervals(task, np.array(result[hname], dtype=np.float64), params,
+                                                       scope, study)
+                result[hname] = merged
+                if groups:
+                    done[hname] = groups
         return done
 
     def _record_cells(self, task: SiteTask, msg: TaskMessage, digest: str, participants: list[str]) -> None:
@@ -494,9 +476,10 @@ def _cell_name(key: str) -> str:
 
 def _decrypt_params(msg: TaskMessage) -> dict[str, Any]:
     """The parameters a decrypt request carries for the task's release step: exactly those every contributor
-    computed on (their digest is the one in the signed contributions)."""
+    computed on (:func:`ehr_fed.federation.decrypt.verified_sum` has checked their digest against the one in
+    the signed contributions)."""
     params = msg.payload.get("params")
-    if not isinstance(params, dict) or params_digest(params) != msg.payload.get("params_digest"):
+    if not isinstance(params, dict):
         raise ProtocolError(f"the decrypt request of {msg.task!r} must carry the parameters the contributors "
                             "signed (payload 'params', matching 'params_digest')")
     return params
