@@ -329,17 +329,17 @@ class SiteNode:
         out, groups = np.empty_like(h), []
         for j, column in enumerate(columns):
             keys = [f"{where}/{column}/all"] + ([f"{where}/{column}/{by}"] if by != "all" else [])
-            ledgers = []
-            for key, n in zip(keys, (1, h.shape[0]), strict=False):
-                rec = self.state.get_record(key)
-                ledgers.append(IntervalLedger.from_dict(rec) if rec else IntervalLedger(n))
+            records = [self.state.get_record(key) for key in keys]
+            ledgers = [IntervalLedger.from_dict(rec) if rec else IntervalLedger(n)
+                       for rec, n in zip(records, (1, h.shape[0]), strict=False)]
             try:
                 out[:, j], merged = merge_against(h[:, j], edges[j], self.policy.min_cell_count, ledgers)
             except ValueError as exc:
                 raise DisclosureError(f"site {self.site_id} refuses the histogram of {column!r}: {exc} "
                                       "(rule differencing)", rule="differencing", site_id=self.site_id) from None
-            for key, led in zip(keys, ledgers, strict=True):
-                self.state.put_record(key, led.to_dict())
+            for key, rec, led in zip(keys, records, ledgers, strict=True):
+                if led.to_dict() != rec:  # a durable line only when the release showed something new
+                    self.state.put_record(key, led.to_dict())
             groups.extend([[g * h.shape[1] + j, *m] for g in range(h.shape[0]) for m in merged])
         return [groups, out]
 
