@@ -12,8 +12,10 @@ for an attempt it has seen complete:
    32-byte seed ``b_i`` (:func:`self_residues`, its own label), persists ``b_i`` with what it signed,
    keyed by the attempt (study, session, round, nonce, task), before it replies, and never reuses it.
 2. ``reveal``: once the coordinator holds every contribution it sends each participant the list of the signed
-   contribution summaries (per output: shape and SHA-256 of the ciphertexts, and the site's signature). A
-   site checks every signature against its pinned keys, that its own contribution is the one it sent and
+   contribution summaries (per output: shape and SHA-256 of the ciphertexts, the site's signature and its
+   pairwise tags, :func:`ehr_fed.federation.masks.pair_tag`). A site checks that every other entry was made
+   by its contributor (the tag addressed to it, an HMAC under a key only the two sites can derive from their
+   pinned X25519 keys, or else the Ed25519 signature), that its own contribution is the one it sent and
    that the list covers exactly the attempt's participant set; then it records durably "computation
    ``X`` (study, task, parameter digest) was complete with ``P``" and returns ``b_i``, signed.
 3. ``decrypt`` / ``partial_decrypt``: the decrypting site (and every share holder) checks one signed reveal
@@ -30,11 +32,12 @@ Exchanges of one secure sum with masks on:
 action       coordinator -> sites            reply                                    the receiving site checks
 ============ =============================== ======================================== ===============================================
 secure_sum   every participant of ``P``      ciphertexts masked pairwise and with     ``P`` (members, ``min_sites``), one decrypting
-                                             ``b_i``; signature                       site per computation, ``X`` not complete with
-                                                                                      another set
-reveal       every participant of ``P``      ``b_i`` and a signature over the         every contribution signature, its own entry, the
-                                             attempt, ``P`` and ``b_i``               set is exactly ``P``, ``X`` not complete with
-                                                                                      another set; then records ``X`` complete with ``P``
+                                             ``b_i``; signature; a tag per other      site per computation, ``X`` not complete with
+                                             participant                              another set
+reveal       every participant of ``P``      ``b_i`` and a signature over the         every other entry's tag (or signature), its own
+                                             attempt, ``P`` and ``b_i``               entry, the set is exactly ``P``, ``X`` not
+                                                                                      complete with another set; then records ``X``
+                                                                                      complete with ``P``
 decrypt      the decrypting site (and        the released aggregate                   every contribution signature and sum, one signed
              ``partial_decrypt`` share                                                reveal per participant; removes the self-masks
              holders)
@@ -46,6 +49,7 @@ Refusals are :class:`~ehr_fed.privacy.DisclosureError` with the reason codes of 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import secrets
 from collections.abc import Mapping, Sequence
@@ -177,11 +181,25 @@ def _verified_entries(site, msg, nonce, entries, participants, digest, decryptor
                                        params=digest, decryptor=decryptor)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise _refuse(site, "reveal_bad_signature", f"the entry of {sid!r} is not a contribution summary") from None
-        if not isinstance(signature, bytes) or not bundle.verify(signature, statement):
+        if sid != site.site_id and not _authentic(site, sid, bundle, entry, signature, statement):
             raise _refuse(site, "reveal_bad_signature",
                           f"the signature of {sid!r} does not match a contribution to this attempt")
-        out[sid] = statement
+        out[sid] = statement  # this site's own entry is compared with what it signed (reveal_own_contribution)
     return out
+
+
+def _authentic(site, sid: str, bundle, entry: dict, signature: Any, statement: bytes) -> bool:
+    """Whether ``sid`` made the contribution statement: the pairwise tag it addressed to this site (one HMAC
+    under a key only the two sites derive, :func:`ehr_fed.federation.masks.pair_tag`), or else its signature."""
+    from ehr_fed.federation.masks import pair_tag
+
+    tags = entry.get("tags")
+    tag = tags.get(site.site_id) if isinstance(tags, dict) else None
+    if isinstance(tag, bytes) and getattr(bundle, "kex", None):
+        expected = pair_tag(site.keys.kex_private, site.site_id, sid, bundle.kex, statement)
+        if hmac.compare_digest(tag, expected):
+            return True
+    return isinstance(signature, bytes) and bundle.verify(signature, statement)
 
 
 # -- the decrypting site and the share holders --------------------------------------------------------------

@@ -95,11 +95,12 @@ class Colluders:
         return nonce, self.send("secure_sum", payload, sites or participants, nonce=nonce)
 
     @staticmethod
-    def entries(replies, sites=None):
-        """The reveal list: each contribution's summary and signature."""
+    def entries(replies, sites=None, tags=False):
+        """The reveal list: each contribution's summary and signature (and, with ``tags``, its pairwise tags,
+        as the coordinator sends them)."""
         return [{"site_id": sid, "summary": contribution_summary(rep.payload["arrays"], rep.payload["shapes"]),
-                 "signature": rep.payload["signature"]} for sid, rep in sorted(replies.items())
-                if sites is None or sid in sites]
+                 "signature": rep.payload["signature"], **({"tags": rep.payload["tags"]} if tags else {})}
+                for sid, rep in sorted(replies.items()) if sites is None or sid in sites]
 
     def reveal(self, nonce, entries, sites):
         payload = {"contribution_nonce": nonce, "contributions": entries}
@@ -233,6 +234,36 @@ def test_reveal_list_with_a_forged_or_swapped_contribution_is_refused(harness):
     assert _refused(harness.reveal(nonce, mixed, ["site_b"])["site_b"], "reveal_bad_signature")
     # the honest list still works after the refusals (nothing was recorded by them)
     assert all(r.ok for r in harness.reveal(nonce, entries, SITES).values())
+
+
+def test_pairwise_tags_stand_for_signatures_and_a_third_member_cannot_forge_them(harness):
+    """The reveal step checks the tag each contributor addressed to the receiving site (an HMAC under a key
+    only the two derive) instead of every signature; a colluding member cannot make one for another pair."""
+    from ehr_fed.federation.masks import pair_tag
+
+    nonce, replies = harness.contribute(SITES)
+    assert set(replies[VICTIM].payload["tags"]) == set(SITES) - {VICTIM}   # one tag per other participant
+    unsigned = [dict(e, signature=b"") for e in harness.entries(replies, tags=True)]
+    # the colluding decrypting site forges the victim's tag for site_b with the best key it has (its own)
+    statement = summary_digest(study=harness.study, session=harness.session, round=0, nonce=nonce, task=TASK,
+                               site_id=VICTIM, summary=unsigned[-1]["summary"], participants=list(SITES),
+                               params=params_digest({}), decryptor=DECRYPTOR)
+    forged = [dict(e) for e in unsigned]
+    victim = next(e for e in forged if e["site_id"] == VICTIM)
+    victim["tags"] = dict(victim["tags"], site_b=pair_tag(harness.keys[DECRYPTOR].kex_private, VICTIM, "site_b",
+                                                          harness.keys["site_b"].public_bundle().kex, statement))
+    assert _refused(harness.reveal(nonce, forged, ["site_b"])["site_b"], "reveal_bad_signature")
+    # a genuine tag of the victim moved onto an altered summary, or taken from another attempt
+    altered = [dict(e) for e in unsigned]
+    target = next(e for e in altered if e["site_id"] == VICTIM)
+    target["summary"] = {"totals": {**target["summary"]["totals"], "sha256": "00" * 32}}
+    assert _refused(harness.reveal(nonce, altered, ["site_c"])["site_c"], "reveal_bad_signature")
+    _, other = harness.contribute(SITES)
+    mixed = [e for e in unsigned if e["site_id"] != VICTIM] + [
+        dict(e, signature=b"") for e in harness.entries(other, [VICTIM], tags=True)]
+    assert _refused(harness.reveal(nonce, mixed, ["site_b"])["site_b"], "reveal_bad_signature")
+    # the genuine tags alone (no signature at all) are accepted by every site
+    assert all(r.ok for r in harness.reveal(nonce, unsigned, SITES).values())
 
 
 def _decrypt_payload(harness, nonce, replies, reveals):
