@@ -152,10 +152,11 @@ class SiteMasker:
         """The summed mask residues (mod ``n``) for the ``count`` ciphertexts of output ``name``."""
         from ehr_fed.crypto.masking import sum_residues
 
-        # one pass: sum_j sign_j * expand_residues(seed_j, name, count, n), reduced once per index
-        total = sum_residues(self.seeds, name.encode(), count, n)
-        if self.self_seed is None:
-            return total
-        from ehr_fed.federation.reveal import self_residues
+        # one pass: sum_j sign_j * expand_residues(seed_j, name, count, n) (+ the self-mask stream), reduced
+        # once per index
+        streams = list(self.seeds)
+        if self.self_seed is not None:
+            from ehr_fed.federation.reveal import self_label
 
-        return [(a + b) % n for a, b in zip(total, self_residues(self.self_seed, name, count, n), strict=True)]
+            streams.append((1, self.self_seed, self_label(name)))
+        return sum_residues(streams, name.encode(), count, n)

@@ -91,11 +91,16 @@ def computation_key(study: str, task: str, digest: str) -> str:
     return json.dumps([study, task, digest], separators=(",", ":"))
 
 
+def self_label(name: str) -> bytes:
+    """The stream label of the self-mask residues of output ``name``."""
+    return _LABEL + name.encode()
+
+
 def self_residues(seed: bytes, name: str, count: int, n: int) -> list:
     """The self-mask residues (mod ``n``) of output ``name`` from seed ``b_i``, one per ciphertext."""
     from ehr_fed.crypto.masking import expand_residues
 
-    return expand_residues(seed, _LABEL + name.encode(), count, n)
+    return expand_residues(seed, self_label(name), count, n)
 
 
 def new_self_seed() -> bytes:
@@ -238,13 +243,14 @@ def remove_self_masks(pk, sums: Mapping[str, bytes], seeds: Mapping[str, bytes])
     from ehr_fed.crypto import EncryptedVector
     from ehr_fed.crypto.masking import mask_vector
 
+    from ehr_fed.crypto.masking import sum_residues
+
     n = int(pk.n)
     out = {}
     for name, blob in sums.items():
         ev = EncryptedVector.from_bytes(pk, blob)
-        count = ev.layout.n_ciphertexts
-        total = [0] * count
-        for seed in seeds.values():
-            total = [a + b for a, b in zip(total, self_residues(seed, name, count, n), strict=True)]
-        out[name] = mask_vector(ev, [(-t) % n for t in total]).to_bytes()
+        label = self_label(name)
+        # minus the sum of every seed's residues, mod n, in one pass
+        minus = sum_residues([(-1, seed, label) for seed in seeds.values()], label, ev.layout.n_ciphertexts, n)
+        out[name] = mask_vector(ev, minus).to_bytes()
     return out
