@@ -354,6 +354,8 @@ class Federation:
             if not isinstance(seed, bytes) or not isinstance(sig, bytes):
                 raise ProtocolError(f"the reveal reply of {sid!r} lacks its seed or signature")
             out[sid] = {"seed": seed, "signature": sig}
+            if isinstance(rep.payload.get("tags"), dict):
+                out[sid]["tags"] = rep.payload["tags"]
         return out
 
     def _decrypt(self, task, r, nonce, contributions, total, missing, lay, participants, digest, decryptor,

@@ -166,7 +166,12 @@ def reveal_seed(site, msg: TaskMessage) -> dict[str, Any]:
     statement = reveal_digest(study=msg.study, session=msg.session, round=msg.round, nonce=nonce, task=msg.task,
                               site_id=site.site_id, participants=participants, params=digest, decryptor=decryptor,
                               seed=seed)
-    return {"seed": seed, "signature": site.keys.sign(statement)}
+    from ehr_fed.federation.masks import pair_tags
+
+    # the signature for anyone; a tag for each other participant (the decrypting site and share holders check
+    # theirs, one HMAC instead of a signature verification)
+    return {"seed": seed, "signature": site.keys.sign(statement),
+            "tags": pair_tags(site.keys.kex_private, site.site_id, site.keys.peers, participants, statement)}
 
 
 def _verified_entries(site, msg, nonce, entries, participants, digest, decryptor) -> dict[str, bytes]:
@@ -230,11 +235,21 @@ def revealed_seeds(site, msg: TaskMessage, *, nonce: str, participants: Sequence
         statement = reveal_digest(study=msg.study, session=msg.session, round=msg.round, nonce=nonce,
                                   task=msg.task, site_id=sid, participants=participants, params=digest,
                                   decryptor=decryptor, seed=seed)
-        if not bundle.verify(signature, statement):
+        kept = _own_seed(site, msg, nonce) if sid == site.site_id else None
+        if kept is not None and seed != kept:
+            raise ProtocolError("the revealed self-mask seed of this site is not the one it kept for this attempt; "
+                                "refusing to decrypt")
+        if kept is None and not _authentic(site, sid, bundle, entry, signature, statement):
             raise ProtocolError(f"the revealed self-mask seed of {sid!r} is not signed by {sid!r} for this attempt; "
                                 "refusing to decrypt")
         seeds[sid] = seed
     return seeds
+
+
+def _own_seed(site, msg: TaskMessage, nonce: str) -> bytes | None:
+    """The self-mask seed this site kept for an attempt (None when it kept none)."""
+    mine = site.state.self_mask(attempt_key(msg.study, msg.session, msg.round, nonce, msg.task))
+    return None if mine is None else bytes.fromhex(mine["seed"])
 
 
 def remove_self_masks(pk, sums: Mapping[str, bytes], seeds: Mapping[str, bytes]) -> dict[str, bytes]:

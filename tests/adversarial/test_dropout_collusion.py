@@ -299,6 +299,32 @@ def test_the_decrypting_site_refuses_forged_or_missing_reveals(harness):
     np.testing.assert_allclose(np.ravel(rep.payload["arrays"]["totals"]), harness.truth(SITES), atol=1e-6)
 
 
+def test_the_decrypting_site_checks_the_reveal_tags_addressed_to_it(harness):
+    """Reveals carry a pairwise tag per other participant; the decrypting site checks its own (no signature
+    needed), compares its own seed with the one it kept, and refuses a tag that does not verify."""
+    nonce, replies = harness.contribute(SITES)
+    revealed = harness.reveal(nonce, harness.entries(replies), SITES)
+    assert all(set(r.payload["tags"]) == set(SITES) - {sid} for sid, r in revealed.items())
+    tagged = {sid: {"seed": r.payload["seed"], "signature": b"", "tags": r.payload["tags"]}
+              for sid, r in revealed.items()}
+
+    def decrypt(reveals):
+        return harness.send("decrypt", _decrypt_payload(harness, nonce, replies, reveals), [DECRYPTOR])[DECRYPTOR]
+
+    bad_seed = dict(tagged, site_b=dict(tagged["site_b"], seed=bytes(32)))
+    rep = decrypt(bad_seed)
+    assert not rep.ok and "not signed by 'site_b'" in rep.error
+    moved = dict(tagged, site_c=dict(tagged["site_c"], tags={DECRYPTOR: tagged["site_b"]["tags"][DECRYPTOR]}))
+    rep = decrypt(moved)
+    assert not rep.ok and "not signed by 'site_c'" in rep.error
+    own = dict(tagged, **{DECRYPTOR: dict(tagged[DECRYPTOR], seed=bytes(32))})
+    rep = decrypt(own)
+    assert not rep.ok and "not the one it kept" in rep.error
+    rep = decrypt(tagged)
+    assert rep.ok, rep.error
+    np.testing.assert_allclose(np.ravel(rep.payload["arrays"]["totals"]), harness.truth(SITES), atol=1e-6)
+
+
 def test_a_share_holder_removes_self_masks_only_with_every_signed_reveal(tables, tmp_path):
     h = Colluders(tables, tmp_path, scheme="threshold")
     try:
