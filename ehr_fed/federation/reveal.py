@@ -256,9 +256,7 @@ def remove_self_masks(pk, sums: Mapping[str, bytes], seeds: Mapping[str, bytes])
     """The summed ciphertexts without the participants' self-masks: ``c (1 - B n) mod n**2`` per ciphertext,
     ``B`` the sum of every seed's residue for that ciphertext."""
     from ehr_fed.crypto import EncryptedVector
-    from ehr_fed.crypto.masking import mask_vector
-
-    from ehr_fed.crypto.masking import sum_residues
+    from ehr_fed.crypto.masking import mask_vector, sum_residues
 
     n = int(pk.n)
     out = {}
