@@ -76,12 +76,12 @@ def main(argv: list[str] | None = None) -> dict:
                     help="sites as threads of this process (default) or as separate processes (as hospitals "
                          "are separate machines; each federation then starts 5 processes)")
     ap.add_argument("--repeats", type=int, default=None,
-                    help="runs of masks on / masks off / plaintext each (interleaved; medians; default 9, "
+                    help="runs of masks on / masks off / plaintext each (interleaved; medians; default 15, "
                          "--quick 7; the masks' cost is checked from 7)")
     ap.add_argument("--threshold-repeats", type=int, default=1, help="runs with the threshold scheme")
     args = ap.parse_args(argv)
     if args.repeats is None:
-        args.repeats = 7 if args.quick else 9
+        args.repeats = 7 if args.quick else 15
     if args.repeats < 1 or args.threshold_repeats < 1:
         ap.error("--repeats and --threshold-repeats must be at least 1")
 

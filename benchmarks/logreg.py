@@ -32,8 +32,9 @@ Wall times on a shared machine depend on the other load (``load_average_1min`` i
 Prints one JSON document and exits 1 when a check fails (``checks``: encrypted coefficients equal the
 plaintext federated ones, and the pooled newton-cholesky ones to 1e-4; the masks' cost; bit-identical
 variants); the plain-phe figures are estimates (``estimated_*`` keys), the other figures are measured.
-Default: 5 sites x 100,000 rows x 20 features, 9 repetitions: 1.5 minutes on the shared 2-core machine at
-a load average of 2, about 5 at a load of 10 (a third of it the one threshold run); ``--rows 200000
+Default: 5 sites x 100,000 rows x 20 features, 15 repetitions (the median of 15 per-repetition ratios
+moves less from run to run than that of 9): 2.5 minutes on the 2-core machine at a load average of 2, about
+8 at a load of 10 (a third of it the one threshold run); ``--rows 200000
 --features 40`` is the size of the earlier figures, several times longer, mostly for the threshold run.
 Fewer rows make the masks' share of a fit larger and the plaintext compute's noise dominate the ratio.
 ``--quick``: 3 sites x 5,000 rows x 10 features, 1024-bit keys, 7 repetitions (under a minute). The masks'
@@ -148,14 +149,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--key-bits", type=int, default=2048)
     ap.add_argument("--phe-sample", type=int, default=300, help="values timed for the plain-phe estimate")
     ap.add_argument("--repeats", type=int, default=None,
-                    help="runs of masks on / masks off / plaintext each (interleaved; medians; default 9, "
+                    help="runs of masks on / masks off / plaintext each (interleaved; medians; default 15, "
                          "--quick 7; the masks' cost is checked from 7)")
     ap.add_argument("--threshold-repeats", type=int, default=1, help="runs with the threshold scheme")
     args = ap.parse_args(argv)
     if args.quick:
         args.sites, args.rows, args.features, args.key_bits, args.phe_sample = 3, 5_000, 10, 1024, 40
     if args.repeats is None:
-        args.repeats = 7 if args.quick else 9
+        args.repeats = 7 if args.quick else 15
     if args.repeats < 1 or args.threshold_repeats < 1:
         ap.error("--repeats and --threshold-repeats must be at least 1")
 

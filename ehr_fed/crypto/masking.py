@@ -111,8 +111,9 @@ def sum_residues(signed_seeds: Sequence[tuple[int, bytes]], label: bytes, count:
 
     Parameters
     ----------
-    signed_seeds : sequence of (int, bytes)
-        ``(sign, seed)`` pairs, ``sign`` in ``{+1, -1}`` (a site's pairwise seeds: ``+1`` for peers after it).
+    signed_seeds : sequence of (int, bytes) or (int, bytes, bytes)
+        ``(sign, seed)`` pairs, ``sign`` in ``{+1, -1}`` (a site's pairwise seeds: ``+1`` for peers after it),
+        or ``(sign, seed, label)`` for a stream with its own label (a self-mask beside the pairwise masks).
     label, count, n
         As in :func:`expand_residues` (the same stream per seed).
 
@@ -125,19 +126,20 @@ def sum_residues(signed_seeds: Sequence[tuple[int, bytes]], label: bytes, count:
     ValueError
         If a sign is not ``+1`` or ``-1``, or as :func:`expand_residues`.
     """
-    seeds = list(signed_seeds)
-    for sign, seed in seeds:
+    seeds = [(item[0], item[1], item[2] if len(item) > 2 else label) for item in signed_seeds]
+    for sign, seed, own in seeds:
         if isinstance(sign, bool) or sign not in (1, -1):
             raise ValueError(f"a mask sign must be +1 or -1, got {sign!r}")
         _check_seed(seed)
+        _check_stream_args(own, count, n)
     _check_stream_args(label, count, n)
     if count == 0:
         return []
     width = _residue_bytes(n)
     from_bytes = int.from_bytes
     totals = [0] * count
-    for sign, seed in seeds:
-        stream = memoryview(_stream(seed, label, count, width))
+    for sign, seed, own in seeds:
+        stream = memoryview(_stream(seed, own, count, width))
         chunks = (from_bytes(stream[i : i + width], "big") for i in range(0, width * count, width))
         if sign > 0:
             totals = [t + r for t, r in zip(totals, chunks, strict=True)]

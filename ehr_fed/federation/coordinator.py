@@ -286,7 +286,10 @@ class Federation:
                                              participants=participants, params=digest, decryptor=decryptor)
                 if not bundle.verify(sig, signed):
                     raise ProtocolError(f"the signature on site {sid!r}'s contribution is invalid")
-            out.append({"site_id": sid, "arrays": arrays, "shapes": sh, "signature": sig})
+            entry = {"site_id": sid, "arrays": arrays, "shapes": sh, "signature": sig}
+            if isinstance(p.get("tags"), dict):
+                entry["tags"] = p["tags"]
+            out.append(entry)
         return out
 
     def _partials(self, task, r, payload, participants, combiner) -> dict[str, dict]:
@@ -334,7 +337,8 @@ class Federation:
         from ehr_fed.federation.reveal import contribution_summary
 
         entries = [{"site_id": c["site_id"], "summary": contribution_summary(c["arrays"], c["shapes"]),
-                    "signature": c["signature"]} for c in contributions]
+                    "signature": c["signature"], **({"tags": c["tags"]} if "tags" in c else {})}
+                   for c in contributions]
         payload = {"contribution_nonce": nonce, "participants": participants, "params_digest": digest,
                    "decryptor": decryptor, "contributions": entries}
         replies, missing = self._broadcast("reveal", task, r, payload, sites=participants)
@@ -350,6 +354,8 @@ class Federation:
             if not isinstance(seed, bytes) or not isinstance(sig, bytes):
                 raise ProtocolError(f"the reveal reply of {sid!r} lacks its seed or signature")
             out[sid] = {"seed": seed, "signature": sig}
+            if isinstance(rep.payload.get("tags"), dict):
+                out[sid]["tags"] = rep.payload["tags"]
         return out
 
     def _decrypt(self, task, r, nonce, contributions, total, missing, lay, participants, digest, decryptor,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -66,6 +67,18 @@ def fingerprint(data: bytes) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1024)
+def _ed25519_public(raw: bytes) -> Ed25519PublicKey:
+    """A verification key object (parsed once per key and process: every message signature is checked)."""
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+@functools.lru_cache(maxsize=64)
+def _ed25519_private(raw: bytes) -> Ed25519PrivateKey:
+    """A signing key object (parsed once per key and process)."""
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
 @dataclass(frozen=True)
 class SitePublicBundle:
     """What a site publishes: its id, X25519 public key and Ed25519 verify key (raw 32 bytes each)."""
@@ -76,7 +89,7 @@ class SitePublicBundle:
 
     def verify(self, signature: bytes, data: bytes) -> bool:
         try:
-            Ed25519PublicKey.from_public_bytes(self.sign).verify(signature, data)
+            _ed25519_public(bytes(self.sign)).verify(signature, data)
             return True
         except (InvalidSignature, ValueError):
             return False
@@ -135,7 +148,7 @@ class SiteKeys:
         return SitePublicBundle(self.site_id, kex, sig)
 
     def sign(self, data: bytes) -> bytes:
-        return Ed25519PrivateKey.from_private_bytes(self.sign_private).sign(data)
+        return _ed25519_private(bytes(self.sign_private)).sign(data)
 
     # -- pinning ---------------------------------------------------------------------------------
     def pin(self, site_id: str, fingerprint: str) -> None:

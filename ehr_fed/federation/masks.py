@@ -18,14 +18,17 @@ also carries a *self-mask* from a fresh random seed of its own site, revealed on
 has seen complete (:mod:`ehr_fed.federation.reveal`), so a drop-out claimed after an attempt completed
 cannot be turned into a second, smaller sum of the same computation.
 
-Cost per secure sum at a site of ``|P|`` participants: ``|P| - 1`` X25519 agreements and HKDF calls, one
+Cost per secure sum at a site of ``|P|`` participants: ``|P| - 1`` HKDF calls (the X25519 agreement of a
+pair is computed once per process and reused; each sum's seed has its own HKDF context), one
 SHAKE-256 expansion of ``bytes(n) + 16`` bytes per ciphertext and peer, and one addition modulo
 ``n`` per plaintext, before encryption. For the federation that is ``|P| (|P| - 1) / 2`` pairwise seeds per round.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +40,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from ehr_fed.federation.messages import ProtocolError
 
 _SALT = b"ehr-fed pairwise mask v1"
+_TAG_SALT = b"ehr-fed contribution tag v1"
 
 
 def params_digest(params: Any) -> str:
@@ -83,20 +87,54 @@ def check_participants(participants: Any, site_id: str, peers: dict, min_sites: 
     return sorted(participants)
 
 
+@functools.lru_cache(maxsize=4096)
+def _agreement(kex_private: bytes, peer_kex: bytes) -> bytes:
+    """The X25519 shared secret of this site's key and a peer's public key (the same for every sum between
+    the two, so it is computed once per pair and process; every seed and tag key derives from it with its
+    own HKDF context)."""
+    return X25519PrivateKey.from_private_bytes(kex_private).exchange(X25519PublicKey.from_public_bytes(peer_kex))
+
+
 def pairwise_seeds(kex_private: bytes, site_id: str, peers: dict, participants: Sequence[str],
                    context: bytes) -> list[tuple[int, bytes]]:
     """``[(sign, seed), ...]`` for every other participant: ``+1`` for peers after this site, ``-1`` before."""
-    me = X25519PrivateKey.from_private_bytes(kex_private)
     out = []
     for other in sorted(participants):
         if other == site_id:
             continue
-        shared = me.exchange(X25519PublicKey.from_public_bytes(peers[other].kex))
+        shared = _agreement(bytes(kex_private), bytes(peers[other].kex))
         lo, hi = sorted((site_id, other))
         info = hashlib.sha256(context + b"\x00" + lo.encode() + b"\x00" + hi.encode()).digest()
         seed = HKDF(hashes.SHA256(), 32, salt=_SALT, info=info).derive(shared)
         out.append((1 if site_id < other else -1, seed))
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag_key(kex_private: bytes, peer_kex: bytes, lo: str, hi: str) -> bytes:
+    info = b"ehr-fed contribution tag v1\x00" + lo.encode() + b"\x00" + hi.encode()
+    return HKDF(hashes.SHA256(), 32, salt=_TAG_SALT, info=info).derive(_agreement(kex_private, peer_kex))
+
+
+def pair_tag(kex_private: bytes, site_id: str, peer_id: str, peer_kex: bytes, statement: bytes) -> bytes:
+    """HMAC-SHA256 of ``statement`` under the key only ``site_id`` and ``peer_id`` can derive.
+
+    A contributor tags its signed contribution statement once for every other participant; in the reveal
+    step each participant checks the tags addressed to it (one HMAC per entry) instead of every other
+    contributor's Ed25519 signature. For that check a tag is as good as the signature: the key is derived from
+    the two sites' own X25519 keys, so apart from the receiving site itself only the contributor can produce
+    it (neither the coordinator nor a third member can). The signatures stay for the decrypting site and the
+    coordinator, which must prove to others what they opened.
+    """
+    lo, hi = sorted((site_id, peer_id))
+    return hmac.new(_tag_key(bytes(kex_private), bytes(peer_kex), lo, hi), statement, hashlib.sha256).digest()
+
+
+def pair_tags(kex_private: bytes, site_id: str, peers: dict, participants: Sequence[str],
+              statement: bytes) -> dict[str, bytes]:
+    """``{peer: pair_tag(...)}`` for every other participant of a contribution."""
+    return {other: pair_tag(kex_private, site_id, other, peers[other].kex, statement)
+            for other in sorted(participants) if other != site_id}
 
 
 class SiteMasker:
@@ -114,10 +152,11 @@ class SiteMasker:
         """The summed mask residues (mod ``n``) for the ``count`` ciphertexts of output ``name``."""
         from ehr_fed.crypto.masking import sum_residues
 
-        # one pass: sum_j sign_j * expand_residues(seed_j, name, count, n), reduced once per index
-        total = sum_residues(self.seeds, name.encode(), count, n)
-        if self.self_seed is None:
-            return total
-        from ehr_fed.federation.reveal import self_residues
+        # one pass: sum_j sign_j * expand_residues(seed_j, name, count, n) (+ the self-mask stream), reduced
+        # once per index
+        streams = list(self.seeds)
+        if self.self_seed is not None:
+            from ehr_fed.federation.reveal import self_label
 
-        return [(a + b) % n for a, b in zip(total, self_residues(self.self_seed, name, count, n), strict=True)]
+            streams.append((1, self.self_seed, self_label(name)))
+        return sum_residues(streams, name.encode(), count, n)

@@ -37,8 +37,53 @@ def _fail(where: str, what: str) -> None:
 MAX_DEPTH = 32
 
 
-def validate(value: Any, where: str = "", _depth: int = 0) -> Any:
-    """Return a normalised copy of ``value`` or raise :class:`PayloadTypeError` saying where and why."""
+class _Invalid(Exception):
+    """Raised by the fast pass of :func:`validate`; the checked pass then says where and why."""
+
+
+def validate(value: Any, where: str = "") -> Any:
+    """Return a normalised copy of ``value`` or raise :class:`PayloadTypeError` saying where and why.
+
+    One fast pass normalises valid payloads (no path strings are built); only an invalid payload is walked a
+    second time, with paths, for the error message.
+    """
+    try:
+        return _normalise(value, 0)
+    except _Invalid:
+        _checked(value, where, 0)
+        raise PayloadTypeError(f"payload{where}: invalid value") from None  # unreachable: _checked raised
+
+
+def _normalise(value: Any, depth: int) -> Any:
+    """:func:`_checked` without the paths (raises :class:`_Invalid`; the same rules, the same result)."""
+    if depth > MAX_DEPTH:
+        raise _Invalid
+    if value is None or type(value) is str or type(value) is bytes:
+        return value
+    t = type(value)
+    if t is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str or "/" in k or k[:1] in ("#", "\x00"):
+                raise _Invalid
+            out[k] = _normalise(v, depth + 1)
+        return out
+    if t is list or t is tuple:
+        return [_normalise(v, depth + 1) for v in value]
+    if t is float:
+        if not math.isfinite(value):
+            raise _Invalid
+        return value
+    if t is int:
+        return value
+    try:
+        return _checked(value, "", depth)
+    except PayloadTypeError:
+        raise _Invalid from None
+
+
+def _checked(value: Any, where: str = "", _depth: int = 0) -> Any:
+    """The rules, with the path of the offending value in the error (see :func:`validate`)."""
     if _depth > MAX_DEPTH:
         _fail(where[:200], f"lists / dicts nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, (str, bytes)):
@@ -59,7 +104,7 @@ def validate(value: Any, where: str = "", _depth: int = 0) -> Any:
             _fail(where, "array with infinite values (NaN marks missing or suppressed cells; inf is refused)")
         return value if value.flags.c_contiguous else value.copy(order="C")
     if isinstance(value, list | tuple):
-        return [validate(v, f"{where}[{i}]", _depth + 1) for i, v in enumerate(value)]
+        return [_checked(v, f"{where}[{i}]", _depth + 1) for i, v in enumerate(value)]
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
@@ -67,7 +112,7 @@ def validate(value: Any, where: str = "", _depth: int = 0) -> Any:
                 _fail(where, f"dict key {repr(k)[:40]} is not a str")
             if "/" in k or k.startswith("#") or k.startswith("\x00"):
                 _fail(where, f"dict key {k[:40]!r} may not contain '/' or start with '#'")
-            out[k] = validate(v, f"{where}[{k[:40]!r}]", _depth + 1)
+            out[k] = _checked(v, f"{where}[{k[:40]!r}]", _depth + 1)
         return out
     _fail(where, f"value of type {type(value).__name__}")
     return None  # unreachable

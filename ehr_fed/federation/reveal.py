@@ -12,8 +12,10 @@ for an attempt it has seen complete:
    32-byte seed ``b_i`` (:func:`self_residues`, its own label), persists ``b_i`` with what it signed,
    keyed by the attempt (study, session, round, nonce, task), before it replies, and never reuses it.
 2. ``reveal``: once the coordinator holds every contribution it sends each participant the list of the signed
-   contribution summaries (per output: shape and SHA-256 of the ciphertexts, and the site's signature). A
-   site checks every signature against its pinned keys, that its own contribution is the one it sent and
+   contribution summaries (per output: shape and SHA-256 of the ciphertexts, the site's signature and its
+   pairwise tags, :func:`ehr_fed.federation.masks.pair_tag`). A site checks that every other entry was made
+   by its contributor (the tag addressed to it, an HMAC under a key only the two sites can derive from their
+   pinned X25519 keys, or else the Ed25519 signature), that its own contribution is the one it sent and
    that the list covers exactly the attempt's participant set; then it records durably "computation
    ``X`` (study, task, parameter digest) was complete with ``P``" and returns ``b_i``, signed.
 3. ``decrypt`` / ``partial_decrypt``: the decrypting site (and every share holder) checks one signed reveal
@@ -30,11 +32,12 @@ Exchanges of one secure sum with masks on:
 action       coordinator -> sites            reply                                    the receiving site checks
 ============ =============================== ======================================== ===============================================
 secure_sum   every participant of ``P``      ciphertexts masked pairwise and with     ``P`` (members, ``min_sites``), one decrypting
-                                             ``b_i``; signature                       site per computation, ``X`` not complete with
-                                                                                      another set
-reveal       every participant of ``P``      ``b_i`` and a signature over the         every contribution signature, its own entry, the
-                                             attempt, ``P`` and ``b_i``               set is exactly ``P``, ``X`` not complete with
-                                                                                      another set; then records ``X`` complete with ``P``
+                                             ``b_i``; signature; a tag per other      site per computation, ``X`` not complete with
+                                             participant                              another set
+reveal       every participant of ``P``      ``b_i`` and a signature over the         every other entry's tag (or signature), its own
+                                             attempt, ``P`` and ``b_i``               entry, the set is exactly ``P``, ``X`` not
+                                                                                      complete with another set; then records ``X``
+                                                                                      complete with ``P``
 decrypt      the decrypting site (and        the released aggregate                   every contribution signature and sum, one signed
              ``partial_decrypt`` share                                                reveal per participant; removes the self-masks
              holders)
@@ -46,6 +49,7 @@ Refusals are :class:`~ehr_fed.privacy.DisclosureError` with the reason codes of 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import secrets
 from collections.abc import Mapping, Sequence
@@ -87,11 +91,16 @@ def computation_key(study: str, task: str, digest: str) -> str:
     return json.dumps([study, task, digest], separators=(",", ":"))
 
 
+def self_label(name: str) -> bytes:
+    """The stream label of the self-mask residues of output ``name``."""
+    return _LABEL + name.encode()
+
+
 def self_residues(seed: bytes, name: str, count: int, n: int) -> list:
     """The self-mask residues (mod ``n``) of output ``name`` from seed ``b_i``, one per ciphertext."""
     from ehr_fed.crypto.masking import expand_residues
 
-    return expand_residues(seed, _LABEL + name.encode(), count, n)
+    return expand_residues(seed, self_label(name), count, n)
 
 
 def new_self_seed() -> bytes:
@@ -157,7 +166,12 @@ def reveal_seed(site, msg: TaskMessage) -> dict[str, Any]:
     statement = reveal_digest(study=msg.study, session=msg.session, round=msg.round, nonce=nonce, task=msg.task,
                               site_id=site.site_id, participants=participants, params=digest, decryptor=decryptor,
                               seed=seed)
-    return {"seed": seed, "signature": site.keys.sign(statement)}
+    from ehr_fed.federation.masks import pair_tags
+
+    # the signature for anyone; a tag for each other participant (the decrypting site and share holders check
+    # theirs, one HMAC instead of a signature verification)
+    return {"seed": seed, "signature": site.keys.sign(statement),
+            "tags": pair_tags(site.keys.kex_private, site.site_id, site.keys.peers, participants, statement)}
 
 
 def _verified_entries(site, msg, nonce, entries, participants, digest, decryptor) -> dict[str, bytes]:
@@ -177,11 +191,25 @@ def _verified_entries(site, msg, nonce, entries, participants, digest, decryptor
                                        params=digest, decryptor=decryptor)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise _refuse(site, "reveal_bad_signature", f"the entry of {sid!r} is not a contribution summary") from None
-        if not isinstance(signature, bytes) or not bundle.verify(signature, statement):
+        if sid != site.site_id and not _authentic(site, sid, bundle, entry, signature, statement):
             raise _refuse(site, "reveal_bad_signature",
                           f"the signature of {sid!r} does not match a contribution to this attempt")
-        out[sid] = statement
+        out[sid] = statement  # this site's own entry is compared with what it signed (reveal_own_contribution)
     return out
+
+
+def _authentic(site, sid: str, bundle, entry: dict, signature: Any, statement: bytes) -> bool:
+    """Whether ``sid`` made the contribution statement: the pairwise tag it addressed to this site (one HMAC
+    under a key only the two sites derive, :func:`ehr_fed.federation.masks.pair_tag`), or else its signature."""
+    from ehr_fed.federation.masks import pair_tag
+
+    tags = entry.get("tags")
+    tag = tags.get(site.site_id) if isinstance(tags, dict) else None
+    if isinstance(tag, bytes) and getattr(bundle, "kex", None):
+        expected = pair_tag(site.keys.kex_private, site.site_id, sid, bundle.kex, statement)
+        if hmac.compare_digest(tag, expected):
+            return True
+    return isinstance(signature, bytes) and bundle.verify(signature, statement)
 
 
 # -- the decrypting site and the share holders --------------------------------------------------------------
@@ -207,26 +235,35 @@ def revealed_seeds(site, msg: TaskMessage, *, nonce: str, participants: Sequence
         statement = reveal_digest(study=msg.study, session=msg.session, round=msg.round, nonce=nonce,
                                   task=msg.task, site_id=sid, participants=participants, params=digest,
                                   decryptor=decryptor, seed=seed)
-        if not bundle.verify(signature, statement):
+        kept = _own_seed(site, msg, nonce) if sid == site.site_id else None
+        if kept is not None and seed != kept:
+            raise ProtocolError("the revealed self-mask seed of this site is not the one it kept for this attempt; "
+                                "refusing to decrypt")
+        if kept is None and not _authentic(site, sid, bundle, entry, signature, statement):
             raise ProtocolError(f"the revealed self-mask seed of {sid!r} is not signed by {sid!r} for this attempt; "
                                 "refusing to decrypt")
         seeds[sid] = seed
     return seeds
 
 
+def _own_seed(site, msg: TaskMessage, nonce: str) -> bytes | None:
+    """The self-mask seed this site kept for an attempt (None when it kept none)."""
+    mine = site.state.self_mask(attempt_key(msg.study, msg.session, msg.round, nonce, msg.task))
+    return None if mine is None else bytes.fromhex(mine["seed"])
+
+
 def remove_self_masks(pk, sums: Mapping[str, bytes], seeds: Mapping[str, bytes]) -> dict[str, bytes]:
     """The summed ciphertexts without the participants' self-masks: ``c (1 - B n) mod n**2`` per ciphertext,
     ``B`` the sum of every seed's residue for that ciphertext."""
     from ehr_fed.crypto import EncryptedVector
-    from ehr_fed.crypto.masking import mask_vector
+    from ehr_fed.crypto.masking import mask_vector, sum_residues
 
     n = int(pk.n)
     out = {}
     for name, blob in sums.items():
         ev = EncryptedVector.from_bytes(pk, blob)
-        count = ev.layout.n_ciphertexts
-        total = [0] * count
-        for seed in seeds.values():
-            total = [a + b for a, b in zip(total, self_residues(seed, name, count, n), strict=True)]
-        out[name] = mask_vector(ev, [(-t) % n for t in total]).to_bytes()
+        label = self_label(name)
+        # minus the sum of every seed's residues, mod n, in one pass
+        minus = sum_residues([(-1, seed, label) for seed in seeds.values()], label, ev.layout.n_ciphertexts, n)
+        out[name] = mask_vector(ev, minus).to_bytes()
     return out

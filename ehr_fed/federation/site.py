@@ -22,6 +22,7 @@ from ehr_fed.federation.masks import (
     SiteMasker,
     check_participants,
     mask_context,
+    pair_tags,
     pairwise_seeds,
     params_digest,
 )
@@ -409,6 +410,8 @@ class SiteNode:
                            signed=signed)
         payload = {"arrays": arrays, "shapes": shapes, "signature": self.keys.sign(signed),
                    "encrypted": encrypted, "masked": masker is not None}
+        if self_seed is not None:  # what the other participants check in the reveal step (masks.pair_tag)
+            payload["tags"] = pair_tags(self.keys.kex_private, self.site_id, self.keys.peers, participants, signed)
         return self._release(msg, task.kind, payload, encrypted=encrypted, participants=participants)
 
     def _self_seed(self, msg: TaskMessage, participants: list[str], digest: str) -> bytes:

@@ -20,7 +20,7 @@ computation over another set is refused).
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,8 +30,8 @@ __all__ = ["IntervalLedger", "merge_against"]
 
 
 def _ok(count: np.ndarray, min_count: int) -> bool:
-    c = np.asarray(count, dtype=float)
-    return bool(np.all((np.abs(c) < 0.5) | (c >= min_count)))
+    """Every count 0 (below one half) or at least ``min_count`` (NaN is neither)."""
+    return all(abs(c) < 0.5 or c >= min_count for c in np.asarray(count, dtype=float).ravel().tolist())
 
 
 class IntervalLedger:
@@ -43,6 +43,7 @@ class IntervalLedger:
         self.points: dict[float, np.ndarray] = {float(b): np.asarray(c, dtype=float).reshape(self.groups)
                                                 for b, c in (points or {}).items()}
         self.total = None if total is None else np.asarray(total, dtype=float).reshape(self.groups)
+        self._order: list[float] = sorted(self.points)  # the boundaries, kept sorted by add()
 
     # -- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -54,24 +55,23 @@ class IntervalLedger:
         return cls(int(d["groups"]), {float(b): c for b, c in d["points"]}, d.get("total"))
 
     # -- the rule ------------------------------------------------------------------------------
-    def _sorted(self) -> tuple[list[float], list[np.ndarray]]:
-        bs = sorted(self.points)
-        return bs, [self.points[b] for b in bs]
-
     def admissible(self, boundary: float, cum: np.ndarray, min_count: int) -> bool:
         """Would showing ``boundary`` (with cumulative counts ``cum``) leave every gap at 0 or >= min?"""
-        bs, cs = self._sorted()
+        bs = self._order
         i = bisect_left(bs, boundary)
         if i < len(bs) and bs[i] == boundary:
             return True  # already known
-        left = cs[i - 1] if i > 0 else np.zeros(self.groups)
-        right = cs[i] if i < len(bs) else self.total
+        left = self.points[bs[i - 1]] if i > 0 else np.zeros(self.groups)
+        right = self.points[bs[i]] if i < len(bs) else self.total
         if not _ok(cum - left, min_count):
             return False
         return right is None or _ok(right - cum, min_count)
 
     def add(self, boundary: float, cum: np.ndarray) -> None:
-        self.points[float(boundary)] = np.asarray(cum, dtype=float).reshape(self.groups)
+        b = float(boundary)
+        if b not in self.points:
+            insort(self._order, b)
+        self.points[b] = np.asarray(cum, dtype=float).reshape(self.groups)
 
 
 def merge_against(hist: np.ndarray, edges: np.ndarray, min_count: int,

@@ -95,11 +95,12 @@ class Colluders:
         return nonce, self.send("secure_sum", payload, sites or participants, nonce=nonce)
 
     @staticmethod
-    def entries(replies, sites=None):
-        """The reveal list: each contribution's summary and signature."""
+    def entries(replies, sites=None, tags=False):
+        """The reveal list: each contribution's summary and signature (and, with ``tags``, its pairwise tags,
+        as the coordinator sends them)."""
         return [{"site_id": sid, "summary": contribution_summary(rep.payload["arrays"], rep.payload["shapes"]),
-                 "signature": rep.payload["signature"]} for sid, rep in sorted(replies.items())
-                if sites is None or sid in sites]
+                 "signature": rep.payload["signature"], **({"tags": rep.payload["tags"]} if tags else {})}
+                for sid, rep in sorted(replies.items()) if sites is None or sid in sites]
 
     def reveal(self, nonce, entries, sites):
         payload = {"contribution_nonce": nonce, "contributions": entries}
@@ -235,6 +236,36 @@ def test_reveal_list_with_a_forged_or_swapped_contribution_is_refused(harness):
     assert all(r.ok for r in harness.reveal(nonce, entries, SITES).values())
 
 
+def test_pairwise_tags_stand_for_signatures_and_a_third_member_cannot_forge_them(harness):
+    """The reveal step checks the tag each contributor addressed to the receiving site (an HMAC under a key
+    only the two derive) instead of every signature; a colluding member cannot make one for another pair."""
+    from ehr_fed.federation.masks import pair_tag
+
+    nonce, replies = harness.contribute(SITES)
+    assert set(replies[VICTIM].payload["tags"]) == set(SITES) - {VICTIM}   # one tag per other participant
+    unsigned = [dict(e, signature=b"") for e in harness.entries(replies, tags=True)]
+    # the colluding decrypting site forges the victim's tag for site_b with the best key it has (its own)
+    statement = summary_digest(study=harness.study, session=harness.session, round=0, nonce=nonce, task=TASK,
+                               site_id=VICTIM, summary=unsigned[-1]["summary"], participants=list(SITES),
+                               params=params_digest({}), decryptor=DECRYPTOR)
+    forged = [dict(e) for e in unsigned]
+    victim = next(e for e in forged if e["site_id"] == VICTIM)
+    victim["tags"] = dict(victim["tags"], site_b=pair_tag(harness.keys[DECRYPTOR].kex_private, VICTIM, "site_b",
+                                                          harness.keys["site_b"].public_bundle().kex, statement))
+    assert _refused(harness.reveal(nonce, forged, ["site_b"])["site_b"], "reveal_bad_signature")
+    # a genuine tag of the victim moved onto an altered summary, or taken from another attempt
+    altered = [dict(e) for e in unsigned]
+    target = next(e for e in altered if e["site_id"] == VICTIM)
+    target["summary"] = {"totals": {**target["summary"]["totals"], "sha256": "00" * 32}}
+    assert _refused(harness.reveal(nonce, altered, ["site_c"])["site_c"], "reveal_bad_signature")
+    _, other = harness.contribute(SITES)
+    mixed = [e for e in unsigned if e["site_id"] != VICTIM] + [
+        dict(e, signature=b"") for e in harness.entries(other, [VICTIM], tags=True)]
+    assert _refused(harness.reveal(nonce, mixed, ["site_b"])["site_b"], "reveal_bad_signature")
+    # the genuine tags alone (no signature at all) are accepted by every site
+    assert all(r.ok for r in harness.reveal(nonce, unsigned, SITES).values())
+
+
 def _decrypt_payload(harness, nonce, replies, reveals):
     contributions = [{"site_id": sid, "arrays": rep.payload["arrays"], "shapes": rep.payload["shapes"],
                       "signature": rep.payload["signature"]} for sid, rep in sorted(replies.items())]
@@ -264,6 +295,32 @@ def test_the_decrypting_site_refuses_forged_or_missing_reveals(harness):
     assert not rep.ok and "no revealed self-mask seeds" in rep.error
     # the genuine reveals open the sum, exactly
     rep = decrypt(good)
+    assert rep.ok, rep.error
+    np.testing.assert_allclose(np.ravel(rep.payload["arrays"]["totals"]), harness.truth(SITES), atol=1e-6)
+
+
+def test_the_decrypting_site_checks_the_reveal_tags_addressed_to_it(harness):
+    """Reveals carry a pairwise tag per other participant; the decrypting site checks its own (no signature
+    needed), compares its own seed with the one it kept, and refuses a tag that does not verify."""
+    nonce, replies = harness.contribute(SITES)
+    revealed = harness.reveal(nonce, harness.entries(replies), SITES)
+    assert all(set(r.payload["tags"]) == set(SITES) - {sid} for sid, r in revealed.items())
+    tagged = {sid: {"seed": r.payload["seed"], "signature": b"", "tags": r.payload["tags"]}
+              for sid, r in revealed.items()}
+
+    def decrypt(reveals):
+        return harness.send("decrypt", _decrypt_payload(harness, nonce, replies, reveals), [DECRYPTOR])[DECRYPTOR]
+
+    bad_seed = dict(tagged, site_b=dict(tagged["site_b"], seed=bytes(32)))
+    rep = decrypt(bad_seed)
+    assert not rep.ok and "not signed by 'site_b'" in rep.error
+    moved = dict(tagged, site_c=dict(tagged["site_c"], tags={DECRYPTOR: tagged["site_b"]["tags"][DECRYPTOR]}))
+    rep = decrypt(moved)
+    assert not rep.ok and "not signed by 'site_c'" in rep.error
+    own = dict(tagged, **{DECRYPTOR: dict(tagged[DECRYPTOR], seed=bytes(32))})
+    rep = decrypt(own)
+    assert not rep.ok and "not the one it kept" in rep.error
+    rep = decrypt(tagged)
     assert rep.ok, rep.error
     np.testing.assert_allclose(np.ravel(rep.payload["arrays"]["totals"]), harness.truth(SITES), atol=1e-6)
 

@@ -105,6 +105,21 @@ def test_sum_residues_equals_the_sum_of_the_streams(signs, count, n, label, salt
     assert all(type(r) is type(gmpy2.mpz(0)) for r in got)
 
 
+@settings(max_examples=40, deadline=None)
+@given(signs=st.lists(st.sampled_from([1, -1]), max_size=5), own=st.lists(st.binary(max_size=6), max_size=5),
+       count=st.integers(0, 20), label=st.binary(max_size=8), salt=st.binary(min_size=16, max_size=16))
+def test_sum_residues_with_labels_of_their_own(signs, own, count, label, salt):
+    """``(sign, seed, label)`` streams (a self-mask beside pairwise masks) sum like their own streams."""
+    n = gmpy2.next_prime(1 << 700) * gmpy2.next_prime(1 << 600)
+    seeds = [(s, hashlib.sha256(salt + bytes([i])).digest()) for i, s in enumerate(signs)]
+    extra = [(-1 if i % 2 else 1, hashlib.sha256(salt + b"self" + bytes([i])).digest(), lab)
+             for i, lab in enumerate(own)]
+    want = _reference_sum(seeds, label, count, n)
+    for sign, seed, lab in extra:
+        want = [(t + r) % n for t, r in zip(want, _reference_sum([(sign, seed)], lab, count, n), strict=True)]
+    assert sum_residues(seeds + extra, label, count, n) == want
+
+
 def test_pairwise_sums_cancel_over_the_whole_set():
     """Site i adds the streams it shares with j > i and subtracts those with j < i: the sites' sums cancel."""
     n = gmpy2.next_prime(1 << 1024) * gmpy2.next_prime(1 << 1023)

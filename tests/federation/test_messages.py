@@ -91,3 +91,45 @@ def test_reply_checked_against_message():
         good.check_answers(msg, "site_b")
     with pytest.raises(ProtocolError, match="malformed reply: missing field 'site_id'"):
         Reply.from_dict({"action": "query"})
+
+
+# any value, valid or not: the fast pass of validate() must give exactly what the checked pass gives
+any_leaf = st.one_of(payload_leaf, st.just(float("inf")), st.just(np.float32(1.5)), st.just(np.int64(7)),
+                     st.just(np.bool_(True)), st.just(object()), st.just({1: "x"}), st.just({"a/b": 1}),
+                     st.just({"#0": 1}), st.just({"\x00k": 1}), st.just(np.array([1.0, np.inf])),
+                     st.just(np.array(["s"])), st.just((1, 2)), st.just(np.ones((2, 2)).T))
+any_values = st.recursive(any_leaf, lambda ch: st.one_of(
+    st.lists(ch, max_size=3), st.tuples(ch),
+    st.dictionaries(st.text(alphabet="ab/#\x00", min_size=1, max_size=3), ch, max_size=3)), max_leaves=12)
+
+
+def _nested(depth):
+    v = []
+    for _ in range(depth):
+        v = [v]
+    return v
+
+
+@given(any_values)
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@example(_nested(32))
+@example(_nested(33))
+@example({"a": _nested(32)})
+def test_fast_validation_equals_the_checked_rules(value):
+    from ehr_fed.federation.payload import _checked, validate
+
+    try:
+        want = _checked(value, ".payload")
+    except PayloadTypeError as exc:
+        with pytest.raises(PayloadTypeError) as got:
+            validate(value, ".payload")
+        assert str(got.value) == str(exc)  # the same message, with the path of the offending value
+        return
+    got = validate(value, ".payload")
+    assert flatten({"v": got}).keys() == flatten({"v": want}).keys()
+    for (k, a), b in zip(flatten({"v": got}).items(), flatten({"v": want}).values(), strict=True):
+        assert type(a) is type(b), k
+        if isinstance(a, np.ndarray):
+            assert a.flags.c_contiguous and np.array_equal(a, b)
+        else:
+            assert a == b or (a != a and b != b), k
