@@ -42,6 +42,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from ehr_fed.models.base import check_is_fitted, column_diff
 
 from .binning import BinMapper
+from .cuts import PUBLIC
 from .federated import FederatedHistogramSource, check_all_sites
 from .grower import GrowParams, grow_tree
 from .histogram import sigmoid
@@ -268,22 +269,20 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         self._min_count_ = self._min_count(None if local else fed)
         self.precision_ = self._precision(n_total)
         if self.bin_edges is not None:
-            cuts = self.bin_edges
+            cuts, cut_source = self.bin_edges, dict(PUBLIC)
         elif private is not None:
-            cuts = private.cuts(int(self.max_bin))
+            cuts, cut_source = private.cuts(int(self.max_bin))
         else:
-            try:
-                from ehr_fed.stats import federated_bin_edges
-            except ImportError:  # the stats package re-exports it once it is complete
-                from ehr_fed.stats.federated import federated_bin_edges
+            from ehr_fed.stats.federated import bin_edge_sketch
 
-            edges = federated_bin_edges(fed, names, self.max_bin)
-            cuts = [edges[n] for n in names] if isinstance(edges, dict) else list(edges)
+            edges, cut_source = bin_edge_sketch(fed, names, self.max_bin)
+            cuts = [edges[n] for n in names]
         mapper = BinMapper(cuts, self.max_bin)
         self.base_score_ = float(np.float32(n_pos / n_total))
         common = {
             "features": list(names),
             "cuts": [np.asarray(c, dtype=np.float64) for c in mapper.cuts],
+            "cut_source": cut_source,
             "max_bin": int(self.max_bin),
             "precision": int(self.precision_),
             "base_score": self.base_score_,

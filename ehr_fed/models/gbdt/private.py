@@ -48,6 +48,7 @@ Noise never breaks the integer fields: every field is widened by the tail bound 
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from typing import Any
@@ -299,8 +300,9 @@ class PrivateBoosting:
         self.n_noise = noise.sigma
         return res, n, float(np.clip(n_pos, 1.0, n - 1.0))
 
-    def cuts(self, max_bin: int) -> list[np.ndarray]:
-        """Private bin cuts from noisy counts on a public grid over each feature's clipping range."""
+    def cuts(self, max_bin: int) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """Private bin cuts from noisy counts on a public grid over each feature's clipping range, and their
+        source (the signed release of the counts, the grid and the release index: see :mod:`.cuts`)."""
         names, bounds = self.names, self.bounds
         g = int(self.opts.get("cut_grid", DEFAULT_CUT_GRID))
         grid = np.linspace(bounds[:, 0], bounds[:, 1], g + 1).T
@@ -313,7 +315,10 @@ class PrivateBoosting:
         self.pre_index += 1
         self.feature_bounds = dict(zip(names, bounds.tolist(), strict=True))
         counts = np.rint(np.asarray(res["counts"], dtype=np.float64)).reshape(len(names), g)
-        return private_cuts(counts, grid, max_bin)
+        record = getattr(res, "release", None)
+        source = {"kind": "private", "grid": grid, "dp_index": params["dp_index"],
+                  "record": json.dumps(record, sort_keys=True, separators=(",", ":")) if record else None}
+        return private_cuts(counts, grid, max_bin), source
 
     # -- levels -----------------------------------------------------------------------------------
     def level_index(self, tree: int, level: int) -> int:

@@ -41,6 +41,7 @@ from ehr_fed.federation.releases import release_digest, verify_release
 from ehr_fed.privacy import DisclosureError
 
 from .binning import BinMapper
+from .cuts import check_cuts
 from .packing import bin_mask
 from .predictor import Tree
 from .release import LevelGrower, LevelRequest, noisy_release, split_params
@@ -50,7 +51,7 @@ __all__ = ["TASK", "SETTINGS", "DP_SETTINGS", "settings_digest", "link", "routin
 
 TASK = "gbdt.histograms"
 #: the request parameters fixed for a whole training (what every record's link binds)
-SETTINGS = ("features", "cuts", "max_bin", "precision", "base_score", "channels", "min_count", "training_id",
+SETTINGS = ("features", "cuts", "cut_source", "max_bin", "precision", "base_score", "channels", "min_count", "training_id",
             "reg_lambda", "gamma", "min_child_weight", "learning_rate", "max_depth", "n_estimators", "sibling")
 #: the settings of a private training (``dp`` in the request), bound by the link too; absent without DP, so
 #: the settings digest of a training without DP is unchanged
@@ -239,7 +240,7 @@ def check_request(params: dict, ctx: Any) -> None:
         elif LevelRequest.from_params(params) != grower.request():
             problem = "it asks for nodes other than the next level of the tree"
         else:
-            problem = _pin_cuts(params, ctx)
+            problem = check_cuts(params, ctx) or _pin_cuts(params, ctx)
     except (ProtocolError, ValueError, KeyError, TypeError) as exc:
         problem = f"its transcript does not verify: {exc}"
     if problem:
