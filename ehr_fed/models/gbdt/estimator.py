@@ -4,7 +4,9 @@ Protocol (every arrow one ``Federation`` call; rows never leave a site)::
 
     query       gbdt.schema      -> feature columns of each site (must agree)
     secure_sum  gbdt.init        -> pooled rows and positives     -> base_score = mean(label), as XGBoost
-    stats       federated_bin_edges(fed, features, max_bin) -> cuts from federated quantiles
+    stats       bin_edge_sketch(fed, features, max_bin) -> cuts from federated quantiles, with the signed
+                                    sketch releases every later request cites (each site recomputes the
+                                    cuts from them, :mod:`.cuts`)
     per tree, per level:
     secure_sum  gbdt.histograms  -> the sites' (encrypted) g / h / count histograms of the level's new nodes
                                     (smaller sibling only; the decrypting site derives the other as
@@ -89,7 +91,9 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         ``packing.DEFAULT_PRECISION`` (12). Every site, and the pooled learner, use the same grid, so their
         histograms are the same integers.
     bin_edges : list of arrays or None
-        Cut values per feature; None = federated quantiles (of the one site, for a local table).
+        Cut values per feature; None = federated quantiles (of the one site, for a local table). Sites
+        derive the cuts themselves: given cuts are accepted only in a private fit (``dp``) and by a site
+        without a small-cell rule (a local fit); any other site refuses them.
     dp : dict, float or None
         Differential privacy: ``{"epsilon": .., "delta": ..}`` (a number = epsilon) plus the options of
         :mod:`.private` (``channel_weights``, ``level_weights``, ``cut_grid``, ``feature_bounds``,

@@ -10,7 +10,9 @@ session of private releases, each a secure sum into which every site adds its Sk
                      missing values counted nowhere); one row is in at most one bin per feature, so
                      ``L1 = F``, ``L2 = sqrt(F)`` for ``F`` features. The cuts are the grid edges at the
                      ``k / max_bin`` quantiles of the noisy counts (post-processing). With ``bin_edges``
-                     given the cuts are public input and this release is not made.
+                     given the cuts are public input and this release is not made. Every
+                     level request cites the signed release of these counts, and each site recomputes
+                     the cuts from it (:mod:`.cuts`).
 ``gbdt.histograms``  (group ``model``) one release per tree level. In one level every row sits in exactly
                      one node of the partial tree (its current leaf), and in exactly one bin of each of the
                      ``F`` features in that node's histogram; the quantised gradient of a row lies in
@@ -180,7 +182,7 @@ def site_dp_bin_counts(table, params: dict, ctx) -> dict[str, np.ndarray]:
 def _register() -> None:
     from ehr_fed.federation.tasks import site_task
 
-    site_task("gbdt.dp_bin_counts", kind="histogram")(site_dp_bin_counts)
+    site_task("gbdt.dp_bin_counts", kind="histogram", params=("features", "grid", "dp", "dp_index"))(site_dp_bin_counts)
     dp_task("gbdt.init", "preprocess", _init_sens)
     dp_task("gbdt.dp_bin_counts", "preprocess", _cuts_sens)
     dp_task("gbdt.histograms", "model", _hist_sens)
