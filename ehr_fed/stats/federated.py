@@ -265,9 +265,9 @@ def bin_edge_sketch(fed, columns: Sequence[str], max_bin: int = 256) -> tuple[di
     """:func:`federated_bin_edges` and the sketch they follow from: ``(cuts, source)``.
 
     ``source`` holds the two signed ``stats.histogram`` releases (coarse and fine pass) as canonical JSON
-    text with the merged groups the decrypting site reported, ``{"kind": "sketch", "coarse": ..,
-    "coarse_merged": .., "fine": .., "fine_merged": ..}``: what a site needs to recompute the cuts itself
-    (:func:`cuts_from_sketch`), as a boosting site does before it computes anything over them.
+    text with the merged groups the decrypting site reported (:func:`merged_runs`), ``{"kind": "sketch",
+    "coarse": .., "coarse_merged": .., "fine": .., "fine_merged": ..}``: what a site needs to recompute the
+    cuts itself (:func:`cuts_from_sketch`), as a boosting site does before it computes anything over them.
     """
     import json
 
@@ -277,11 +277,16 @@ def bin_edge_sketch(fed, columns: Sequence[str], max_bin: int = 256) -> tuple[di
     coarse = histogram(fed, columns, coarse_edges(len(columns)))
     fine = histogram(fed, columns, fine_edges(range_from_coarse(coarse)))
     cuts = cuts_from_fine(fine, max_bin)
-    source = {"kind": "sketch", "coarse_merged": coarse.merged, "fine_merged": fine.merged}
+    source = {"kind": "sketch", "coarse_merged": merged_runs(coarse.merged), "fine_merged": merged_runs(fine.merged)}
     for name, h in (("coarse", coarse), ("fine", fine)):
         source[name] = (json.dumps(h.release, sort_keys=True, separators=(",", ":"))
                         if isinstance(h.release, dict) else None)
     return dict(zip(columns, cuts, strict=True)), source
+
+
+def merged_runs(merged: list[list[int]]) -> np.ndarray:
+    """Merged groups ``[flat_row, bin, bin, ...]`` (runs of bins) as an int64 array of ``(flat_row, first, last)``."""
+    return np.array([[int(g[0]), int(g[1]), int(g[-1])] for g in merged], dtype=np.int64).reshape(-1, 3)
 
 
 def cuts_from_fine(h: Histogram, max_bin: int) -> list[np.ndarray]:
@@ -314,5 +319,5 @@ def cuts_from_sketch(coarse_counts: np.ndarray, coarse_merged: list, fine_counts
 
 __all__ = ["META_COLUMNS", "Histogram", "bin_edge_sketch", "coarse_edges", "coarse_grid", "cuts_from_fine",
            "cuts_from_sketch", "federated_bin_edges", "federated_standardization", "fine_edges", "fine_histograms",
-           "histogram", "histogram_params", "moments", "per_site", "quantiles", "range_from_coarse", "robust_range",
+           "histogram", "histogram_params", "merged_runs", "moments", "per_site", "quantiles", "range_from_coarse", "robust_range",
            "site_counts"]

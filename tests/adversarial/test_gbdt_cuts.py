@@ -204,29 +204,33 @@ def test_merged_groups_must_match_the_signed_counts_and_cannot_be_swapped(honest
     root = _root(spy)
     source = root.payload["params"]["cut_source"]
     counts = decode_arrays(_record(source["fine"])["arrays"])["hist"].reshape(len(FEATURES), -1)
-    merged = [list(g) for g in source["fine_merged"]]
-    taken = {(g[0], b) for g in merged for b in g[1:]}
+    merged = [[int(x) for x in run] for run in np.asarray(source["fine_merged"])]  # (row, first, last)
+    taken = {(row, b) for row, first, last in merged for b in range(first, last + 1)}
     # a group grown over a bin that holds rows: inconsistent with the signed counts
     j = FEATURES.index("age")
     nz = np.flatnonzero(counts[j] > 0)
     bad = [j, int(nz[0]), int(nz[0]) + 1] if counts[j, nz[0] + 1] > 0 else [j, int(nz[1]) - 1, int(nz[1])]
-    clean = [g for g in merged if g[0] != j or not set(g[1:]) & set(bad[1:])]
-    _assert_refused(_resend(fed, root, _with_fine(root, fine_merged=clean + [bad])),
+    clean = [r for r in merged if r[0] != j or r[2] < bad[1] or r[1] > bad[2]]
+    _assert_refused(_resend(fed, root, _with_fine(root, fine_merged=np.array(clean + [bad]))),
                     "does not match its signed counts")
     # a group grown over an empty bin after it: consistent, but not the grouping the sites accepted
     grown = None
     for row in range(len(FEATURES)):
         for i in np.flatnonzero(counts[row] > 0):
-            if i + 1 < counts.shape[1] and counts[row, i + 1] == 0 and (row, i + 1) not in taken:
-                own = next((g for g in merged if g[0] == row and g[1] == i), [row, int(i)])
-                grown = (own, own + [int(own[-1]) + 1])
+            own = next((r for r in merged if r[0] == row and r[1] == i), [row, int(i), int(i)])
+            nxt = own[2] + 1
+            if nxt < counts.shape[1] and counts[row, nxt] == 0 and (row, nxt) not in taken:
+                grown = (own, [row, own[1], nxt])
                 break
         if grown:
             break
     assert grown is not None
-    other = [g for g in merged if g != grown[0]] + [grown[1]]
+    other = np.array([r for r in merged if r != grown[0]] + [grown[1]])
     _assert_refused(_resend(fed, root, _with_fine(root, fine_merged=other)),
                     "differ from those this site accepted for the same signed histogram")
+    # a malformed run
+    _assert_refused(_resend(fed, root, _with_fine(root, fine_merged=np.array([[j, 5, 5]]))),
+                    "is not a run of two or more of its bins")
 
 
 # -- the private path ----------------------------------------------------------------------------------------------

@@ -89,28 +89,28 @@ def _counts(arrays: dict, name: str, n_features: int, what: str) -> np.ndarray:
 
 
 def _check_merged(counts: np.ndarray, merged: Any, what: str) -> list[list[int]]:
-    """The reported merged groups, checked against the signed counts (each group's count in its first bin)."""
-    if not isinstance(merged, list):
-        raise ProtocolError(f"the merged groups of the {what} must be a list")
+    """The reported merged groups (``(flat_row, first, last)`` runs, :func:`ehr_fed.stats.federated.merged_runs`),
+    checked against the signed counts (each group's count in its first bin, 0 in the others); returned as the
+    ``[flat_row, bin, bin, ...]`` lists of :class:`ehr_fed.stats.federated.Histogram`."""
+    try:
+        runs = np.asarray(merged if merged is not None else np.zeros((0, 3)))
+        if runs.size and not np.issubdtype(runs.dtype, np.integer):
+            raise TypeError
+        runs = runs.astype(np.int64).reshape(-1, 3)
+    except (TypeError, ValueError):
+        raise ProtocolError(f"the merged groups of the {what} must be integer (row, first, last) runs") from None
     n_rows, n_bins = counts.shape[0] * counts.shape[1], counts.shape[2]
     flat = counts.reshape(n_rows, n_bins)
-    seen: dict[int, list[tuple[int, int]]] = {}
-    out = []
-    for entry in merged:
-        try:
-            row, *bins = [int(x) for x in entry]
-        except (TypeError, ValueError):
-            raise ProtocolError(f"a merged group of the {what} is not a list of integers") from None
-        if not (0 <= row < n_rows and len(bins) >= 2 and bins == list(range(bins[0], bins[0] + len(bins)))
-                and 0 <= bins[0] and bins[-1] < n_bins):
-            raise ProtocolError(f"a merged group of the {what} is not a run of its bins")
-        if any(a <= bins[-1] and bins[0] <= b for a, b in seen.get(row, [])):
+    out, last_end = [], {}
+    for row, first, last in sorted(runs.tolist()):
+        if not (0 <= row < n_rows and 0 <= first < last < n_bins):
+            raise ProtocolError(f"a merged group of the {what} is not a run of two or more of its bins")
+        if first <= last_end.get(row, -1):
             raise ProtocolError(f"merged groups of the {what} overlap")
-        seen.setdefault(row, []).append((bins[0], bins[-1]))
-        values = flat[row, bins]
-        if not (np.isnan(flat[row]).all() or (np.nan_to_num(values[1:]) == 0).all()):
+        last_end[row] = last
+        if not (np.isnan(flat[row]).all() or (np.nan_to_num(flat[row, first + 1:last + 1]) == 0).all()):
             raise ProtocolError(f"a merged group of the {what} does not match its signed counts")
-        out.append([row, *bins])
+        out.append([row, *range(first, last + 1)])
     return out
 
 
@@ -118,7 +118,8 @@ def _pin_merged(record: dict, merged: list, what: str, ctx: Any) -> None:
     """One set of merged groups per signed histogram content, ever: the first one this site accepted."""
     content = params_hash("gbdt sketch content", record["task"], record["params_digest"],
                           sorted(record["participants"]), record["arrays"])
-    prev = ctx.state.record_opening(f"{ctx.study}/gbdt.sketch_groups/{content}", [params_hash("groups", merged)])
+    prev = ctx.state.record_opening(f"{ctx.study}/gbdt.sketch_groups/{content}",
+                                    [params_hash("groups", [[g[0], g[1], g[-1]] for g in merged])])
     if prev is not None:
         raise ProtocolError(f"the merged groups of the {what} differ from those this site accepted for the same "
                             "signed histogram")
