@@ -50,7 +50,15 @@ from .histogram import build_histograms, logistic_grad_hess, quantize
 from .packing import bin_mask, from_wire, to_wire
 from .predictor import apply_tree, base_margin
 from .release import LevelReleaser, LevelRequest, noisy_release, split_params
-from .transcript import DP_SETTINGS, SETTINGS, check_request, decode_record, last_record, link, settings_digest
+from .transcript import (
+    DP_SETTINGS,
+    SETTINGS,
+    check_request,
+    decode_record,
+    last_record,
+    link,
+    settings_digest,
+)
 
 __all__ = ["site_schema", "site_init", "site_histograms", "release_splits", "clear_cache"]
 
