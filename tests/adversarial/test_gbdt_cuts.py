@@ -270,3 +270,16 @@ def test_private_cuts_follow_from_the_signed_noisy_counts(private_fit):
     for key in ("dp", "dp_index", "dp_channel_weights", "dp_max_leaf", "dp_min_hessian_sigmas"):
         params.pop(key)
     _assert_refused(_resend(fed, root, params), "belong to a private training")
+
+
+def test_given_cuts_of_a_private_training_are_still_pinned_per_session(private_fit):
+    """Cuts given by the analyst pass in a private training, but a session keeps one set of cuts: a second
+    training with cuts one value apart is refused (the pin, persistent at every site)."""
+    fed, spy = private_fit["fed"], private_fit["spy"]
+    root = _histogram_requests(spy)[0]
+    params = copy.deepcopy(root.payload["params"])
+    params["training_id"], params["cut_source"] = "given", {"kind": "public"}
+    params["cuts"] = [np.asarray(c, dtype=np.float64).copy() for c in params["cuts"]]
+    j = FEATURES.index("age")
+    params["cuts"][j][0] = np.nextafter(np.float32(params["cuts"][j][0]), np.float32(np.inf))
+    _assert_refused(_resend(fed, root, params), "bin cuts differ from the cuts this session's boosting already used")
