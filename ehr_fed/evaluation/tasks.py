@@ -57,14 +57,15 @@ def site_scores(table: pd.DataFrame, params: dict) -> tuple[np.ndarray, np.ndarr
     return p, y
 
 
-@site_task("evaluation.row_count", kind="metric", counts={"n": ()})
+@site_task("evaluation.row_count", kind="metric", counts={"n": ()}, params=())
 def row_count(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """``{"n": [rows, positives]}`` (summed across sites; sizes the layouts of the other rounds)."""
     y = table["label"].to_numpy(dtype=np.float64) if "label" in table.columns else np.zeros(len(table))
     return {"n": np.array([float(len(table)), float(np.nansum(y))])}
 
 
-@site_task("evaluation.score_histograms", kind="metric", counts={"n": ()}, histograms=("pos", "neg"))
+@site_task("evaluation.score_histograms", kind="metric", counts={"n": ()}, histograms=("pos", "neg"),
+           params=("model", "n_bins"))
 def score_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Positives and negatives per score bin (``n_bins`` equal bins on [0, 1]) and totals.
 
@@ -79,14 +80,14 @@ def score_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dic
     return {"pos": h["pos"], "neg": h["neg"], "n": t[:2].copy(), "sums": t[2:].copy()}
 
 
-@site_task("evaluation.calibration_step", kind="metric")
+@site_task("evaluation.calibration_step", kind="metric", params=("model", "coef"))
 def calibration_step(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Score (2,) and information (2, 2) of the logistic recalibration y ~ a + b logit(p) at ``coef``."""
     p, y = site_scores(table, params)
     return calibration_slope_step(logit(p), y, np.asarray(params["coef"], dtype=np.float64))
 
 
-@site_task("evaluation.lace_histograms", kind="metric", histograms=("pos", "neg"))
+@site_task("evaluation.lace_histograms", kind="metric", histograms=("pos", "neg"), params=())
 def lace_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Positives and negatives per LACE value 0..19 (rows without LACE left out; zeros without the column)."""
     bins = LACE_MAX + 1
@@ -111,7 +112,7 @@ def _too_few(y: np.ndarray, ctx: SiteContext, at_least: int | None = None) -> st
     return None
 
 
-@site_task("evaluation.site_metrics", kind="metric")
+@site_task("evaluation.site_metrics", kind="metric", params=("model",))
 def site_metrics(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """This site's own discrimination and calibration of the model, or the reason it is suppressed."""
     p, y = site_scores(table, params)
@@ -134,7 +135,7 @@ def _finite(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
 
 
-@site_task("evaluation.local_cv", kind="metric")
+@site_task("evaluation.local_cv", kind="metric", params=("features", "k", "local_model", "seed"))
 def local_cv(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Cross-validated AUC of a model fitted on this site's data alone (only the AUC leaves the site).
 

@@ -74,7 +74,9 @@ class SiteTask:
         would give the third site's age cells).
     params : tuple of str or None
         The parameter names the task reads; a request with any other is refused (an unused parameter
-        would give the same computation a new name, and a new differencing record). ``None``: not declared.
+        would give the same computation a new name, and a new differencing record). ``"dp"`` (a private
+        release plan) is allowed for every task. Every built-in task declares it; ``None``: not declared
+        (a task registered outside ehr-fed, whose parameters the site then does not check).
     edges : str or None
         For histograms over requested bin edges: the parameter holding them (``(n_columns, n_bins + 1)``, with
         ``columns`` and ``by`` beside it). The decrypting site then merges bins against every boundary it

@@ -98,13 +98,13 @@ def _labels(table: pd.DataFrame, label: str) -> np.ndarray:
     return y
 
 
-@site_task("models.schema", kind="other")
+@site_task("models.schema", kind="other", params=())
 def schema_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, Any]:
     """The site's feature column names (no values)."""
     return {"features": feature_columns(table)}
 
 
-@site_task("models.row_count", kind="count", counts={"n": ()})
+@site_task("models.row_count", kind="count", counts={"n": ()}, params=("dp", "dp_index"))
 def row_count_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
     """The number of rows of the site's feature table."""
     rel = active_release()
@@ -117,6 +117,7 @@ def row_count_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[
     "models.preprocess_sums", kind="moments",
     counts={"n_obs": ("sum", "sumsq", "n_nonbinary"), "n_one": (), "n_one_pos": (), "n_obs_pos": (),
             "n_miss_pos": (), "n_pos": ()},
+    params=("features", "label", "dp", "dp_clip", "dp_index"),
 )
 def preprocess_sums_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
     """Counts, sums and label cross-counts of every feature (see ``site_preprocessing_sums``)."""
@@ -134,7 +135,12 @@ def preprocess_sums_task(table: pd.DataFrame, params: dict, ctx: SiteContext) ->
     return site_preprocessing_sums(X, _labels(table, params.get("label", "label")))
 
 
-@site_task("logreg.newton", kind="gradient")
+#: the parameters of a Newton round (:func:`ehr_fed.models.logreg_transcript.newton_params`)
+NEWTON_PARAMS = ("preprocess", "fit_intercept", "label", "rule", "setup", "dp", "dp_clip", "beta", "beta_path",
+                 "dp_index", "transcript")
+
+
+@site_task("logreg.newton", kind="gradient", params=NEWTON_PARAMS)
 def newton_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, np.ndarray]:
     """Gradient, Hessian upper triangle and log-likelihood of the site's rows at ``params['beta']``."""
     beta = np.asarray(params["beta"], dtype=float)

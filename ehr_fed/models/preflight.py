@@ -37,7 +37,7 @@ class PreflightError(DisclosureError, FederationError):
     and a :class:`FederationError`: the fit cannot complete)."""
 
 
-@site_task(TASK, kind="count", counts={"rows": ()})
+@site_task(TASK, kind="count", counts={"rows": ()}, params=("n_params",))
 def preflight_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str, Any]:
     """The site's verdict on a model of ``params['n_params']`` parameters (see the module docstring)."""
     n_params = int(params["n_params"])

@@ -153,14 +153,19 @@ class Histogram:
 
     ``counts`` (n_groups, n_columns, n_bins): a merged group's count sits in its first bin;
     :meth:`groups` gives ``(first_bin, last_bin, count)`` for every non-empty group of one row.
+    ``merged``: the decrypting site's merged groups as it released them (``[flat_row, bin, bin, ...]``);
+    ``release``: its signed release record of ``counts`` (None for a histogram built locally).
     """
 
-    def __init__(self, edges: np.ndarray, counts: np.ndarray, merged: list[list[int]]):
+    def __init__(self, edges: np.ndarray, counts: np.ndarray, merged: list[list[int]],
+                 release: dict | None = None):
         self.edges = edges
         self.counts = counts
+        self.merged = [[int(x) for x in entry] for entry in merged or []]
+        self.release = release
         n_cols, n_bins = counts.shape[1], counts.shape[2]
         self._merged: dict[tuple[int, int], dict[int, int]] = {}
-        for entry in merged or []:
+        for entry in self.merged:
             flat_row, bins = int(entry[0]), [int(b) for b in entry[1:]]
             key = divmod(flat_row, n_cols)
             self._merged.setdefault(key, {})[bins[0]] = bins[-1]
@@ -175,17 +180,27 @@ class Histogram:
 def histogram(fed, columns: Sequence[str], edges: np.ndarray, by: str | None = None) -> Histogram:
     """Pooled histogram over public ``edges`` (n_columns, n_bins + 1), small bins merged at the site."""
     edges = np.asarray(edges, dtype=np.float64)
-    out = fed.secure_sum("stats.histogram", {"columns": list(columns), "edges": edges, "by": by},
+    out = fed.secure_sum("stats.histogram", histogram_params(columns, edges, by),
                          {"hist": (ROW_BOUND, _n_sites(fed))})
-    return Histogram(edges, np.asarray(out["hist"]), out.suppressed.get("hist", []))
+    return Histogram(edges, np.asarray(out["hist"]), out.suppressed.get("hist", []),
+                     getattr(out, "release", None))
 
 
-def robust_range(fed, columns: Sequence[str]) -> np.ndarray:
-    """(n_columns, 2) robust lower / upper range from the coarse public-grid histogram (see module doc)."""
+def histogram_params(columns: Sequence[str], edges: np.ndarray, by: str | None = None) -> dict:
+    """The parameters of a ``stats.histogram`` request (what its release record's digest names)."""
+    return {"columns": list(columns), "edges": np.asarray(edges, dtype=np.float64), "by": by}
+
+
+def coarse_edges(n_columns: int) -> np.ndarray:
+    """The edges of the coarse pass: the public grid for every column."""
+    return np.tile(coarse_grid(), (int(n_columns), 1))
+
+
+def range_from_coarse(hist: Histogram) -> np.ndarray:
+    """(n_columns, 2) robust range from a merged coarse-grid histogram (see module doc); NaN: no values."""
     grid = coarse_grid()
-    hist = histogram(fed, columns, np.tile(grid, (len(columns), 1)))
-    out = np.full((len(columns), 2), np.nan)
-    for j in range(len(columns)):
+    out = np.full((hist.counts.shape[1], 2), np.nan)
+    for j in range(hist.counts.shape[1]):
         groups = hist.groups(0, j)
         if not groups:
             continue
@@ -197,13 +212,21 @@ def robust_range(fed, columns: Sequence[str]) -> np.ndarray:
     return out
 
 
-def fine_histograms(fed, columns: Sequence[str], bins: int = FINE_BINS, by: str | None = None) -> Histogram:
-    """Merged histograms with ``bins`` equal bins over each column's robust range."""
-    rng = robust_range(fed, columns)
+def robust_range(fed, columns: Sequence[str]) -> np.ndarray:
+    """(n_columns, 2) robust lower / upper range from the coarse public-grid histogram (see module doc)."""
+    return range_from_coarse(histogram(fed, columns, coarse_edges(len(columns))))
+
+
+def fine_edges(rng: np.ndarray, bins: int = FINE_BINS) -> np.ndarray:
+    """Edges (n_columns, bins + 1) of the fine pass: ``bins`` equal bins over each robust range."""
     lo = np.where(np.isnan(rng[:, 0]), 0.0, rng[:, 0])
     hi = np.where(np.isnan(rng[:, 1]), 1.0, rng[:, 1])
-    edges = np.linspace(lo, hi, bins + 1).T
-    return histogram(fed, columns, edges, by=by)
+    return np.linspace(lo, hi, bins + 1).T
+
+
+def fine_histograms(fed, columns: Sequence[str], bins: int = FINE_BINS, by: str | None = None) -> Histogram:
+    """Merged histograms with ``bins`` equal bins over each column's robust range."""
+    return histogram(fed, columns, fine_edges(robust_range(fed, columns), bins), by=by)
 
 
 def _quantiles_from_hist(edges: np.ndarray, groups, n_bins: int, qs: np.ndarray) -> np.ndarray:
@@ -235,12 +258,41 @@ def federated_bin_edges(fed, columns: Sequence[str], max_bin: int = 256) -> dict
     lower edge of each group after the first, so every distinct value keeps its own bin; other columns
     get the ``k / max_bin`` quantiles. Resolution and the range rule: see the module docstring.
     """
+    return bin_edge_sketch(fed, columns, max_bin)[0]
+
+
+def bin_edge_sketch(fed, columns: Sequence[str], max_bin: int = 256) -> tuple[dict[str, np.ndarray], dict]:
+    """:func:`federated_bin_edges` and the sketch they follow from: ``(cuts, source)``.
+
+    ``source`` holds the two signed ``stats.histogram`` releases (coarse and fine pass) as canonical JSON
+    text with the merged groups the decrypting site reported (:func:`merged_runs`), ``{"kind": "sketch",
+    "coarse": .., "coarse_merged": .., "fine": .., "fine_merged": ..}``: what a site needs to recompute the
+    cuts itself (:func:`cuts_from_sketch`), as a boosting site does before it computes anything over them.
+    """
+    import json
+
     columns = list(columns)
     if max_bin < 2:
         raise ValueError(f"max_bin must be >= 2, got {max_bin}")
-    h = fine_histograms(fed, columns)
-    out: dict[str, np.ndarray] = {}
-    for j, c in enumerate(columns):
+    coarse = histogram(fed, columns, coarse_edges(len(columns)))
+    fine = histogram(fed, columns, fine_edges(range_from_coarse(coarse)))
+    cuts = cuts_from_fine(fine, max_bin)
+    source = {"kind": "sketch", "coarse_merged": merged_runs(coarse.merged), "fine_merged": merged_runs(fine.merged)}
+    for name, h in (("coarse", coarse), ("fine", fine)):
+        source[name] = (json.dumps(h.release, sort_keys=True, separators=(",", ":"))
+                        if isinstance(h.release, dict) else None)
+    return dict(zip(columns, cuts, strict=True)), source
+
+
+def merged_runs(merged: list[list[int]]) -> np.ndarray:
+    """Merged groups ``[flat_row, bin, bin, ...]`` (runs of bins) as an int64 array of ``(flat_row, first, last)``."""
+    return np.array([[int(g[0]), int(g[1]), int(g[-1])] for g in merged], dtype=np.int64).reshape(-1, 3)
+
+
+def cuts_from_fine(h: Histogram, max_bin: int) -> list[np.ndarray]:
+    """The cuts of every column of a merged fine histogram (the rule of :func:`federated_bin_edges`)."""
+    out = []
+    for j in range(h.counts.shape[1]):
         groups = h.groups(0, j)
         if len(groups) <= max_bin:
             cuts = np.array([h.edges[j][a] for a, _, _ in groups[1:]])
@@ -250,9 +302,22 @@ def federated_bin_edges(fed, columns: Sequence[str], max_bin: int = 256) -> dict
         cuts = np.unique(cuts[np.isfinite(cuts)])
         if cuts.size > max_bin - 1:
             cuts = cuts[np.unique(np.linspace(0, cuts.size - 1, max_bin - 1).round().astype(int))]
-        out[c] = cuts.astype(np.float64)
+        out.append(cuts.astype(np.float64))
     return out
 
 
-__all__ = ["META_COLUMNS", "Histogram", "coarse_grid", "federated_bin_edges", "federated_standardization",
-           "fine_histograms", "histogram", "moments", "per_site", "quantiles", "robust_range", "site_counts"]
+def cuts_from_sketch(coarse_counts: np.ndarray, coarse_merged: list, fine_counts: np.ndarray, fine_merged: list,
+                     max_bin: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The fine pass's edges and the cuts, recomputed from the released coarse and fine histograms alone
+    (the same functions as :func:`bin_edge_sketch`); ``(fine edges, cuts per column)``."""
+    coarse_counts = np.asarray(coarse_counts, dtype=np.float64)
+    coarse = Histogram(coarse_edges(coarse_counts.shape[1]), coarse_counts, coarse_merged)
+    edges = fine_edges(range_from_coarse(coarse))
+    fine = Histogram(edges, np.asarray(fine_counts, dtype=np.float64), fine_merged)
+    return edges, cuts_from_fine(fine, max_bin)
+
+
+__all__ = ["META_COLUMNS", "Histogram", "bin_edge_sketch", "coarse_edges", "coarse_grid", "cuts_from_fine",
+           "cuts_from_sketch", "federated_bin_edges", "federated_standardization", "fine_edges", "fine_histograms",
+           "histogram", "histogram_params", "merged_runs", "moments", "per_site", "quantiles", "range_from_coarse", "robust_range",
+           "site_counts"]

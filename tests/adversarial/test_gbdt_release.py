@@ -279,8 +279,8 @@ def test_the_release_step_refuses_a_node_below_the_minimum():
 
 
 def test_a_second_training_with_shifted_cuts_is_refused(honest):
-    """Two trainings whose bins differ by one row's value would difference that row: the sites pin the cuts of
-    the session (persistently) at its first boosting request."""
+    """Two trainings whose bins differ by one row's value would difference that row: the sites recompute the
+    cuts from the signed sketch the request cites (and pin the session's cuts, persistently)."""
     fed, spy = honest["fed"], honest["spy"]
     root = _histogram_requests(spy, 0, honest["n_first"])[0]
     params = copy.deepcopy(root.payload["params"])
@@ -289,7 +289,7 @@ def test_a_second_training_with_shifted_cuts_is_refused(honest):
     cuts = [np.asarray(c, dtype=np.float64).copy() for c in params["cuts"]]
     cuts[j][3] = np.nextafter(np.float32(cuts[j][3]), np.float32(np.inf))
     params["cuts"] = cuts
-    _assert_refused(_resend(fed, root, params), "bin cuts differ from the cuts this session's boosting already used")
+    _assert_refused(_resend(fed, root, params), "bin cuts do not follow from the signed sketch release they cite")
     params["cuts"] = copy.deepcopy(root.payload["params"]["cuts"])  # the session's cuts: a new training is fine
     assert all(rep.ok for rep in _resend(fed, root, params).values())
 

@@ -4,7 +4,9 @@ Protocol (every arrow one ``Federation`` call; rows never leave a site)::
 
     query       gbdt.schema      -> feature columns of each site (must agree)
     secure_sum  gbdt.init        -> pooled rows and positives     -> base_score = mean(label), as XGBoost
-    stats       federated_bin_edges(fed, features, max_bin) -> cuts from federated quantiles
+    stats       bin_edge_sketch(fed, features, max_bin) -> cuts from federated quantiles, with the signed
+                                    sketch releases every later request cites (each site recomputes the
+                                    cuts from them, :mod:`.cuts`)
     per tree, per level:
     secure_sum  gbdt.histograms  -> the sites' (encrypted) g / h / count histograms of the level's new nodes
                                     (smaller sibling only; the decrypting site derives the other as
@@ -42,6 +44,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from ehr_fed.models.base import check_is_fitted, column_diff
 
 from .binning import BinMapper
+from .cuts import PUBLIC
 from .federated import FederatedHistogramSource, check_all_sites
 from .grower import GrowParams, grow_tree
 from .histogram import sigmoid
@@ -88,7 +91,9 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         ``packing.DEFAULT_PRECISION`` (12). Every site, and the pooled learner, use the same grid, so their
         histograms are the same integers.
     bin_edges : list of arrays or None
-        Cut values per feature; None = federated quantiles (of the one site, for a local table).
+        Cut values per feature; None = federated quantiles (of the one site, for a local table). Sites
+        derive the cuts themselves: given cuts are accepted only in a private fit (``dp``) and by a site
+        without a small-cell rule (a local fit); any other site refuses them.
     dp : dict, float or None
         Differential privacy: ``{"epsilon": .., "delta": ..}`` (a number = epsilon) plus the options of
         :mod:`.private` (``channel_weights``, ``level_weights``, ``cut_grid``, ``feature_bounds``,
@@ -268,22 +273,20 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         self._min_count_ = self._min_count(None if local else fed)
         self.precision_ = self._precision(n_total)
         if self.bin_edges is not None:
-            cuts = self.bin_edges
+            cuts, cut_source = self.bin_edges, dict(PUBLIC)
         elif private is not None:
-            cuts = private.cuts(int(self.max_bin))
+            cuts, cut_source = private.cuts(int(self.max_bin))
         else:
-            try:
-                from ehr_fed.stats import federated_bin_edges
-            except ImportError:  # the stats package re-exports it once it is complete
-                from ehr_fed.stats.federated import federated_bin_edges
+            from ehr_fed.stats.federated import bin_edge_sketch
 
-            edges = federated_bin_edges(fed, names, self.max_bin)
-            cuts = [edges[n] for n in names] if isinstance(edges, dict) else list(edges)
+            edges, cut_source = bin_edge_sketch(fed, names, self.max_bin)
+            cuts = [edges[n] for n in names]
         mapper = BinMapper(cuts, self.max_bin)
         self.base_score_ = float(np.float32(n_pos / n_total))
         common = {
             "features": list(names),
             "cuts": [np.asarray(c, dtype=np.float64) for c in mapper.cuts],
+            "cut_source": cut_source,
             "max_bin": int(self.max_bin),
             "precision": int(self.precision_),
             "base_score": self.base_score_,

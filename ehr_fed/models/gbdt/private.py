@@ -10,7 +10,9 @@ session of private releases, each a secure sum into which every site adds its Sk
                      missing values counted nowhere); one row is in at most one bin per feature, so
                      ``L1 = F``, ``L2 = sqrt(F)`` for ``F`` features. The cuts are the grid edges at the
                      ``k / max_bin`` quantiles of the noisy counts (post-processing). With ``bin_edges``
-                     given the cuts are public input and this release is not made.
+                     given the cuts are public input and this release is not made. Every
+                     level request cites the signed release of these counts, and each site recomputes
+                     the cuts from it (:mod:`.cuts`).
 ``gbdt.histograms``  (group ``model``) one release per tree level. In one level every row sits in exactly
                      one node of the partial tree (its current leaf), and in exactly one bin of each of the
                      ``F`` features in that node's histogram; the quantised gradient of a row lies in
@@ -48,6 +50,7 @@ Noise never breaks the integer fields: every field is widened by the tail bound 
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from typing import Any
@@ -179,7 +182,7 @@ def site_dp_bin_counts(table, params: dict, ctx) -> dict[str, np.ndarray]:
 def _register() -> None:
     from ehr_fed.federation.tasks import site_task
 
-    site_task("gbdt.dp_bin_counts", kind="histogram")(site_dp_bin_counts)
+    site_task("gbdt.dp_bin_counts", kind="histogram", params=("features", "grid", "dp", "dp_index"))(site_dp_bin_counts)
     dp_task("gbdt.init", "preprocess", _init_sens)
     dp_task("gbdt.dp_bin_counts", "preprocess", _cuts_sens)
     dp_task("gbdt.histograms", "model", _hist_sens)
@@ -299,8 +302,9 @@ class PrivateBoosting:
         self.n_noise = noise.sigma
         return res, n, float(np.clip(n_pos, 1.0, n - 1.0))
 
-    def cuts(self, max_bin: int) -> list[np.ndarray]:
-        """Private bin cuts from noisy counts on a public grid over each feature's clipping range."""
+    def cuts(self, max_bin: int) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """Private bin cuts from noisy counts on a public grid over each feature's clipping range, and their
+        source (the signed release of the counts, the grid and the release index: see :mod:`.cuts`)."""
         names, bounds = self.names, self.bounds
         g = int(self.opts.get("cut_grid", DEFAULT_CUT_GRID))
         grid = np.linspace(bounds[:, 0], bounds[:, 1], g + 1).T
@@ -313,7 +317,10 @@ class PrivateBoosting:
         self.pre_index += 1
         self.feature_bounds = dict(zip(names, bounds.tolist(), strict=True))
         counts = np.rint(np.asarray(res["counts"], dtype=np.float64)).reshape(len(names), g)
-        return private_cuts(counts, grid, max_bin)
+        record = getattr(res, "release", None)
+        source = {"kind": "private", "grid": grid, "dp_index": params["dp_index"],
+                  "record": json.dumps(record, sort_keys=True, separators=(",", ":")) if record else None}
+        return private_cuts(counts, grid, max_bin), source
 
     # -- levels -----------------------------------------------------------------------------------
     def level_index(self, tree: int, level: int) -> int:

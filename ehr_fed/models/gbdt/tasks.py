@@ -50,7 +50,15 @@ from .histogram import build_histograms, logistic_grad_hess, quantize
 from .packing import bin_mask, from_wire, to_wire
 from .predictor import apply_tree, base_margin
 from .release import LevelReleaser, LevelRequest, noisy_release, split_params
-from .transcript import check_request, decode_record, last_record, link, settings_digest
+from .transcript import (
+    DP_SETTINGS,
+    SETTINGS,
+    check_request,
+    decode_record,
+    last_record,
+    link,
+    settings_digest,
+)
 
 __all__ = ["site_schema", "site_init", "site_histograms", "release_splits", "clear_cache"]
 
@@ -201,8 +209,11 @@ def release_splits(arrays: dict, params: dict, ctx: SiteContext) -> dict[str, np
     return {"splits": rows, "link": link(settings_digest(params), tree, depth, previous)}
 
 
-site_task("gbdt.schema", kind="other")(site_schema)
-site_task("gbdt.init", kind="count", counts={"stats": ()})(site_init)
-site_task("gbdt.histograms", kind="histogram", post_decrypt=release_splits)(site_histograms)
+#: the parameters of a level request: the training's settings, the private ones, the trees and the level
+HISTOGRAM_PARAMS = (*SETTINGS, *DP_SETTINGS, "dp_index", "transcript", "trees", "tree", "level", "nodes", "derive")
+
+site_task("gbdt.schema", kind="other", params=())(site_schema)
+site_task("gbdt.init", kind="count", counts={"stats": ()}, params=("dp", "dp_index"))(site_init)
+site_task("gbdt.histograms", kind="histogram", post_decrypt=release_splits, params=HISTOGRAM_PARAMS)(site_histograms)
 
 from . import private  # noqa: E402  (declares the private forms: gbdt.init, gbdt.histograms, bin cuts)

@@ -17,11 +17,17 @@ grown) the release records of its levels, each signed by the site that decrypted
 Anything else is refused (``DisclosureError``, rule ``transcript``): a coordinator cannot steer the sites
 into a tree (routing, threshold or leaf value) that the released aggregates do not give.
 
-Bin cuts. The link binds every record of a training to its cuts. Across trainings, a site pins the cuts of
-the session: the first boosting request of a session fixes, per features and ``max_bin``, the digest of its
-cuts in the site's persistent state (restart-safe); a later request of the session with other cuts is
-refused, so two trainings whose bins differ by one row's value cannot be asked for. (The cuts are not
-recomputed from the signed quantile-sketch releases: the first request of a session is trusted.)
+Bin cuts. The link binds every record of a training to its cuts and to their ``cut_source``. Before it
+computes anything a site recomputes the cuts itself (:mod:`.cuts`): from the signed releases of the federated
+quantile sketch (the coarse and fine ``stats.histogram`` passes) or, in a private training, of the noisy grid
+counts (``gbdt.dp_bin_counts``). Each cited record must verify against the pinned key of the decrypting
+site this site agreed to when it contributed to that very computation, in this study and session and over
+the training's participants, and its parameter digest must name the training's features (and the edges or
+grid the site recomputes); cuts that do not follow are refused. Cuts given by the analyst (``bin_edges``)
+are accepted only in a private training or by a site without a small-cell rule (a local fit). On top, a site
+pins the cuts of the session: the first boosting request of a session fixes, per features and ``max_bin``,
+the digest of its cuts in the site's persistent state (restart-safe); a later request of the session with
+other cuts is refused.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from ehr_fed.federation.releases import release_digest, verify_release
 from ehr_fed.privacy import DisclosureError
 
 from .binning import BinMapper
+from .cuts import check_cuts
 from .packing import bin_mask
 from .predictor import Tree
 from .release import LevelGrower, LevelRequest, noisy_release, split_params
@@ -50,7 +57,7 @@ __all__ = ["TASK", "SETTINGS", "DP_SETTINGS", "settings_digest", "link", "routin
 
 TASK = "gbdt.histograms"
 #: the request parameters fixed for a whole training (what every record's link binds)
-SETTINGS = ("features", "cuts", "max_bin", "precision", "base_score", "channels", "min_count", "training_id",
+SETTINGS = ("features", "cuts", "cut_source", "max_bin", "precision", "base_score", "channels", "min_count", "training_id",
             "reg_lambda", "gamma", "min_child_weight", "learning_rate", "max_depth", "n_estimators", "sibling")
 #: the settings of a private training (``dp`` in the request), bound by the link too; absent without DP, so
 #: the settings digest of a training without DP is unchanged
@@ -239,7 +246,7 @@ def check_request(params: dict, ctx: Any) -> None:
         elif LevelRequest.from_params(params) != grower.request():
             problem = "it asks for nodes other than the next level of the tree"
         else:
-            problem = _pin_cuts(params, ctx)
+            problem = check_cuts(params, ctx) or _pin_cuts(params, ctx)
     except (ProtocolError, ValueError, KeyError, TypeError) as exc:
         problem = f"its transcript does not verify: {exc}"
     if problem:

@@ -35,7 +35,8 @@ def test_federated_trees_identical_to_pooled_learner_with_the_same_bins(fed_plai
 
 
 def test_encrypted_federation_grows_identical_trees(fed_plain_model, encrypted_fed):
-    enc = GBC(encrypted=True, bin_edges=fed_plain_model.bin_edges_, **SMALL).fit(encrypted_fed)
+    enc = GBC(encrypted=True, **SMALL).fit(encrypted_fed)  # the sites derive the same cuts from their sketch
+    assert all(np.array_equal(a, b) for a, b in zip(enc.bin_edges_, fed_plain_model.bin_edges_, strict=True))
     _same_trees(fed_plain_model, enc)
 
 
@@ -69,8 +70,7 @@ def test_leaves_respect_the_policy_minimum_cell_count(fed_plain_model):
 
 
 def test_hessian_rule_floors_min_child_weight(plain_fed, fed_plain_model):
-    m = GBC(encrypted=False, min_count_rule="hessian", min_cell_count=40, bin_edges=fed_plain_model.bin_edges_,
-            **SMALL).fit(plain_fed)
+    m = GBC(encrypted=False, min_count_rule="hessian", min_cell_count=40, **SMALL).fit(plain_fed)
     for t in m.trees_:
         for i in range(t.n_nodes):
             if t.is_leaf(i):
@@ -80,6 +80,12 @@ def test_hessian_rule_floors_min_child_weight(plain_fed, fed_plain_model):
 def test_sites_refuse_a_minimum_count_below_their_policy(plain_fed, fed_plain_model):
     with pytest.raises(Exception, match="minimum cell count 10"):
         GBC(encrypted=False, min_cell_count=5, bin_edges=fed_plain_model.bin_edges_, **SMALL).fit(plain_fed)
+
+
+def test_sites_with_a_small_cell_rule_refuse_cuts_given_by_the_analyst(plain_fed, fed_plain_model):
+    """bin_edges are not derived from a sketch the sites contributed to: refused with what to do instead."""
+    with pytest.raises(Exception, match=r"bin cuts are given, not derived .*leave bin_edges unset"):
+        GBC(encrypted=False, bin_edges=fed_plain_model.bin_edges_, **SMALL).fit(plain_fed)
 
 
 def test_encrypted_model_needs_an_encrypting_federation(plain_fed):
@@ -96,7 +102,7 @@ def test_stateless_sites_recompute_from_the_trees_in_the_request(plain_fed, fed_
         calls.append(info)
         site_tasks.clear_cache()
 
-    m = GBC(encrypted=False, bin_edges=fed_plain_model.bin_edges_, **SMALL).fit(plain_fed, progress=progress)
+    m = GBC(encrypted=False, **SMALL).fit(plain_fed, progress=progress)
     _same_trees(fed_plain_model, m)
     assert [c["tree"] for c in calls] == [1, 2, 3, 4] and calls[-1]["n_estimators"] == 4
 

@@ -10,12 +10,16 @@ from ehr_fed.privacy import DisclosureError, PrivacyPolicy
 
 from .conftest import FEATURES
 
+#: the policy of a local fit's one site (no small-cell rule): it accepts cuts given by the caller
+LOCAL = PrivacyPolicy(min_cell_count=1)
+
 
 def _params(table, trees=(), tree=None, **extra):
     X = table[FEATURES].to_numpy()
     t = tree or Tree()
     p = {
-        "training_id": "t1", "features": FEATURES, "cuts": local_bin_edges(X, 8), "max_bin": 8,
+        "training_id": "t1", "features": FEATURES, "cuts": local_bin_edges(X, 8), "cut_source": {"kind": "public"},
+        "max_bin": 8,
         "precision": 10, "base_score": 0.3, "channels": 3, "min_count": 10,
         "reg_lambda": 1.0, "gamma": 0.0, "min_child_weight": 1.0, "learning_rate": 0.3, "max_depth": 3,
         "n_estimators": 5, "sibling": "derive", "transcript": [[] for _ in range(len(trees) + 1)],
@@ -28,7 +32,7 @@ def _params(table, trees=(), tree=None, **extra):
 
 def test_histograms_of_the_root_count_every_row_once(small_data):
     table = small_data["tables"]["site_1"]
-    ctx = SiteContext(site_id="site_1", policy=PrivacyPolicy())
+    ctx = SiteContext(site_id="site_1", policy=LOCAL)
     params = _params(table)
     out = site_tasks.site_histograms(table, params, ctx)
     mapper = BinMapper(params["cuts"], 8)
@@ -43,7 +47,7 @@ def test_histograms_of_the_root_count_every_row_once(small_data):
 
 def test_a_tree_without_released_splits_is_refused(small_data):
     table = small_data["tables"]["site_1"]
-    ctx = SiteContext(site_id="site_1", policy=PrivacyPolicy())
+    ctx = SiteContext(site_id="site_1", policy=LOCAL)
     t = Tree()
     lo, hi = t.split(0, 1, 3, 0.0, True, 1.0)
     with pytest.raises(DisclosureError, match=r"\[transcript\].*tree being grown differs from its released splits"):
@@ -80,3 +84,14 @@ def test_site_refuses_small_leaves_and_reports_schema(small_data):
     assert site_tasks.site_schema(table, {}, ctx) == {"features": FEATURES}
     stats = site_tasks.site_init(table, {}, ctx)["stats"]
     assert stats.tolist() == [len(table), float(table["label"].sum())]
+
+
+def test_a_site_with_a_small_cell_rule_refuses_given_cuts_and_a_source_it_cannot_check(small_data):
+    table = small_data["tables"]["site_1"]
+    ctx = SiteContext(site_id="site_1", policy=PrivacyPolicy())
+    with pytest.raises(DisclosureError, match=r"\[transcript\].*bin cuts are given, not derived"):
+        site_tasks.site_histograms(table, _params(table), ctx)
+    with pytest.raises(DisclosureError, match=r"\[transcript\].*cut_source must be a mapping whose kind"):
+        site_tasks.site_histograms(table, _params(table, cut_source={"kind": "trusted"}), ctx)
+    with pytest.raises(DisclosureError, match=r"\[transcript\].*keeps no protocol state"):
+        site_tasks.site_histograms(table, _params(table, cut_source={"kind": "sketch", "coarse": "{}"}), ctx)
