@@ -13,6 +13,8 @@ bytes, so it survives any transport bit for bit::
     {"study": ..., "session": ..., "round": 3, "task": "logreg.newton", "params_digest": ...,
      "participants": [...], "signer": "site_a",
      "arrays": {"gradient": {"shape": [27], "f8": "<hex>"}, ...}, "signature": "<hex>"}
+
+plus ``"suppressed"`` (the site's suppression of the release: cells, merged groups of bins) when there was any.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import numpy as np
 
 from ehr_fed.federation.messages import ProtocolError
 
-__all__ = ["encode_arrays", "decode_arrays", "release_digest", "sign_release", "verify_release",
-           "verify_transcript"]
+__all__ = ["encode_arrays", "decode_arrays", "release_digest", "sign_release", "signed_suppressed",
+           "verify_release", "verify_transcript"]
 
 _FIELDS = ("study", "session", "round", "task", "params_digest", "participants", "signer")
 
@@ -72,18 +74,37 @@ def release_digest(record: Mapping[str, Any]) -> bytes:
     h = hashlib.sha256(b"ehr-fed release v1\x00")
     h.update(json.dumps(header, sort_keys=True).encode())
     h.update(json.dumps(arrays, sort_keys=True).encode())
+    if "suppressed" in record:  # signed with the values (records without it hash as before)
+        try:
+            h.update(b"\x00suppressed\x00" + json.dumps(record["suppressed"], sort_keys=True).encode())
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"release record: malformed suppression ({exc})") from None
     return h.digest()
 
 
 def sign_release(keys, *, study: str, session: str, round: int, task: str, params_digest: str,
-                 participants: list[str], arrays: Mapping[str, Any]) -> dict[str, Any]:
-    """The signed release record of ``arrays`` (signed with ``keys``, the decrypting site's identity keys)."""
+                 participants: list[str], arrays: Mapping[str, Any],
+                 suppressed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The signed release record of ``arrays`` (signed with ``keys``, the decrypting site's identity keys).
+
+    ``suppressed`` (the site's disclosure control of this release: per output, the suppressed cells or the
+    merged groups of bins) is signed with the values when it is not empty, so a site that replays a
+    computation from the record (the boosting cuts from a sketch) reads the groups the decrypting site
+    applied, not groups the coordinator claims."""
     record: dict[str, Any] = {"study": str(study), "session": str(session), "round": int(round), "task": str(task),
                               "params_digest": str(params_digest),
                               "participants": sorted(str(x) for x in participants),
                               "signer": str(keys.site_id), "arrays": encode_arrays(arrays)}
+    if suppressed:
+        record["suppressed"] = json.loads(json.dumps({str(k): v for k, v in suppressed.items()}, default=int))
     record["signature"] = keys.sign(release_digest(record)).hex()
     return record
+
+
+def signed_suppressed(record: Mapping[str, Any], name: str) -> Any:
+    """The suppression of output ``name`` a (verified) release record signs, or None when it signs none."""
+    suppressed = record.get("suppressed")
+    return suppressed.get(name) if isinstance(suppressed, dict) else None
 
 
 def verify_release(peers: Mapping[str, Any], record: Any, *, study: str | None = None,

@@ -463,7 +463,7 @@ class SiteNode:
         # the released values, signed: later requests carry them back so every site can replay the protocol
         record = sign_release(self.keys, study=msg.study, session=msg.session, round=msg.round, task=msg.task,
                               params_digest=msg.payload["params_digest"],
-                              participants=msg.payload["participants"], arrays=result)
+                              participants=msg.payload["participants"], arrays=result, suppressed=suppressed)
         return self._release(msg, f"{task.kind}:aggregate",
                              {"arrays": result, "suppressed": suppressed, "contributors": contributors,
                               "release": record},

@@ -197,13 +197,38 @@ def test_altered_forged_and_foreign_sketch_records_are_refused(honest):
     _assert_refused(_resend(fed, root, _with_fine(root, foreign)), "release record is for study 's2'")
 
 
-def test_merged_groups_must_match_the_signed_counts_and_cannot_be_swapped(honest):
-    """The decrypting site's merged groups travel beside the signed counts: an inconsistent group is refused,
-    and a consistent other grouping of the same signed histogram is refused once the site has accepted one."""
+def test_the_sketch_records_sign_the_merged_groups(honest):
+    """The decrypting site signs the groups it merged with the counts: the cuts are computed from those, and a
+    record whose groups were changed no longer verifies."""
+    from ehr_fed.stats.federated import merged_runs
+
     fed, spy = honest["fed"], honest["spy"]
     root = _root(spy)
     source = root.payload["params"]["cut_source"]
-    counts = decode_arrays(_record(source["fine"])["arrays"])["hist"].reshape(len(FEATURES), -1)
+    for name in ("coarse", "fine"):
+        signed = _record(source[name])["suppressed"]["hist"]
+        np.testing.assert_array_equal(merged_runs(signed), np.asarray(source[f"{name}_merged"]).reshape(-1, 3))
+    fine = _record(source["fine"])
+    groups = fine["suppressed"]["hist"]
+    assert groups, "the honest fine sketch merged no bins: the test needs a federation with small bins"
+    altered = dict(fine, suppressed={"hist": [g for g in groups if g is not groups[0]] + [[*groups[0], groups[0][-1] + 1]]})
+    _assert_refused(_resend(fed, root, _with_fine(root, altered)), "does not verify: the values were altered")
+
+
+def test_merged_groups_must_match_the_signed_counts_and_cannot_be_swapped(honest):
+    """For a record that signs no groups (the decrypting site's signature over the counts alone), the groups the
+    request reports are read: an inconsistent group is refused, and a consistent other grouping of the same
+    signed histogram is refused once the site has accepted one."""
+    fed, spy = honest["fed"], honest["spy"]
+    root = _root(spy)
+    source = dict(root.payload["params"]["cut_source"])
+    keys, _ = test_ceremony(SITES)
+    bare = {k: v for k, v in _record(source["fine"]).items() if k not in ("suppressed", "signature")}
+    header = {k: bare[k] for k in ("study", "session", "round", "task", "params_digest", "participants")}
+    bare = sign_release(keys["site_a"], **header, arrays=decode_arrays(bare["arrays"]))
+    root = copy.deepcopy(root)
+    root.payload["params"]["cut_source"]["fine"] = _text(bare)
+    counts = decode_arrays(bare["arrays"])["hist"].reshape(len(FEATURES), -1)
     merged = [[int(x) for x in run] for run in np.asarray(source["fine_merged"])]  # (row, first, last)
     taken = {(row, b) for row, first, last in merged for b in range(first, last + 1)}
     # a group grown over a bin that holds rows: inconsistent with the signed counts

@@ -10,10 +10,11 @@ the function the coordinator used and refuses (``DisclosureError``, rule ``trans
     that it belongs to this study and session, that this site contributed to that computation and the record
     is signed by the decrypting site it agreed to then, that it sums exactly the training's participants, and
     that its parameter digest names the request's features over the public coarse grid (coarse pass) and
-    over the edges the site recomputes from the coarse release (fine pass). The merged groups the decrypting
-    site reported travel unsigned: each must be consistent with the signed counts (contiguous bins, the
-    count in the first bin, 0 in the others), and a site accepts one set of groups per signed histogram
-    content, ever (restart-safe), so a coordinator cannot re-derive other cuts from the same release.
+    over the edges the site recomputes from the coarse release (fine pass). The merged groups are those the
+    decrypting site applied, signed in the record with the counts (``suppressed``); the groups the request
+    reports (``coarse_merged``, ``fine_merged``) are read only for a record without them. Either way each
+    group must be consistent with the signed counts (contiguous bins, the count in the first bin, 0 in the
+    others), and a site accepts one set of groups per signed histogram content, ever (restart-safe).
     The cuts are then :func:`ehr_fed.stats.federated.cuts_from_sketch` of the released counts.
 ``{"kind": "private", "record": record, "grid": edges, "dp_index": i}``
     a private training (:mod:`.private`): the signed release of ``gbdt.dp_bin_counts`` (same checks; its
@@ -115,6 +116,21 @@ def _check_merged(counts: np.ndarray, merged: Any, what: str) -> list[list[int]]
     return out
 
 
+def _merged(record: dict, claimed: Any) -> Any:
+    """The merged groups of a sketch release: those its record signs (the decrypting site's own), else the
+    groups the request reports (records signed before groups were signed; checked and pinned below)."""
+    from ehr_fed.federation.releases import signed_suppressed
+    from ehr_fed.stats.federated import merged_runs
+
+    signed = signed_suppressed(record, "hist")
+    if signed is None:
+        return claimed
+    try:
+        return merged_runs(signed)
+    except (TypeError, ValueError, IndexError):
+        raise ProtocolError("the merged groups a sketch release signs are malformed") from None
+
+
 def _pin_merged(record: dict, merged: list, what: str, ctx: Any) -> None:
     """One set of merged groups per signed histogram content, ever: the first one this site accepted."""
     content = params_hash("gbdt sketch content", record["task"], record["params_digest"],
@@ -136,8 +152,8 @@ def _sketch_cuts(source: dict, params: dict, ctx: Any) -> list[np.ndarray]:
         raise ProtocolError("the coarse sketch release is not of the training's features over the public grid")
     c_counts = _counts(c_arrays, "hist", len(features), "coarse sketch release")
     f_counts = _counts(f_arrays, "hist", len(features), "fine sketch release")
-    c_merged = _check_merged(c_counts, source.get("coarse_merged"), "coarse sketch release")
-    f_merged = _check_merged(f_counts, source.get("fine_merged"), "fine sketch release")
+    c_merged = _check_merged(c_counts, _merged(coarse, source.get("coarse_merged")), "coarse sketch release")
+    f_merged = _check_merged(f_counts, _merged(fine, source.get("fine_merged")), "fine sketch release")
     edges, cuts = cuts_from_sketch(c_counts, c_merged, f_counts, f_merged, int(params["max_bin"]))
     if fine["params_digest"] != params_digest(histogram_params(features, edges)):
         raise ProtocolError("the fine sketch release is not over the edges that follow from the coarse release")
