@@ -29,20 +29,26 @@ from ehr_fed.evaluation.metrics import (
     logit,
 )
 from ehr_fed.evaluation.modeljson import model_from_json
+from ehr_fed.evaluation.provenance import check_evaluated_model
 from ehr_fed.federation.tasks import SiteContext, site_task
 
 #: largest LACE index value (L 0-7, A 0/3, C 0-5, E 0-4)
 LACE_MAX = 19
 
 
-def site_scores(table: pd.DataFrame, params: dict) -> tuple[np.ndarray, np.ndarray]:
+def site_scores(table: pd.DataFrame, params: dict, ctx: SiteContext) -> tuple[np.ndarray, np.ndarray]:
     """Predicted risk of label 1 and the label of each row of the site's table.
+
+    Only a model this site can verify is scored (:func:`ehr_fed.evaluation.provenance.check_evaluated_model`:
+    it follows from a training transcript the site checks, or its digest is in the site's
+    ``approved_models``); any other is refused before a row is scored.
 
     The model scores its own features, selected by name (in the model's order) from the site's feature
     table, which holds every feature of the study in the study's order: a model fitted on a subset of the
     features, or listing them in another order, is evaluated on the same columns it was trained on.
     """
     model = model_from_json(params["model"])
+    check_evaluated_model(params["model"], ctx)
     if "label" not in table.columns:
         raise ValueError("the site's feature table has no 'label' column; evaluation needs the outcome")
     y = table["label"].to_numpy(dtype=np.float64)
@@ -73,7 +79,7 @@ def score_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dic
     (p - y)^2). The calibration curve is read from the merged histograms at the coordinator, so no second
     grid of counts can be differenced against them.
     """
-    p, y = site_scores(table, params)
+    p, y = site_scores(table, params, ctx)
     h = local_histograms(p, y, int(params["n_bins"]), 1)
     t = h["totals"]
     return {"pos": h["pos"], "neg": h["neg"], "n": t[:2].copy(), "sums": t[2:].copy()}
@@ -82,7 +88,7 @@ def score_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dic
 @site_task("evaluation.calibration_step", kind="metric")
 def calibration_step(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Score (2,) and information (2, 2) of the logistic recalibration y ~ a + b logit(p) at ``coef``."""
-    p, y = site_scores(table, params)
+    p, y = site_scores(table, params, ctx)
     return calibration_slope_step(logit(p), y, np.asarray(params["coef"], dtype=np.float64))
 
 
@@ -114,7 +120,7 @@ def _too_few(y: np.ndarray, ctx: SiteContext, at_least: int | None = None) -> st
 @site_task("evaluation.site_metrics", kind="metric")
 def site_metrics(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """This site's own discrimination and calibration of the model, or the reason it is suppressed."""
-    p, y = site_scores(table, params)
+    p, y = site_scores(table, params, ctx)
     why = _too_few(y, ctx)
     if why:
         return {"released": False, "reason": why}

@@ -8,6 +8,7 @@ A policy is plain data (YAML), validated when loaded::
     allowed_tasks: null         # null = every registered task; else a list of task names or prefixes "stats.*"
     audit_log: audit.jsonl      # where the site appends one JSON line per released payload (optional)
     dp: {epsilon: 4, delta: 1.0e-6}   # optional: differential privacy required, budget per study
+    approved_models: []         # model digests ("sha256:...") this site evaluates without a training transcript
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ class PrivacyPolicy(BaseModel):
         Differential privacy budget per study (``{epsilon, delta}``, see :mod:`ehr_fed.privacy.dp`): when
         set, the site answers only private releases and refuses one that would exceed the study's budget
         (ledger beside the audit log, :mod:`ehr_fed.privacy.budget`).
+    approved_models : list of str
+        Externally trained models this site agrees to evaluate, by their model digest (``sha256:<hex>``, see
+        :func:`ehr_fed.evaluation.provenance.approved_digest`). Any other model is evaluated only when it
+        follows from a training transcript the site verifies (:mod:`ehr_fed.evaluation.provenance`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -62,6 +67,7 @@ class PrivacyPolicy(BaseModel):
     allowed_tasks: list[str] | None = None
     audit_log: str | None = None
     dp: DPConfig | None = None
+    approved_models: list[str] = Field(default_factory=list)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
