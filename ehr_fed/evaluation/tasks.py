@@ -29,8 +29,10 @@ from ehr_fed.evaluation.metrics import (
     logit,
 )
 from ehr_fed.evaluation.modeljson import model_from_json
+from ehr_fed.evaluation.private import noisy_histograms
 from ehr_fed.evaluation.provenance import check_evaluated_model
 from ehr_fed.federation.tasks import SiteContext, site_task
+from ehr_fed.privacy.dp import active_release
 
 #: largest LACE index value (L 0-7, A 0/3, C 0-5, E 0-4)
 LACE_MAX = 19
@@ -81,6 +83,9 @@ def score_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dic
     """
     p, y = site_scores(table, params, ctx)
     h = local_histograms(p, y, int(params["n_bins"]), 1)
+    rel = active_release()
+    if rel is not None:  # differentially private form (ehr_fed.evaluation.private): noisy histograms only
+        return noisy_histograms(h["pos"], h["neg"], "evaluation.score_histograms", rel)
     t = h["totals"]
     return {"pos": h["pos"], "neg": h["neg"], "n": t[:2].copy(), "sums": t[2:].copy()}
 
@@ -97,13 +102,20 @@ def lace_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict
     """Positives and negatives per LACE value 0..19 (rows without LACE left out; zeros without the column)."""
     bins = LACE_MAX + 1
     if "lace" not in table.columns or "label" not in table.columns:
-        return {"pos": np.zeros(bins), "neg": np.zeros(bins)}
+        empty = {"pos": np.zeros(bins), "neg": np.zeros(bins)}
+        rel = active_release()
+        return empty if rel is None else noisy_histograms(empty["pos"], empty["neg"], "evaluation.lace_histograms",
+                                                          rel)
     lace = table["lace"].to_numpy(dtype=np.float64)
     y = table["label"].to_numpy(dtype=np.float64)
     ok = np.isfinite(lace)
     idx = np.clip(np.rint(lace[ok]), 0, LACE_MAX).astype(np.int64)
-    return {"pos": np.bincount(idx, weights=y[ok], minlength=bins).astype(float),
-            "neg": np.bincount(idx, weights=1.0 - y[ok], minlength=bins).astype(float)}
+    out = {"pos": np.bincount(idx, weights=y[ok], minlength=bins).astype(float),
+           "neg": np.bincount(idx, weights=1.0 - y[ok], minlength=bins).astype(float)}
+    rel = active_release()
+    if rel is not None:  # differentially private form (ehr_fed.evaluation.private)
+        return noisy_histograms(out["pos"], out["neg"], "evaluation.lace_histograms", rel)
+    return out
 
 
 def _too_few(y: np.ndarray, ctx: SiteContext, at_least: int | None = None) -> str | None:
