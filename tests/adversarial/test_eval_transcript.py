@@ -305,3 +305,24 @@ def test_an_approved_external_digest_is_evaluated(ceremony, tables, external_mod
         _refused_by_all(_send(fed2, _text(doc), like), "session")
     finally:
         fed2.close()
+
+
+def test_privately_trained_models_are_evaluated(fed):
+    """The replay covers the private fits too: the fixed private Newton plan with its averaged iterates, and
+    boosting's noisy level releases with their post-processing."""
+    bounds = {"age": [18, 110], "sex_female": [0, 1], "los_days": [0, 60], "charlson": [0, 20],
+              "lab_creatinine": [0.1, 15]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lr = FederatedLogisticRegression(dp={"epsilon": 50.0, "feature_bounds": bounds, "rounds": 4}).fit(fed)
+        gb = FederatedGradientBoostingClassifier(n_estimators=2, max_depth=2, max_bin=8,
+                                                 dp={"epsilon": 50.0, "feature_bounds": bounds}).fit(fed)
+    assert "dp" in decode_training(_doc(lr)["training"])["base"]
+    for model in (lr, gb):
+        assert model.dp_["epsilon"] > 0
+        result = evaluate(fed, model, per_site=False, lace=False, n_bins=50)
+        assert result.overall["n"] == 310
+        _accepted_by_all(_send(fed, model_to_json(model), fed.transport.last(TASK)))
+    doc = _doc(lr)
+    doc["state"]["beta_standardized"][1] += 1e-4  # not the mean of the last iterates
+    _refused_by_all(_send(fed, _text(doc), fed.transport.last(TASK)), "coefficients")
