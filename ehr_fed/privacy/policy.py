@@ -14,11 +14,12 @@ A policy is plain data (YAML), validated when loaded::
 from __future__ import annotations
 
 import fnmatch
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ehr_fed.privacy.dp import DPConfig
 from ehr_fed.privacy.errors import DisclosureError
@@ -68,6 +69,15 @@ class PrivacyPolicy(BaseModel):
     audit_log: str | None = None
     dp: DPConfig | None = None
     approved_models: list[str] = Field(default_factory=list)
+
+    @field_validator("approved_models")
+    @classmethod
+    def _digests(cls, v: list[str]) -> list[str]:
+        bad = [d for d in v if not re.fullmatch(r"sha256:[0-9a-f]{64}", str(d))]
+        if bad:
+            raise ValueError(f"entries must be model digests 'sha256:<64 hex digits>' (as a refusal names them, "
+                             f"or ehr_fed.evaluation.provenance.approved_digest(model) gives them), got {bad}")
+        return v
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

@@ -326,3 +326,12 @@ def test_privately_trained_models_are_evaluated(fed):
     doc = _doc(lr)
     doc["state"]["beta_standardized"][1] += 1e-4  # not the mean of the last iterates
     _refused_by_all(_send(fed, _text(doc), fed.transport.last(TASK)), "coefficients")
+
+
+def test_approved_models_takes_only_model_digests(logreg):
+    from ehr_fed.privacy.policy import PolicyError
+
+    with pytest.raises(PolicyError, match="approved_models: .*sha256:<64 hex digits>"):
+        PrivacyPolicy.from_mapping({"approved_models": ["logreg.json"]})
+    digest = approved_digest(logreg)
+    assert digest.startswith("sha256:") and PrivacyPolicy.from_mapping({"approved_models": [digest]})
