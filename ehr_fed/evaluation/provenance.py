@@ -104,7 +104,7 @@ def check_evaluated_model(text: str, ctx: Any) -> None:
     digest = approved_digest(doc)
     if digest not in approved:
         try:
-            verify_training(doc, ctx)
+            verify_training(doc, ctx, text)
         except ModelProvenanceError as exc:
             hint = ("retrain it with this ehr-fed version (model files then carry their transcript)"
                     if exc.reason == "no_transcript" else "evaluate the model file as the federated fit wrote it")
@@ -120,21 +120,23 @@ def check_evaluated_model(text: str, ctx: Any) -> None:
             _OK.popitem(last=False)
 
 
-def verify_training(doc: dict, ctx: Any) -> None:
-    """Raise :class:`ModelProvenanceError` unless ``doc``'s training transcript gives exactly its model."""
+def verify_training(doc: dict, ctx: Any, text: str | None = None) -> None:
+    """Raise :class:`ModelProvenanceError` unless ``doc``'s training transcript gives exactly its model
+    (``text``: the model file's text, when at hand)."""
     from ehr_fed.models.persistence import decode_training
 
     section = doc.get("training")
     if section is None:
         raise ModelProvenanceError("no_transcript")
-    training = decode_training(section)
-    if training is None or training.get("kind") != doc.get("kind"):
-        raise ModelProvenanceError("malformed", "the training section does not decode to a transcript of this kind")
     try:
+        training = decode_training(section)
+        if training is None or training.get("kind") != doc.get("kind"):
+            raise ModelProvenanceError("malformed", "the training section does not decode to a transcript of "
+                                                    "this kind")
         if doc["kind"] == "logreg":
             _check_logreg(doc, training, ctx)
         elif doc["kind"] == "gbdt":
-            _check_gbdt(doc, training, ctx)
+            _check_gbdt(doc, training, ctx, text if text is not None else json.dumps(doc))
         else:
             raise ModelProvenanceError("no_transcript", f"no transcript check for model kind {doc['kind']!r}")
     except ModelProvenanceError:
@@ -240,8 +242,9 @@ def _check_logreg(doc: dict, training: dict, ctx: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------ boosting
-def _check_gbdt(doc: dict, training: dict, ctx: Any) -> None:
+def _check_gbdt(doc: dict, training: dict, ctx: Any, text: str) -> None:
     from ehr_fed.evaluation.modeljson import model_from_json
+    from ehr_fed.federation.messages import ProtocolError
     from ehr_fed.models.gbdt.binning import BinMapper
     from ehr_fed.models.gbdt.transcript import (
         TASK,
@@ -251,7 +254,6 @@ def _check_gbdt(doc: dict, training: dict, ctx: Any) -> None:
         link,
         settings_digest,
     )
-    from ehr_fed.federation.messages import ProtocolError
 
     settings, transcript = dict(training["settings"]), training["transcript"]
     if not (isinstance(transcript, list) and transcript and all(isinstance(t, list) and t for t in transcript)):
@@ -289,7 +291,7 @@ def _check_gbdt(doc: dict, training: dict, ctx: Any) -> None:
         if not grower.done:
             raise ModelProvenanceError("unfinished", f"the records of tree {t} do not finish it")
         trees.append(grower.tree)
-    model = model_from_json(json.dumps(doc))
+    model = model_from_json(text)
     names = [f["name"] for f in doc["feature_schema"]]
     if names != [str(f) for f in settings["features"]]:
         raise ModelProvenanceError("trees", "the model's features are not the training's")

@@ -307,15 +307,16 @@ def test_an_approved_external_digest_is_evaluated(ceremony, tables, external_mod
         fed2.close()
 
 
-def test_privately_trained_models_are_evaluated(fed):
+def test_privately_trained_models_are_evaluated(fed, gbdt):
     """The replay covers the private fits too: the fixed private Newton plan with its averaged iterates, and
-    boosting's noisy level releases with their post-processing."""
+    boosting's noisy level releases with their post-processing (on the session's pinned cuts, given as public
+    bin edges)."""
     bounds = {"age": [18, 110], "sex_female": [0, 1], "los_days": [0, 60], "charlson": [0, 20],
               "lab_creatinine": [0.1, 15]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lr = FederatedLogisticRegression(dp={"epsilon": 50.0, "feature_bounds": bounds, "rounds": 4}).fit(fed)
-        gb = FederatedGradientBoostingClassifier(n_estimators=2, max_depth=2, max_bin=8,
+        gb = FederatedGradientBoostingClassifier(n_estimators=2, max_depth=2, max_bin=8, bin_edges=gbdt.bin_edges_,
                                                  dp={"epsilon": 50.0, "feature_bounds": bounds}).fit(fed)
     assert "dp" in decode_training(_doc(lr)["training"])["base"]
     for model in (lr, gb):
