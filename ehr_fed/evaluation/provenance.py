@@ -273,14 +273,14 @@ def _check_gbdt(doc: dict, training: dict, ctx: Any, text: str) -> None:
     previous, trees = None, []
     for t, levels in enumerate(transcript):
         grower = _grower(settings, mapper)
-        for d, text in enumerate(levels):
+        for d, entry in enumerate(levels):
             if grower.done:
                 raise ModelProvenanceError("trees", f"tree {t} has a record after it was finished")
-            record = decode_record(text)
+            record = decode_record(entry)
             if sorted(record.get("participants") or []) != parts or record.get("session") != session:
                 raise ModelProvenanceError("session", f"tree {t}, level {d}")
             try:
-                arrays, digest = _verified(text, ctx.peers, ctx.site_id, ctx.study, session, decryptors)
+                arrays, digest = _verified(entry, ctx.peers, ctx.site_id, ctx.study, session, decryptors)
             except ProtocolError:
                 raise ModelProvenanceError("signature", f"tree {t}, level {d}") from None
             if "link" not in arrays or not np.array_equal(arrays["link"], link(sdigest, t, d, previous)):
