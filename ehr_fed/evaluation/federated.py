@@ -14,6 +14,11 @@ Rounds (all through the federation, subject to each site's policy):
    intercept and slope, y ~ a + b logit(p).
 4. ``evaluation.site_metrics`` (query): each site's own metrics, released only with enough events.
 5. ``evaluation.lace_histograms`` (secure sum, optional): the LACE index as the clinical baseline.
+
+Every site scores only a model it can verify (:mod:`ehr_fed.evaluation.provenance`): the model file carries
+the signed transcript of its federated training, which the site replays, or its digest is in the site's
+``approved_models``. With differential privacy (``dp=``, or the federation's ``dp``) only rounds 2 and 5 are
+made, as private releases with every site's noise inside the secure sum (:mod:`ehr_fed.evaluation.private`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Site tasks of federated evaluation (imported at the sites: ``ehr_fed.evaluation.tasks``).
 
-Every task scores the site's own table with the model sent as JSON text (``params["model"]``) and returns
-aggregates only:
+Every task scores the site's own table with the model sent as JSON text (``params["model"]``), after checking
+that the site can verify the model (:mod:`ehr_fed.evaluation.provenance`), and returns aggregates only:
 
 ``evaluation.row_count``          secure sum: rows and positives (sizes the other layouts)
 ``evaluation.score_histograms``   secure sum: per score bin positives / negatives (merged below the
@@ -13,7 +13,8 @@ aggregates only:
 ``evaluation.local_cv``           query: cross-validated AUC of a model fitted on this site alone
 
 The secure-sum outputs are opened only as sums over at least ``min_sites`` sites (the decrypting site
-checks). The query tasks release a site's scalars only when it has at least ``min_cell_count`` positive
+checks). With a private release active, the two histogram tasks return exact integer bins plus this site's
+noise share (:mod:`ehr_fed.evaluation.private`). The query tasks release a site's scalars only when it has at least ``min_cell_count`` positive
 and negative index events; otherwise they say so and release nothing else.
 """
 

@@ -243,7 +243,10 @@ def load_model(path: str | os.PathLike) -> Any:
     model = _LOADERS[kind](doc)
     if isinstance(doc.get("dp"), dict):  # a private fit: the privacy it spent stays with the model
         model.dp_ = doc["dp"]
-    training = decode_training(doc.get("training"))
+    try:
+        training = decode_training(doc.get("training"))
+    except (ValueError, TypeError, KeyError, AttributeError):  # a rewritten section: the sites refuse it
+        training = None
     if training is not None:  # the fit's signed transcript stays with the model (and in a re-saved file)
         model.transcript_ = training
     return model
