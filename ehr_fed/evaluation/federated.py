@@ -14,6 +14,11 @@ Rounds (all through the federation, subject to each site's policy):
    intercept and slope, y ~ a + b logit(p).
 4. ``evaluation.site_metrics`` (query): each site's own metrics, released only with enough events.
 5. ``evaluation.lace_histograms`` (secure sum, optional): the LACE index as the clinical baseline.
+
+Every site scores only a model it can verify (:mod:`ehr_fed.evaluation.provenance`): the model file carries
+the signed transcript of its federated training, which the site replays, or its digest is in the site's
+``approved_models``. With differential privacy (``dp=``, or the federation's ``dp``) only rounds 2 and 5 are
+made, as private releases with every site's noise inside the secure sum (:mod:`ehr_fed.evaluation.private`).
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ class EvaluationError(ValueError):
     """A federated evaluation cannot be computed (too few rows or events, bad parameters)."""
 
 
-def evaluate(fed: Any, model: Any, *, n_bins: int = 10_000, n_cal_bins: int = 10, per_site: bool = True,
-             lace: bool = True, calibration_rounds: int = 10, tol: float = 1e-8) -> EvaluationResult:
+def evaluate(fed: Any, model: Any, *, n_bins: int | None = None, n_cal_bins: int = 10, per_site: bool = True,
+             lace: bool = True, calibration_rounds: int = 10, tol: float = 1e-8,
+             dp: Any = None) -> EvaluationResult:
     """Evaluate ``model`` on every site of ``fed`` without pooling patient-level scores.
 
     Parameters
@@ -46,9 +52,10 @@ def evaluate(fed: Any, model: Any, *, n_bins: int = 10_000, n_cal_bins: int = 10
     fed : ehr_fed.federation.Federation
     model : fitted ehr-fed model, or path of a model file
         Sent to the sites as its model-file JSON text; each site scores its own table.
-    n_bins : int
-        Equal-width score bins on [0, 1] for AUC / AUPRC / ROC. The AUC is exact for the scores rounded to
-        this grid; ``overall["auc_tie_bound"]`` bounds its distance to the unbinned AUC.
+    n_bins : int, optional
+        Equal-width score bins on [0, 1] for AUC / AUPRC / ROC (default 10,000; 20 with differential
+        privacy). The AUC is exact for the scores rounded to this grid; ``overall["auc_tie_bound"]`` bounds
+        its distance to the unbinned AUC.
     n_cal_bins : int
         Equal-width bins of the calibration curve before small cells are merged.
     per_site : bool
@@ -59,15 +66,30 @@ def evaluate(fed: Any, model: Any, *, n_bins: int = 10_000, n_cal_bins: int = 10
         Most Newton rounds for the calibration slope.
     tol : float
         Newton convergence: largest step of (intercept, slope).
+    dp : mapping, float, False or None
+        Differential privacy of the evaluation (``{"epsilon": 1, "delta": 1e-6}`` or an epsilon; ``None``:
+        the federation's ``dp``; ``False``: off): the score (and LACE) histograms are private releases with
+        every site's noise inside the secure sum, charged to each site's budget, and every other figure is
+        computed from them (:mod:`ehr_fed.evaluation.private`); per-site metrics are not requested.
+        ``result.dp`` is the epsilon and delta spent. Without DP the results are unchanged.
 
     Returns
     -------
     EvaluationResult
     """
+    from ehr_fed.evaluation.private import resolve
+
+    private = resolve(fed, dp)
+    if n_bins is None:
+        from ehr_fed.evaluation.private import DEFAULT_DP_BINS
+
+        n_bins = 10_000 if private is None else DEFAULT_DP_BINS
     if int(n_bins) < 2 or int(n_cal_bins) < 1:
         raise EvaluationError(f"n_bins must be >= 2 and n_cal_bins >= 1, got n_bins={n_bins}, "
                               f"n_cal_bins={n_cal_bins}")
     text = model_to_json(model)
+    if private is not None:
+        return _evaluate_private(fed, text, private, int(n_bins), int(n_cal_bins), lace)
     n_sites = len(fed.site_ids)
     n_total, n_pos = pooled_counts(fed)
     if not (0 < n_pos < n_total):
@@ -92,6 +114,55 @@ def evaluate(fed: Any, model: Any, *, n_bins: int = 10_000, n_cal_bins: int = 10
         model_kind=model_kind(text), model_sha256=model_digest(text),
         min_cell_count=int(fed.policy.min_cell_count),
     )
+
+
+def _evaluate_private(fed: Any, text: str, cfg: Any, n_bins: int, n_cal_bins: int, lace: bool) -> EvaluationResult:
+    """The private evaluation (:mod:`ehr_fed.evaluation.private`): one noisy release per histogram."""
+    from ehr_fed.evaluation.private import LACE_TASK, SCORE_TASK, PrivateEvaluation, histogram_calibration
+
+    session = PrivateEvaluation(fed, cfg, [SCORE_TASK, *([LACE_TASK] if lace else [])])
+    out = session.histograms(SCORE_TASK, {"model": text, "n_bins": n_bins}, n_bins)
+    pos, neg = _released(out, "pos"), _released(out, "neg")
+    if np.isnan(pos.counts).any() or np.isnan(neg.counts).any():
+        raise EvaluationError(
+            f"the decrypting site hid the noisy score histograms (fewer index events than its minimum cell count, "
+            f"min_cell_count={fed.policy.min_cell_count}): evaluate on a larger cohort")
+    n_total, n_pos = float(pos.spread.sum() + neg.spread.sum()), float(pos.spread.sum())
+    if not (0 < n_pos < n_total):
+        raise EvaluationError("the noisy score histograms hold only one outcome: discrimination needs both; "
+                              "evaluate on a larger cohort or with a larger epsilon")
+    centre = (np.arange(n_bins) + 0.5) / n_bins
+    sums = np.array([float((centre * (pos.spread + neg.spread)).sum()),
+                     float((pos.spread * (1 - centre) ** 2 + neg.spread * centre ** 2).sum())])
+    released = {"n": [n_total, n_pos], "sums": sums}  # read from the histograms: no further release
+    overall = summarize(_summary_sums(pos, neg, released, n_cal_bins), fed.policy.min_cell_count)
+    overall["auc"], overall["auc_tie_bound"] = merged_auc(pos, neg)
+    curve = overall.pop("calibration_curve")
+    a, b = histogram_calibration(pos.spread, neg.spread)
+    overall.update({"calibration_intercept": a, "calibration_slope": b})
+    lace_result = _private_lace(session) if lace else None
+    return EvaluationResult(
+        overall=overall, calibration_curve=curve, pos=pos.spread, neg=neg.spread, per_site=None, lace=lace_result,
+        sites=list(fed.site_ids), n_bins=n_bins, encrypted=bool(fed.encrypted), model_kind=model_kind(text),
+        model_sha256=model_digest(text), min_cell_count=int(fed.policy.min_cell_count),
+        dp=session.record(n_bins=n_bins),
+    )
+
+
+def _released(out: Any, name: str) -> MergedHistogram:
+    from ehr_fed.evaluation.private import released_counts
+
+    return MergedHistogram(released_counts(out[name]), out.suppressed.get(name, []))
+
+
+def _private_lace(session: Any) -> dict[str, Any]:
+    """The LACE baseline from its private release (the same summaries as :func:`lace_baseline`)."""
+    from ehr_fed.evaluation.private import LACE_TASK
+    from ehr_fed.evaluation.tasks import LACE_MAX
+
+    s = session.histograms(LACE_TASK, {}, LACE_MAX + 1)
+    pos, neg = _released(s, "pos"), _released(s, "neg")
+    return _lace_summary(pos, neg, private=True)
 
 
 def pooled_counts(fed: Any) -> tuple[float, float]:
@@ -146,13 +217,18 @@ def lace_baseline(fed: Any) -> dict[str, Any]:
     Returns ``{"available": bool, "auc": float, "n": int, "reason": str}``; not available when no
     site's table has LACE values.
     """
-    from ehr_fed.evaluation.tasks import LACE_MAX
     from ehr_fed.models.logreg import ROW_BOUND
 
     bound = (ROW_BOUND, len(fed.site_ids))
     s = fed.secure_sum("evaluation.lace_histograms", {}, {"pos": bound, "neg": bound})
     pos = MergedHistogram(s["pos"], s.suppressed.get("pos", []))
     neg = MergedHistogram(s["neg"], s.suppressed.get("neg", []))
+    return _lace_summary(pos, neg)
+
+
+def _lace_summary(pos: MergedHistogram, neg: MergedHistogram, private: bool = False) -> dict[str, Any]:
+    from ehr_fed.evaluation.tasks import LACE_MAX
+
     if np.isnan(pos.counts).any() or np.isnan(neg.counts).any():
         return {"available": False, "auc": None, "n": None,
                 "reason": "fewer index events with a LACE value than the sites' minimum cell count"}
@@ -164,11 +240,11 @@ def lace_baseline(fed: Any) -> dict[str, Any]:
         return {"available": False, "auc": None, "n": int(n),
                 "reason": "the index events with a LACE value have only one outcome"}
     auc, auc_bound = merged_auc(pos, neg)
-    exact = not pos.merged and not neg.merged
+    exact = not pos.merged and not neg.merged and not private
     return {"available": True, "auc": auc, "n": int(round(n)), "reason": "", "auc_bound": auc_bound,
             "values": f"0..{LACE_MAX} (each value one bin: ties counted 1/2"
                       + (", exact)" if exact else "; values with few events merged at the sites, AUC within "
-                         "auc_bound)")}
+                         "auc_bound" + (" of the noisy histograms)" if private else ")"))}
 
 
 class MergedHistogram:

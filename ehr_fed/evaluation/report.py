@@ -61,6 +61,8 @@ def build_report(fed: Any, model: Any, *, result: EvaluationResult | None = None
     """
     model = model_from_json(model_to_json(model)) if isinstance(model, str | Path) else model
     result = result or evaluate(fed, model, **evaluate_kwargs)
+    if result.dp is not None:  # a private evaluation: the local-only AUCs and Table 1 have no private form here
+        local_only = table_one = False
     if local_only and result.local_only is None:
         result.local_only = compare_local_only(fed, model, k=k, federated=result.per_site)
     title, mtable = model_table(model)
@@ -87,17 +89,27 @@ def dp_facts(model: Any) -> dict[str, Any] | None:
     return {k: dp[k] for k in DP_FACTS if k in dp}
 
 
-def dp_paragraph(dp: dict[str, Any] | None) -> list[str]:
-    """The report's line on differential privacy (none for a model trained without it)."""
+def dp_paragraph(dp: dict[str, Any] | None, evaluation: dict[str, Any] | None = None) -> list[str]:
+    """The report's lines on differential privacy: what the model's training spent (none for a model trained
+    without it) and what the evaluation spent (``evaluation``: the result's ``dp``; None: exact sums)."""
+    parts = []
+    if evaluation:
+        eval_delta = f"{evaluation.get('delta', float('nan')):g}"
+        parts.append(f"<p class='dp'><strong>Differential privacy of this evaluation:</strong> it spent epsilon "
+                     f"{fmt_num(evaluation['epsilon'], 3)} (planned {evaluation.get('epsilon_planned', 0):g}), "
+                     f"delta {esc(eval_delta)} "
+                     f"over {fmt_int(evaluation.get('releases'))} private releases (noisy score histograms, every "
+                     "figure computed from them); it protects "
+                     f"{esc(evaluation.get('protects', 'one patient'))}.</p>")
     if not dp:
-        return []
+        return parts
     planned = dp.get("epsilon_planned")
     delta = f"{dp.get('delta', float('nan')):g}"
+    exact = "" if evaluation else " The evaluation figures themselves are exact sums (not noised)."
     return [f"<p class='dp'><strong>Differential privacy:</strong> the model's training spent epsilon "
             f"{fmt_num(dp['epsilon'], 3)}{f' (planned {planned:g})' if planned is not None else ''}, "
             f"delta {esc(delta)} over {fmt_int(dp.get('releases'))} private releases; it "
-            f"protects {esc(dp.get('protects', 'one patient'))}. The evaluation figures themselves are exact "
-            "sums (not noised).</p>"]
+            f"protects {esc(dp.get('protects', 'one patient'))}.{exact}</p>", *parts]
 
 
 def _df_records(df: pd.DataFrame | None) -> Any:
@@ -304,7 +316,7 @@ def render_html(report: dict[str, Any]) -> str:
         f"<p class='note'>{mode}; model sha256 {esc(res.model_sha256[:16])}...; {fmt_int(res.n_bins)} score "
         f"bins; minimum cell count {fmt_int(res.min_cell_count)}; created {esc(report['created'])}. No "
         "patient-level score left any site: the figures are drawn from sums over all sites.</p>",
-        *dp_paragraph(report.get("dp")),
+        *dp_paragraph(report.get("dp"), res.dp),
         *evaluation_sections(res, report.get("model"), study),
         *model_sections(report.get("model"), report["model_title"], report["model_table"], study),
     ]

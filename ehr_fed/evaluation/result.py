@@ -42,6 +42,9 @@ class EvaluationResult:
     local_only : DataFrame or None
         Local-only cross-validated AUC per site beside the federated model's AUC there
         (:func:`ehr_fed.evaluation.compare_local_only`).
+    dp : dict or None
+        A private evaluation's record (:mod:`ehr_fed.evaluation.private`): ``epsilon`` and ``delta`` spent,
+        the noise of every release; None when the evaluation sums are exact.
     """
 
     overall: dict[str, Any]
@@ -57,6 +60,7 @@ class EvaluationResult:
     model_kind: str = ""
     model_sha256: str = ""
     min_cell_count: int = 0
+    dp: dict[str, Any] | None = None
 
     # -- data ------------------------------------------------------------------------------------
     def roc_curve(self) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +93,7 @@ class EvaluationResult:
             "calibration_curve": self.calibration_curve,
             "roc_curve": {"fpr": _thin(fpr), "tpr": _thin(tpr)},
             "per_site": _records(self.per_site), "lace": self.lace, "local_only": _records(self.local_only),
+            "dp": self.dp,
         })
 
     def to_json(self, indent: int = 1) -> str:
@@ -98,6 +103,9 @@ class EvaluationResult:
         parts = [f"<h4>Federated evaluation ({html.escape(self.model_kind or 'model')}, "
                  f"{len(self.sites)} sites, {'encrypted' if self.encrypted else 'plaintext'} sums)</h4>",
                  self.to_display_frame().to_html()]
+        if self.dp is not None:
+            parts.append(f"<p>Differential privacy: this evaluation spent epsilon {self.dp['epsilon']:.4g}, delta "
+                         f"{self.dp['delta']:g} (noisy histograms)</p>")
         if self.per_site is not None:
             parts += ["<h4>Per site</h4>", self.per_site.to_html(float_format=lambda v: f"{v:.4f}", na_rep="-")]
         if self.local_only is not None:

@@ -1,7 +1,7 @@
 """Site tasks of federated evaluation (imported at the sites: ``ehr_fed.evaluation.tasks``).
 
-Every task scores the site's own table with the model sent as JSON text (``params["model"]``) and returns
-aggregates only:
+Every task scores the site's own table with the model sent as JSON text (``params["model"]``), after checking
+that the site can verify the model (:mod:`ehr_fed.evaluation.provenance`), and returns aggregates only:
 
 ``evaluation.row_count``          secure sum: rows and positives (sizes the other layouts)
 ``evaluation.score_histograms``   secure sum: per score bin positives / negatives (merged below the
@@ -13,7 +13,8 @@ aggregates only:
 ``evaluation.local_cv``           query: cross-validated AUC of a model fitted on this site alone
 
 The secure-sum outputs are opened only as sums over at least ``min_sites`` sites (the decrypting site
-checks). The query tasks release a site's scalars only when it has at least ``min_cell_count`` positive
+checks). With a private release active, the two histogram tasks return exact integer bins plus this site's
+noise share (:mod:`ehr_fed.evaluation.private`). The query tasks release a site's scalars only when it has at least ``min_cell_count`` positive
 and negative index events; otherwise they say so and release nothing else.
 """
 
@@ -29,20 +30,28 @@ from ehr_fed.evaluation.metrics import (
     logit,
 )
 from ehr_fed.evaluation.modeljson import model_from_json
+from ehr_fed.evaluation.private import noisy_histograms
+from ehr_fed.evaluation.provenance import check_evaluated_model
 from ehr_fed.federation.tasks import SiteContext, site_task
+from ehr_fed.privacy.dp import active_release
 
 #: largest LACE index value (L 0-7, A 0/3, C 0-5, E 0-4)
 LACE_MAX = 19
 
 
-def site_scores(table: pd.DataFrame, params: dict) -> tuple[np.ndarray, np.ndarray]:
+def site_scores(table: pd.DataFrame, params: dict, ctx: SiteContext) -> tuple[np.ndarray, np.ndarray]:
     """Predicted risk of label 1 and the label of each row of the site's table.
+
+    Only a model this site can verify is scored (:func:`ehr_fed.evaluation.provenance.check_evaluated_model`:
+    it follows from a training transcript the site checks, or its digest is in the site's
+    ``approved_models``); any other is refused before a row is scored.
 
     The model scores its own features, selected by name (in the model's order) from the site's feature
     table, which holds every feature of the study in the study's order: a model fitted on a subset of the
     features, or listing them in another order, is evaluated on the same columns it was trained on.
     """
     model = model_from_json(params["model"])
+    check_evaluated_model(params["model"], ctx)
     if "label" not in table.columns:
         raise ValueError("the site's feature table has no 'label' column; evaluation needs the outcome")
     y = table["label"].to_numpy(dtype=np.float64)
@@ -74,8 +83,11 @@ def score_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dic
     (p - y)^2). The calibration curve is read from the merged histograms at the coordinator, so no second
     grid of counts can be differenced against them.
     """
-    p, y = site_scores(table, params)
+    p, y = site_scores(table, params, ctx)
     h = local_histograms(p, y, int(params["n_bins"]), 1)
+    rel = active_release()
+    if rel is not None:  # differentially private form (ehr_fed.evaluation.private): noisy histograms only
+        return noisy_histograms(h["pos"], h["neg"], "evaluation.score_histograms", rel)
     t = h["totals"]
     return {"pos": h["pos"], "neg": h["neg"], "n": t[:2].copy(), "sums": t[2:].copy()}
 
@@ -83,7 +95,7 @@ def score_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dic
 @site_task("evaluation.calibration_step", kind="metric", params=("model", "coef"))
 def calibration_step(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """Score (2,) and information (2, 2) of the logistic recalibration y ~ a + b logit(p) at ``coef``."""
-    p, y = site_scores(table, params)
+    p, y = site_scores(table, params, ctx)
     return calibration_slope_step(logit(p), y, np.asarray(params["coef"], dtype=np.float64))
 
 
@@ -92,13 +104,20 @@ def lace_histograms(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict
     """Positives and negatives per LACE value 0..19 (rows without LACE left out; zeros without the column)."""
     bins = LACE_MAX + 1
     if "lace" not in table.columns or "label" not in table.columns:
-        return {"pos": np.zeros(bins), "neg": np.zeros(bins)}
+        empty = {"pos": np.zeros(bins), "neg": np.zeros(bins)}
+        rel = active_release()
+        return empty if rel is None else noisy_histograms(empty["pos"], empty["neg"], "evaluation.lace_histograms",
+                                                          rel)
     lace = table["lace"].to_numpy(dtype=np.float64)
     y = table["label"].to_numpy(dtype=np.float64)
     ok = np.isfinite(lace)
     idx = np.clip(np.rint(lace[ok]), 0, LACE_MAX).astype(np.int64)
-    return {"pos": np.bincount(idx, weights=y[ok], minlength=bins).astype(float),
-            "neg": np.bincount(idx, weights=1.0 - y[ok], minlength=bins).astype(float)}
+    out = {"pos": np.bincount(idx, weights=y[ok], minlength=bins).astype(float),
+           "neg": np.bincount(idx, weights=1.0 - y[ok], minlength=bins).astype(float)}
+    rel = active_release()
+    if rel is not None:  # differentially private form (ehr_fed.evaluation.private)
+        return noisy_histograms(out["pos"], out["neg"], "evaluation.lace_histograms", rel)
+    return out
 
 
 def _too_few(y: np.ndarray, ctx: SiteContext, at_least: int | None = None) -> str | None:
@@ -115,7 +134,7 @@ def _too_few(y: np.ndarray, ctx: SiteContext, at_least: int | None = None) -> st
 @site_task("evaluation.site_metrics", kind="metric", params=("model",))
 def site_metrics(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict:
     """This site's own discrimination and calibration of the model, or the reason it is suppressed."""
-    p, y = site_scores(table, params)
+    p, y = site_scores(table, params, ctx)
     why = _too_few(y, ctx)
     if why:
         return {"released": False, "reason": why}

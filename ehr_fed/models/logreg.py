@@ -339,6 +339,10 @@ class FederatedLogisticRegression(ClassifierMixin, BaseEstimator):
             )
         self.beta_, self.information_, self.loglik_ = rule.beta, rule.info, rule.loglik
         self.n_iter_, self.converged_, self.history_ = len(history), rule.converged, history
+        # the signed releases the coefficients follow from: the model file carries them, so a site can check
+        # a model it is asked to evaluate against the training it took part in (ehr_fed.evaluation.provenance)
+        self.transcript_ = {"kind": "logreg", "base": base, "beta_path": [[float(v) for v in b] for b in path],
+                            "transcript": list(transcript)}
 
     def _set_coefficients(self) -> None:
         prep = self.preprocessor_

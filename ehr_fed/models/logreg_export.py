@@ -65,7 +65,7 @@ def save_logreg(model: Any, path: str | os.PathLike) -> None:
     write_model_document(
         path, kind=KIND, params=model.get_params(), state=model_state(model),
         feature_names=[str(n) for n in model.feature_names_in_], study_id=model.study_id_,
-        study=getattr(model, "study_spec_", None),
+        study=getattr(model, "study_spec_", None), training=getattr(model, "transcript_", None),
     )
 
 

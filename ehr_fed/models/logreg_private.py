@@ -135,6 +135,8 @@ def fit_private(model: Any, fed: Any, study: Any, names: list[str], strategy: st
     beta = np.mean(step_rule.iterates[-average:], axis=0)
     model.beta_, model.information_, model.loglik_ = beta, step_rule.info, step_rule.loglik
     model.n_iter_, model.converged_, model.history_ = rounds, True, history
+    model.transcript_ = {"kind": "logreg", "base": base, "beta_path": [[float(v) for v in b] for b in path],
+                         "transcript": list(transcript), "average_last": average}
     model._record_fit(prep, names, n_total, n_pos, n_sites)
     model.dp_ = spent_record(
         plan, records, clip_norm=clip["clip_norm"],

@@ -14,8 +14,16 @@ A model file is one JSON object::
       "state": {...},                   # the fitted state, kind specific
       "dp": {...},                      # only for a differentially private fit: the model's ``dp_``
                                         # (epsilon and delta spent, bounds, noise); restored on load
+      "training": {...},                # after a federated fit: the signed release records the model
+                                        # follows from (see below); restored on load as ``transcript_``
       "checksum": "sha256:..."          # of every other key (see model_checksum), verified on load
     }
+
+``training`` holds the fit's transcript: ``{"encoding": TRAINING_ENCODING, "kind": ..., "data": ...}``,
+``data`` in the exact typed JSON of :mod:`ehr_fed.federation.checkpoint` (arrays bit for bit), so the
+parameters rebuild to the digests the sites signed. A site asked to evaluate the model replays it
+(:mod:`ehr_fed.evaluation.provenance`); a file without it (written before model files carried it, or edited)
+is evaluated only by a site whose policy lists it in ``approved_models``.
 
 The checksum makes an edited or truncated file fail to load with a clear message instead of scoring
 patients with coefficients nobody trained (it is an integrity check, not a signature: whoever can write the
@@ -47,6 +55,8 @@ from typing import Any
 
 FORMAT = "ehr-fed-model"
 FORMAT_VERSION = 1
+#: how the ``training`` section of a model file encodes the fit's transcript
+TRAINING_ENCODING = "ehr-fed typed json v1"
 #: model kinds shipped with ehr-fed and the module that registers each one's loader
 BUILTIN_KINDS = {"logreg": "ehr_fed.models.logreg_export", "gbdt": "ehr_fed.models.gbdt"}
 
@@ -102,9 +112,10 @@ def _json_default(value: Any) -> Any:
 def build_model_document(
     *, kind: str, params: dict[str, Any], state: dict[str, Any], feature_names: Sequence[str],
     study_id: str | None = None, feature_dtypes: Sequence[str] | None = None, study: Any = None,
-    dp: dict[str, Any] | None = None,
+    dp: dict[str, Any] | None = None, training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON document of a model (see the module docstring); ``dp``: the ``dp_`` record of a private fit."""
+    """The JSON document of a model (see the module docstring); ``dp``: the ``dp_`` record of a private fit;
+    ``training``: the model's ``transcript_`` (the signed releases of its federated fit)."""
     from ehr_fed import __version__
 
     dtypes = list(feature_dtypes) if feature_dtypes is not None else ["float64"] * len(feature_names)
@@ -123,7 +134,26 @@ def build_model_document(
     }
     if dp is not None:
         doc["dp"] = dp
+    if training is not None:
+        doc["training"] = encode_training(training)
     return doc
+
+
+def encode_training(transcript: dict[str, Any]) -> dict[str, Any]:
+    """The ``training`` section of a model file from a model's ``transcript_``."""
+    from ehr_fed.federation.checkpoint import _enc
+
+    return {"encoding": TRAINING_ENCODING, "kind": str(transcript.get("kind", "")), "data": _enc(transcript)}
+
+
+def decode_training(section: Any) -> dict[str, Any] | None:
+    """A model's ``transcript_`` from the ``training`` section of its file (None: absent or unreadable)."""
+    from ehr_fed.federation.checkpoint import _dec
+
+    if not isinstance(section, dict) or section.get("encoding") != TRAINING_ENCODING:
+        return None
+    data = _dec(section.get("data"))
+    return data if isinstance(data, dict) else None
 
 
 def write_model_document(path: str | os.PathLike, **kwargs: Any) -> Path:
@@ -213,6 +243,12 @@ def load_model(path: str | os.PathLike) -> Any:
     model = _LOADERS[kind](doc)
     if isinstance(doc.get("dp"), dict):  # a private fit: the privacy it spent stays with the model
         model.dp_ = doc["dp"]
+    try:
+        training = decode_training(doc.get("training"))
+    except (ValueError, TypeError, KeyError, AttributeError):  # a rewritten section: the sites refuse it
+        training = None
+    if training is not None:  # the fit's signed transcript stays with the model (and in a re-saved file)
+        model.transcript_ = training
     return model
 
 

@@ -8,16 +8,18 @@ A policy is plain data (YAML), validated when loaded::
     allowed_tasks: null         # null = every registered task; else a list of task names or prefixes "stats.*"
     audit_log: audit.jsonl      # where the site appends one JSON line per released payload (optional)
     dp: {epsilon: 4, delta: 1.0e-6}   # optional: differential privacy required, budget per study
+    approved_models: []         # model digests ("sha256:...") this site evaluates without a training transcript
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ehr_fed.privacy.dp import DPConfig
 from ehr_fed.privacy.errors import DisclosureError
@@ -52,6 +54,10 @@ class PrivacyPolicy(BaseModel):
         Differential privacy budget per study (``{epsilon, delta}``, see :mod:`ehr_fed.privacy.dp`): when
         set, the site answers only private releases and refuses one that would exceed the study's budget
         (ledger beside the audit log, :mod:`ehr_fed.privacy.budget`).
+    approved_models : list of str
+        Externally trained models this site agrees to evaluate, by their model digest (``sha256:<hex>``, see
+        :func:`ehr_fed.evaluation.provenance.approved_digest`). Any other model is evaluated only when it
+        follows from a training transcript the site verifies (:mod:`ehr_fed.evaluation.provenance`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -62,6 +68,16 @@ class PrivacyPolicy(BaseModel):
     allowed_tasks: list[str] | None = None
     audit_log: str | None = None
     dp: DPConfig | None = None
+    approved_models: list[str] = Field(default_factory=list)
+
+    @field_validator("approved_models")
+    @classmethod
+    def _digests(cls, v: list[str]) -> list[str]:
+        bad = [d for d in v if not re.fullmatch(r"sha256:[0-9a-f]{64}", str(d))]
+        if bad:
+            raise ValueError(f"entries must be model digests 'sha256:<64 hex digits>' (as a refusal names them, "
+                             f"or ehr_fed.evaluation.provenance.approved_digest(model) gives them), got {bad}")
+        return v
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

@@ -183,7 +183,12 @@ class Recorder:
 
 
 def test_honest_evaluation_releases_merged_histograms_only(small_site_tables, model):
-    with Federation.in_process(small_site_tables, encrypted=False) as fed:
+    from ehr_fed.evaluation.provenance import approved_digest
+    from ehr_fed.privacy import PrivacyPolicy
+
+    # the model was fitted outside this federation: its sites evaluate it as an approved model
+    policy = PrivacyPolicy(approved_models=[approved_digest(model)])
+    with Federation.in_process(small_site_tables, policy=policy, encrypted=False) as fed:
         fed.transport = rec = Recorder(fed.transport)
         res = evaluate(fed, model, per_site=False, lace=False)
     opened = [r for r in rec.replies if r.action == "decrypt" and r.ok]

@@ -48,12 +48,22 @@ def setup(tmp_path_factory):
         sites.append({"id": sid, "table": f"{sid}.parquet"})
     cfg = {"study": str(STUDY), "sites": sites, "transport": {"kind": "in_process"},
            "privacy": {"min_cell_count": 10, "min_sites": 3, "max_params_fraction": 0.3}}
-    path = root / "federation.yaml"
-    path.write_text(yaml.safe_dump(cfg))
     with Federation.in_process(tables, policy=cfg["privacy"], encrypted=False) as fed:
         model = FederatedLogisticRegression(encrypted=False, features=FEATURES).fit(fed)
     model.save(root / "model.json")
+    # the model was trained in another process's federation (other site keys): the sites of the YAML evaluate
+    # the file itself (in-sample, leave-one-site-out) as an approved model
+    path = _approving(root / "federation.yaml", cfg, model)
     return path, root / "model.json", tables, model
+
+
+def _approving(path: Path, cfg: dict, *models) -> Path:
+    """Write the federation YAML with ``models`` listed in privacy.approved_models."""
+    from ehr_fed.evaluation.provenance import approved_digest
+
+    privacy = {**cfg["privacy"], "approved_models": [approved_digest(m) for m in models]}
+    path.write_text(yaml.safe_dump({**cfg, "privacy": privacy}))
+    return path
 
 
 def test_evaluate_writes_html_and_json_reports(setup, tmp_path, capsys):
@@ -187,6 +197,8 @@ def test_evaluate_shows_the_epsilon_a_private_model_spent(setup, tmp_path, capsy
         model = FederatedGradientBoostingClassifier(encrypted=False, n_estimators=2, max_depth=2, max_bin=8,
                                                     dp={"epsilon": 3.0, "feature_bounds": bounds}).fit(fed)
     model_file = model.save(tmp_path / "gbdt_dp.json")
+    cfg = yaml.safe_load(fed_yaml.read_text())
+    fed_yaml = _approving(fed_yaml.parent / "federation_gbdt_dp.yaml", cfg, model)
     out, js = tmp_path / "report.html", tmp_path / "report.json"
     rc = main(["evaluate", "--federation", str(fed_yaml), "--model", str(model_file), "--out", str(out),
                "--json", str(js), "--plaintext", "--folds", "3", "--no-local-only", "--validation", "in-sample"])
@@ -209,3 +221,34 @@ def test_evaluate_of_a_non_private_model_says_nothing_about_epsilon(setup, tmp_p
     assert rc == 0
     assert "differential privacy" not in capsys.readouterr().out.lower()
     assert "Differential privacy" not in out.read_text() and json.loads(js.read_text())["dp"] is None
+
+
+def test_evaluate_refuses_a_model_file_no_site_can_verify_and_says_what_to_do(setup, tmp_path, capsys):
+    """The same model file on a federation whose sites neither took part in its training nor approve it."""
+    fed_yaml, model_file, _, _ = setup
+    cfg = yaml.safe_load(fed_yaml.read_text())
+    cfg["privacy"].pop("approved_models")
+    plain = fed_yaml.parent / "federation_unapproved.yaml"
+    plain.write_text(yaml.safe_dump(cfg))
+    rc = main(["evaluate", "--federation", str(plain), "--model", str(model_file), "--out",
+               str(tmp_path / "r.html"), "--plaintext", "--no-local-only", "--validation", "in-sample"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert "[model_session]" in err and "approved_models" in err and "--validation split" in err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_evaluate_with_epsilon_prints_and_reports_what_the_evaluation_spent(setup, tmp_path, capsys):
+    fed_yaml, model_file, _, _ = setup
+    out, js = tmp_path / "report.html", tmp_path / "report.json"
+    rc = main(["evaluate", "--federation", str(fed_yaml), "--model", str(model_file), "--out", str(out),
+               "--json", str(js), "--plaintext", "--no-local-only", "--validation", "in-sample", "--epsilon", "2"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    data = json.loads(js.read_text())
+    spent = data["evaluation"]["dp"]
+    assert 0 < spent["epsilon"] <= 2.0 and spent["delta"] == 1e-6 and spent["releases"] == 2
+    assert data["evaluation"]["n_bins"] == 20
+    assert f"evaluation with differential privacy: epsilon {spent['epsilon']:.4g} of a planned 2, delta 1e-06" \
+        in cap.out
+    assert "Differential privacy of this evaluation:</strong> it spent epsilon" in unescape(out.read_text())

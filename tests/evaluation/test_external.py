@@ -76,7 +76,11 @@ def test_local_only_is_suppressed_at_a_site_with_few_events(logreg):
     small["label"] = np.int8(0)
     small.loc[:6, "label"] = np.int8(1)
     tables["site_c"] = small
-    with Federation.in_process(tables, policy=POLICY, encrypted=False) as fed:
+    # the model was trained in another federation (other keys): these sites evaluate it as an approved model
+    from ehr_fed.evaluation.provenance import approved_digest
+
+    policy = {**POLICY, "approved_models": [approved_digest(logreg)]}
+    with Federation.in_process(tables, policy=policy, encrypted=False) as fed:
         out = compare_local_only(fed, logreg, local_model="gbdt", k=3)
         with pytest.raises(Exception, match="local_model 'svm' is not one of"):
             from ehr_fed.evaluation.tasks import _local_estimator

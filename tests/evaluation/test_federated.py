@@ -59,7 +59,7 @@ def test_a_site_with_few_events_is_suppressed_and_says_so(logreg):
     small["label"] = np.int8(0)
     small.loc[:4, "label"] = np.int8(1)  # 5 positives: fewer than min_cell_count
     tables["site_c"] = small
-    with Federation.in_process(tables, policy=POLICY, encrypted=False) as fed:
+    with Federation.in_process(tables, policy=_approving(logreg), encrypted=False) as fed:
         res = evaluate(fed, logreg, lace=False)
         raw = fed.query("evaluation.site_metrics", {"model": model_to_json(logreg)})
     row = res.per_site.loc["site_c"]
@@ -129,7 +129,7 @@ def test_encrypted_evaluation_equals_plaintext(plain_fed, tables, logreg):
     # the merged histograms depend on the score grid, so both modes are evaluated on the same n_bins;
     # the same merging then happens at the decrypting site and the released metrics are identical
     keys, _ = test_ceremony(tuple(tables))
-    with Federation.in_process(tables, policy=POLICY, encrypted=True, site_keys=keys) as fed:
+    with Federation.in_process(tables, policy=_approving(logreg), encrypted=True, site_keys=keys) as fed:
         enc = evaluate(fed, logreg, n_bins=2000)
     plain = evaluate(plain_fed, logreg, n_bins=2000)
     assert enc.encrypted and not plain.encrypted
@@ -142,3 +142,11 @@ def test_encrypted_evaluation_equals_plaintext(plain_fed, tables, logreg):
     assert enc.calibration_curve == plain.calibration_curve
     assert enc.lace == plain.lace
     pd.testing.assert_frame_equal(enc.per_site, plain.per_site)
+
+
+def _approving(*models) -> dict:
+    """The test policy with ``models`` (trained in the session's plaintext federation, whose site keys these
+    federations do not share) listed as approved models."""
+    from ehr_fed.evaluation.provenance import approved_digest
+
+    return {**POLICY, "approved_models": [approved_digest(m) for m in models]}

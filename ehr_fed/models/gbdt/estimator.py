@@ -226,6 +226,12 @@ class FederatedGradientBoostingClassifier(ClassifierMixin, BaseEstimator):
         self.n_samples_, self.n_positives_ = int(n_total), int(n_pos)
         self.bin_edges_ = [c.copy() for c in mapper.cuts]
         self.trees_ = self._boost(source, mapper, progress)
+        from .transcript import DP_SETTINGS, SETTINGS
+
+        # the settings and signed level releases the trees follow from (checked before an evaluation)
+        keys = SETTINGS + (DP_SETTINGS if source.common.get("dp") is not None else ())
+        self.transcript_ = {"kind": "gbdt", "settings": {k: source.common[k] for k in keys if k in source.common},
+                            "transcript": [list(levels) for levels in source.transcript]}
         session = getattr(source, "session", None)
         if session is not None:
             self.dp_ = session.dp_record(source.common)

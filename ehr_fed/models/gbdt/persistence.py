@@ -35,7 +35,8 @@ def save_gbdt(model: FederatedGradientBoostingClassifier, path: str | Path) -> P
     return write_model_document(path, kind="gbdt", params=params, state=state,
                                 feature_names=[str(n) for n in model.feature_names_in_],
                                 study_id=getattr(getattr(model, "study_spec_", None), "study_id", None),
-                                study=getattr(model, "study_spec_", None), dp=getattr(model, "dp_", None))
+                                study=getattr(model, "study_spec_", None), dp=getattr(model, "dp_", None),
+                                training=getattr(model, "transcript_", None))
 
 
 @register_loader("gbdt")
