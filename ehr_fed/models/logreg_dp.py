@@ -162,7 +162,7 @@ def private_newton(Z: np.ndarray, y: np.ndarray, beta: np.ndarray, params: dict,
 
 
 # ----------------------------------------------------------------------------------- coordinator side
-def newton_clip(d: int, clip_norm: float | None, weight_gradient: float = 0.7) -> dict[str, float]:
+def newton_clip(d: int, clip_norm: float | None, weight_gradient: float = 0.85) -> dict[str, float]:
     """The public ``dp_clip`` of a Newton round: row norm ``C`` (default ``CLIP_FACTOR sqrt(d)``) and the scales.
 
     A standardized row has norm about ``sqrt(d)``; clipping at ``sqrt(d)`` clips about half the rows and biases
