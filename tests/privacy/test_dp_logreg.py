@@ -221,3 +221,30 @@ def test_setup_releases_split_their_budget_one_tenth_row_count_and_sites_charge_
     # the recorded noise is the one of that share (Skellam of variance ~ l2^2 / (2 rho) for one count)
     assert m.dp_["noise"]["models.row_count"]["n"]["sigma"] == pytest.approx((2 * 0.1 * pre) ** -0.5, rel=0.02)
     assert m.dp_["epsilon"] <= 2.0
+
+
+def test_newton_rounds_give_the_gradient_85_percent_and_average_the_information_over_the_rounds(tables):
+    from ehr_fed.models.logreg_private import DEFAULT_WEIGHT_GRADIENT
+
+    assert DEFAULT_WEIGHT_GRADIENT == 0.85
+    sent = []
+    with _fed(tables) as fed:
+        real = fed.secure_sum
+
+        def spy(task, params, layout):
+            if task == "logreg.newton":
+                sent.append(params)
+            return real(task, params, layout)
+
+        fed.secure_sum = spy
+        m = FederatedLogisticRegression(encrypted=False, dp={"epsilon": 2.0, "feature_bounds": BOUNDS,
+                                                             "rounds": 4}).fit(fed)
+    rounds = m.dp_["noise"]["logreg.newton"]
+    assert len(rounds) == 4
+    for r in rounds:  # rho of an output ~ l2^2 / (2 variance): the shares of the round's budget
+        rho = {k: r[k]["l2"] ** 2 / (2 * r[k]["sigma"] ** 2) for k in ("gradient", "hessian")}
+        assert rho["gradient"] / rho["hessian"] == pytest.approx(0.85 / 0.15, rel=0.01)
+    # the rule the sites replay: every information matrix so far (the window is the number of rounds)
+    assert len(sent) == 4 and all(p["rule"]["hessian_window"] == 4 for p in sent)
+    assert all(p["dp_clip"]["weight_gradient"] == 0.85 for p in sent)
+    assert m.dp_["average_last"] == 2
