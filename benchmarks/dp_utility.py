@@ -1,23 +1,29 @@
 """Benchmark: what differential privacy costs in accuracy, on a synthetic federation.
 
-A synthetic federation (``ehr-fed synth``: 3 hospitals, readmission_30d, ~10,000 index events by default)
+A synthetic federation (``ehr-fed synth``: 3 hospitals, readmission_30d, about 10,000 index events by default)
 is harmonized, split by patient into train (70 %) and test (30 %), and trained as an in-process federation
 of plaintext sums (the noise and the released numbers are the same as over Paillier sums; the tests check
 that the encrypted private fit runs). In the same run:
 
 * ``logreg`` non-private: ``FederatedLogisticRegression(penalty="l2")`` on the demo's features;
-* ``logreg`` private at epsilon in {0.5, 1, 2, 4, 8} (delta 1e-6, 5 Newton rounds, one index event per
-  patient), ``--repeats`` fits each (fresh noise), reported as median and min..max;
+* ``logreg`` private at epsilon in {0.5, 1, 2, 4, 8} (delta 1e-6, the private defaults of
+  :mod:`ehr_fed.models.logreg_private`, one index event per patient), ``--repeats`` fits each (fresh noise);
 * ``gbdt`` non-private (30 trees, depth 3, 32 bins, learning rate 0.2) on the same features;
 * ``gbdt`` private at the same epsilons in the configuration that suits a small budget (:data:`GBDT_PRIVATE`:
-  6 trees of depth 2, 8 bins, learning rate 0.5, the Hessian min-count rule, so 12 private levels and no
-  count channel), ``--repeats`` fits each; the non-private fit of that configuration is reported beside it
+  8 stumps, 8 bins, learning rate 0.5, the Hessian min-count rule, so 8 private levels and no count
+  channel), ``--repeats`` fits each; the non-private fit of that configuration is reported beside it
   (``gbdt_private_configuration_nonprivate``), so the cost of the configuration and of the noise show apart.
 
-Test-split AUC and calibration slope are computed on the pooled test rows. Prints one JSON document (also
-a ``table`` of rows for the README) and exits 1 when a check fails: at epsilon = 2 the median private LR test
-AUC is within 0.01 of the non-private fit, and every private fit spent at most its planned epsilon.
-``--quick``: 3 x 1,000 patients, 2 repeats (smoke run).
+Every data seed of ``--seeds`` (default 0..4) is one synthetic federation; its private fits are compared with
+its own non-private fits. Test-split AUC and calibration slope are computed on the pooled test rows; each
+table cell is the median over the seeds of each seed's median over ``--repeats`` fits minus that seed's
+non-private AUC (with the range of the seed medians, the worst seed and the worst single fit). A private
+boosting fit runs in a federation of its own (a site pins the bin cuts of a session, and every private fit
+draws its own noisy cuts). Prints one JSON document (also a ``table`` of rows for the README), the epsilon-2
+LR figures on stderr, and exits 1 when a check fails: at epsilon = 2 the median over the seeds of the private
+LR's test AUC gap is within 0.01 of the non-private fit, and every private fit spent at most its planned
+epsilon. ``--quick``: 3 x 1,500 patients, one seed, 2 repeats (a smoke run: the 0.01 check is meant for the
+default size, about 10,000 index events, and a quick run may fail it).
 """
 
 from __future__ import annotations
@@ -36,25 +42,25 @@ from _common import check, finish
 
 EPSILONS = (0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
 GBDT_NONPRIVATE = {"n_estimators": 30, "max_depth": 3, "learning_rate": 0.2, "max_bin": 32}
-GBDT_PRIVATE = {"n_estimators": 6, "max_depth": 2, "learning_rate": 0.5, "max_bin": 8, "min_count_rule": "hessian"}
+#: under DP: 8 stumps. A level's noise per bin is the same whatever its node holds, and a stump's one level
+#: sums every row (its split and both leaf values come from the root histogram), so stumps have the largest
+#: signal per release; 8 levels instead of 12 also give each level 1.5 times the budget. At epsilon 2 on 5
+#: seeds (4 fits each) the median AUC gap was -0.061 (worst seed -0.074) against -0.148 (worst -0.194) for 6
+#: trees of depth 2, though without noise the stumps cost 0.015 to 0.033 of AUC against 0.010 to 0.022
+GBDT_PRIVATE = {"n_estimators": 8, "max_depth": 1, "learning_rate": 0.5, "max_bin": 8, "min_count_rule": "hessian"}
 META = ("site_id", "person_key", "index_time", "label")
 
 
-def private_rows(fit, test, eps: float, repeats: int, base: dict) -> tuple[dict, bool]:
-    """Median (min..max) test AUC and calibration slope of ``repeats`` private fits at ``eps``."""
-    aucs, slopes, spent, secs, m = [], [], [], [], None
+def private_fits(fit, test, eps: float, repeats: int) -> tuple[list[float], list[float], list[float]]:
+    """Test AUCs, calibration slopes and epsilons spent of ``repeats`` private fits at ``eps``."""
+    aucs, slopes, spent = [], [], []
     for _ in range(repeats):
-        t = time.perf_counter()
         m = fit(eps)
-        secs.append(time.perf_counter() - t)
         s = scores(m, test)
         aucs.append(s["auc"])
         slopes.append(s["calibration_slope"])
         spent.append(m.dp_["epsilon"])
-    row = {"epsilon": eps, "auc": summarize(aucs), "calibration_slope": summarize(slopes),
-           "epsilon_spent": max(spent), "auc_minus_nonprivate": float(np.median(aucs) - base["auc"]),
-           "fit_s": summarize(secs)}
-    return row, max(spent) <= eps * (1 + 1e-9)
+    return aucs, slopes, spent
 
 
 def load_tables(patients: int, cache: Path, seed: int) -> tuple[dict, dict, object]:
@@ -83,66 +89,132 @@ def summarize(values: list[float]) -> dict[str, float]:
     return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--patients", type=int, default=5000, help="mean patients per hospital (5000)")
-    ap.add_argument("--repeats", type=int, default=5, help="private fits per epsilon (5)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cache-dir", type=Path, default=Path(".cache/bench-dp"))
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.patients, args.repeats = 1000, 2
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SystemExit(f"dp_utility: --seeds must be distinct integers separated by commas, got {text!r}")
+    return seeds
 
-    from ehr_fed.demo import LR_FEATURES
+
+def run_seed(seed: int, args, feats_of) -> dict:
+    """Every fit of one synthetic federation (data seed ``seed``): AUC gaps against its non-private fits."""
     from ehr_fed.federation import Federation
     from ehr_fed.models import FederatedLogisticRegression
     from ehr_fed.models.gbdt import FederatedGradientBoostingClassifier
 
-    t0 = time.perf_counter()
-    train, test, study = load_tables(args.patients, args.cache_dir, args.seed)
-    feats = [f for f in LR_FEATURES["readmission_30d"] if f in study.feature_names]
-    report: dict = {
-        "benchmark": "dp_utility", "python": platform.python_version(), "sites": len(train),
-        "index_events": {"train": int(sum(len(t) for t in train.values())),
-                         "test": int(sum(len(t) for t in test.values())),
-                         "train_patients": int(sum(t["person_key"].nunique() for t in train.values()))},
-        "lr_features": feats, "repeats": args.repeats, "delta": 1e-6,
-        "setup": "in-process federation, plaintext sums (noise identical to encrypted); test AUC / "
-                 "calibration slope on the pooled 30 % patient split",
-    }
-    rows, spent_ok = [], True
+    train, test, study = load_tables(args.patients, args.cache_dir, seed)
+    feats = feats_of(study)
     sub = {k: v[[c for c in v.columns if c in META or c in feats]] for k, v in train.items()}
-    with Federation.in_process(train, encrypted=False, study=study) as fed, \
-            Federation.in_process(sub, encrypted=False, study=study) as gfed, warnings.catch_warnings():
+    out: dict = {"seed": seed, "lr_features": feats,
+                 "index_events": {"train": int(sum(len(t) for t in train.values())),
+                                  "test": int(sum(len(t) for t in test.values())),
+                                  "train_patients": int(sum(t["person_key"].nunique() for t in train.values()))},
+                 "private": {}}
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        base = FederatedLogisticRegression(encrypted=False, penalty="l2", features=feats).fit(fed)
-        base_s = scores(base, test)
-        gb_s = scores(FederatedGradientBoostingClassifier(encrypted=False, **GBDT_NONPRIVATE).fit(gfed), test)
-        report["gbdt_private_configuration_nonprivate"] = scores(
-            FederatedGradientBoostingClassifier(encrypted=False, **GBDT_PRIVATE).fit(gfed), test)
-        report["gbdt_configurations"] = {"nonprivate": GBDT_NONPRIVATE, "private": GBDT_PRIVATE}
-        for eps in EPSILONS:
+        with Federation.in_process(train, encrypted=False, study=study) as fed, \
+                Federation.in_process(sub, encrypted=False, study=study) as gfed:
+            out["logreg"] = scores(FederatedLogisticRegression(encrypted=False, penalty="l2", features=feats)
+                                   .fit(fed), test)
+            out["gbdt"] = scores(FederatedGradientBoostingClassifier(encrypted=False, **GBDT_NONPRIVATE)
+                                 .fit(gfed), test)
+        with Federation.in_process(sub, encrypted=False, study=study) as gfed:
+            out["gbdt_private_configuration_nonprivate"] = scores(
+                FederatedGradientBoostingClassifier(encrypted=False, **GBDT_PRIVATE).fit(gfed), test)
+
+        def private_gbdt(e: float):
+            # a fresh federation per fit: a site pins a session's bin cuts, and every private fit draws its own
+            with Federation.in_process(sub, encrypted=False, study=study) as pfed:
+                return FederatedGradientBoostingClassifier(encrypted=False, **GBDT_PRIVATE, dp={"epsilon": e}
+                                                           ).fit(pfed)
+
+        with Federation.in_process(train, encrypted=False, study=study) as fed:
+            for eps in EPSILONS:
+                if math.isinf(eps):
+                    continue
+                lr = private_fits(lambda e: FederatedLogisticRegression(
+                    encrypted=False, penalty="l2", features=feats, dp={"epsilon": e}).fit(fed), test, eps,
+                    args.repeats)
+                gb = private_fits(private_gbdt, test, eps, args.repeats)
+                out["private"][str(eps)] = {"logreg": lr, "gbdt": gb}
+    return out
+
+
+def table_rows(per_seed: list[dict]) -> tuple[list[dict], bool]:
+    """One row per epsilon and model over the seeds: the median over seeds of each seed's median AUC gap."""
+    rows, spent_ok = [], True
+    for eps in EPSILONS:
+        for model in ("logreg", "gbdt"):
             if math.isinf(eps):
-                for name, s in (("logreg", base_s), ("gbdt", gb_s)):
-                    rows.append({"epsilon": "inf", "model": name, "auc": s["auc"],
-                                 "calibration_slope": s["calibration_slope"], "epsilon_spent": None})
+                aucs = [r[model]["auc"] for r in per_seed]
+                slopes = [r[model]["calibration_slope"] for r in per_seed]
+                rows.append({"epsilon": "inf", "model": model, "auc": summarize(aucs),
+                             "calibration_slope": summarize(slopes), "epsilon_spent": None})
                 continue
-            row, ok = private_rows(lambda e: FederatedLogisticRegression(
-                encrypted=False, penalty="l2", features=feats, dp={"epsilon": e}).fit(fed), test, eps,
-                args.repeats, base_s)
-            rows.append({"model": "logreg", **row})
-            spent_ok &= ok
-            row, ok = private_rows(lambda e: FederatedGradientBoostingClassifier(
-                encrypted=False, **GBDT_PRIVATE, dp={"epsilon": e}).fit(gfed), test, eps, args.repeats, gb_s)
-            rows.append({"model": "gbdt", **row})
-            spent_ok &= ok
-    report["table"] = rows
+            gaps, worst, slopes, spent = {}, [], [], []
+            for r in per_seed:
+                aucs, sl, sp = r["private"][str(eps)][model]
+                gaps[r["seed"]] = float(np.median(aucs) - r[model]["auc"])
+                worst.append(float(np.min(aucs) - r[model]["auc"]))
+                slopes.append(float(np.median(sl)))
+                spent.append(max(sp))
+            spent_ok &= max(spent) <= eps * (1 + 1e-9)
+            worst_seed = min(gaps, key=gaps.get)
+            rows.append({"epsilon": eps, "model": model, "auc_minus_nonprivate": summarize(list(gaps.values())),
+                         "auc_minus_nonprivate_per_seed": {str(k): v for k, v in gaps.items()},
+                         "worst_seed": {"seed": worst_seed, "auc_minus_nonprivate": gaps[worst_seed]},
+                         "worst_fit_minus_nonprivate": min(worst),
+                         "calibration_slope": summarize(slopes), "epsilon_spent": max(spent)})
+    return rows, spent_ok
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--patients", type=int, default=7600, help="mean patients per hospital (7600: about "
+                    "10,000 index events over the 3 hospitals)")
+    ap.add_argument("--repeats", type=int, default=5, help="private fits per epsilon and seed (5)")
+    ap.add_argument("--seeds", default="0,1,2,3,4", help="data seeds, one synthetic federation each (0,1,2,3,4)")
+    ap.add_argument("--cache-dir", type=Path, default=Path(".cache/bench-dp"))
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.patients, args.repeats, args.seeds = 1500, 2, "0"  # fewer rows fail the row checks at epsilon 0.5
+    seeds = parse_seeds(args.seeds)
+
+    from ehr_fed.demo import LR_FEATURES
+
+    def feats_of(study) -> list[str]:
+        return [f for f in LR_FEATURES["readmission_30d"] if f in study.feature_names]
+
+    t0 = time.perf_counter()
+    per_seed = [run_seed(s, args, feats_of) for s in seeds]
+    rows, spent_ok = table_rows(per_seed)
+    report: dict = {
+        "benchmark": "dp_utility", "python": platform.python_version(), "sites": 3, "seeds": seeds,
+        "patients_per_site": args.patients, "repeats": args.repeats, "delta": 1e-6,
+        "index_events": {str(r["seed"]): r["index_events"] for r in per_seed},
+        "lr_features": per_seed[0]["lr_features"],
+        "gbdt_configurations": {"nonprivate": GBDT_NONPRIVATE, "private": GBDT_PRIVATE},
+        "gbdt_private_configuration_nonprivate_minus_nonprivate": summarize(
+            [r["gbdt_private_configuration_nonprivate"]["auc"] - r["gbdt"]["auc"] for r in per_seed]),
+        "setup": "in-process federation, plaintext sums (noise identical to encrypted); test AUC / "
+                 "calibration slope on the pooled 30 % patient split; per seed the median of the private "
+                 "fits minus that seed's non-private fit, then median (min..max) over the seeds",
+        "table": rows,
+    }
     report["wall_s"] = time.perf_counter() - t0
     at2 = next(r for r in rows if r["epsilon"] == 2.0 and r["model"] == "logreg")
-    check(report, "lr_auc_at_epsilon_2_within_0.01", abs(at2["auc_minus_nonprivate"]) <= 0.01,
-          median_auc=at2["auc"]["median"], nonprivate_auc=base_s["auc"])
+    check(report, "lr_auc_at_epsilon_2_median_over_seeds_within_0.01",
+          abs(at2["auc_minus_nonprivate"]["median"]) <= 0.01, median_gap=at2["auc_minus_nonprivate"]["median"],
+          worst_seed=at2["worst_seed"], per_seed=at2["auc_minus_nonprivate_per_seed"])
     check(report, "epsilon_spent_at_most_planned", spent_ok)
+    w = at2["worst_seed"]
+    print(f"dp_utility: LR at epsilon 2, median over seeds {seeds} of the AUC gap "
+          f"{at2['auc_minus_nonprivate']['median']:+.4f}; worst seed {w['seed']}: {w['auc_minus_nonprivate']:+.4f}",
+          file=sys.stderr)
     return report
 
 

@@ -11,7 +11,9 @@ at the site, from the request's public ``dp_clip`` parameters:
                            each by at most ``Q``) and counts ``n``, ``n_pos`` and ``n_obs`` (1 per row).
 ``logreg.newton``          each standardized design row ``z`` (intercept included) is clipped to L2 norm
                            ``C`` (``z <- z min(1, C / |z|)``); gradient ``sum z (y - p)`` (one row: L2 <= C)
-                           and Hessian triangle ``sum p (1 - p) z z'`` (one row: L2 <= C^2 / 4) are scaled by
+                           and Hessian triangle ``sum p (1 - p) z z'``, its off-diagonal entries times
+                           ``sqrt(2)`` (:func:`pack_information`: the triangle's L2 norm is then the matrix's
+                           Frobenius norm, one row: ``p (1 - p) |z|^2 <= C^2 / 4``), are scaled by
                            ``scale_g`` / ``scale_h`` and rounded once per site; rounding adds at most 1 per
                            coordinate, so the integer sensitivities are ``scale_g C + sqrt(d)`` and
                            ``scale_h C^2 / 4 + sqrt(T)`` (L2), ``sqrt(d)`` / ``sqrt(T)`` times the first term
@@ -106,6 +108,35 @@ def private_preprocess_sums(X: np.ndarray, y: np.ndarray, params: dict, rel: Rel
     return out
 
 
+#: weight of the off-diagonal entries in the released information triangle (see :func:`pack_information`)
+OFF_DIAGONAL_WEIGHT = math.sqrt(2.0)
+
+
+def _triangle_weights(d: int) -> np.ndarray:
+    i, j = np.triu_indices(d)
+    return np.where(i == j, 1.0, OFF_DIAGONAL_WEIGHT)
+
+
+def pack_information(H: np.ndarray) -> np.ndarray:
+    """Upper triangle of a symmetric ``H`` with its off-diagonal entries times ``sqrt(2)``.
+
+    The L2 norm of this vector is the Frobenius norm of ``H``, so one row's term ``p (1 - p) z z'`` moves it by
+    at most ``p (1 - p) |z|^2 <= C^2 / 4``: the bound of the plain triangle, whose worst case (one coordinate
+    carries the whole norm) is the same. Every entry gets the same noise, so after unpacking
+    (:func:`unpack_information`) an off-diagonal entry keeps ``1 / sqrt(2)`` of the noise standard deviation it
+    would have in the plain triangle, at the same privacy cost: the noise matrix is Wigner-like with spectral
+    norm about ``sqrt(2) sigma sqrt(d)`` instead of ``2 sigma sqrt(d)``.
+    """
+    return pack_upper(H) * _triangle_weights(H.shape[0])
+
+
+def unpack_information(tri: np.ndarray, d: int) -> np.ndarray:
+    """Inverse of :func:`pack_information`."""
+    from ehr_fed.models.logreg_newton import unpack_upper
+
+    return unpack_upper(np.asarray(tri, dtype=float).ravel() / _triangle_weights(d), d)
+
+
 def clip_rows(Z: np.ndarray, clip_norm: float) -> np.ndarray:
     """Per-row factors ``min(1, C / |z|)``."""
     norms = np.sqrt(np.einsum("ij,ij->i", Z, Z))
@@ -121,7 +152,7 @@ def private_newton(Z: np.ndarray, y: np.ndarray, beta: np.ndarray, params: dict,
     p = expit(eta)
     grad = Zc.T @ (np.asarray(y, dtype=float) - p)
     A = Zc * np.sqrt(p * (1.0 - p))[:, None]
-    hess = pack_upper(A.T @ A)
+    hess = pack_information(A.T @ A)
     ll = np.clip(np.asarray(y, dtype=float) * eta - np.logaddexp(0.0, eta), -LOGLIK_CLIP, 0.0).sum()
     g = np.rint(grad * float(clip["scale_g"])).astype(np.int64)
     h = np.rint(hess * float(clip["scale_h"])).astype(np.int64)
@@ -131,7 +162,7 @@ def private_newton(Z: np.ndarray, y: np.ndarray, beta: np.ndarray, params: dict,
 
 
 # ----------------------------------------------------------------------------------- coordinator side
-def newton_clip(d: int, clip_norm: float | None, weight_gradient: float = 0.7) -> dict[str, float]:
+def newton_clip(d: int, clip_norm: float | None, weight_gradient: float = 0.85) -> dict[str, float]:
     """The public ``dp_clip`` of a Newton round: row norm ``C`` (default ``CLIP_FACTOR sqrt(d)``) and the scales.
 
     A standardized row has norm about ``sqrt(d)``; clipping at ``sqrt(d)`` clips about half the rows and biases
@@ -159,7 +190,8 @@ def row_count_layout(plan: Any, n_sites: int, row_bound: float) -> dict[str, dic
 def preprocess_layout(plan: Any, params: dict, n_bound: float, n_sites: int) -> dict[str, dict]:
     from ehr_fed.privacy.dp import calibrate
 
-    noise = calibrate(plan, "preprocess", _preprocess_sens(params))
+    noise = calibrate(plan, "preprocess", _preprocess_sens(params), "models.preprocess_sums",
+                      int(params.get("dp_index", 0)))
     d, q = len(params["features"]), float(params["dp_clip"]["quantum"])
     sizes = {"n": (1, n_bound), "n_pos": (1, n_bound), "n_obs": (d, n_bound), "sum": (d, n_bound * q),
              "sumsq": (d, n_bound * q)}
@@ -186,8 +218,15 @@ def decode_preprocess(raw: dict[str, Any], params: dict, noise: dict) -> dict[st
     Noisy counts are clipped to ``[0, n]``; a feature whose observed count is within three noise standard
     deviations of ``n`` counts as never missing (no indicator is made of noise), one within three of 0 as
     never observed; no feature is treated as
-    binary (its binary cell counts are not released).
+    binary (its binary cell counts are not released). For a request that carries its release plan and index
+    (``dp``, ``dp_index``) the noise is calibrated here from them, as the sites calibrated it; ``noise`` is
+    used otherwise.
     """
+    if "dp" in params and "dp_index" in params:
+        from ehr_fed.privacy.dp import ReleasePlan, calibrate
+
+        noise = calibrate(ReleasePlan.model_validate(params["dp"]), "preprocess", _preprocess_sens(params),
+                          "models.preprocess_sums", int(params["dp_index"]))
     bounds = np.asarray(params["dp_clip"]["feature_bounds"], dtype=np.float64)
     q = float(params["dp_clip"]["quantum"])
     c, r = bounds.mean(axis=1), (bounds[:, 1] - bounds[:, 0]) / 2.0
@@ -216,10 +255,8 @@ def decode_preprocess(raw: dict[str, Any], params: dict, noise: dict) -> dict[st
 
 def decode_newton(raw: dict[str, Any], clip: dict, d: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Gradient (d,), the noisy information matrix (d, d) and the log-likelihood of a private Newton round."""
-    from ehr_fed.models.logreg_newton import unpack_upper
-
     g = np.asarray(raw["gradient"], dtype=float).ravel() / clip["scale_g"]
-    H = unpack_upper(np.asarray(raw["hessian"], dtype=float).ravel() / clip["scale_h"], d)
+    H = unpack_information(np.asarray(raw["hessian"], dtype=float).ravel() / clip["scale_h"], d)
     loglik = min(float(np.asarray(raw["loglik"], dtype=float).ravel()[0]) / clip["scale_l"], 0.0)
     return g, H, loglik
 
@@ -228,11 +265,16 @@ def smoothed_information(hessians: list[np.ndarray], clip: dict, noise: dict) ->
     """Upper triangle of the mean of the rounds' noisy information matrices, made positive definite.
 
     Near the solution the information changes little from round to round, so the mean of ``R`` noisy
-    matrices has ``1 / sqrt(R)`` of the noise; its eigenvalues are floored at twice the spectral scale of
-    that noise (``2 sigma sqrt(d / R)``), so every step is defined. Post-processing: no privacy cost.
+    matrices has ``1 / sqrt(R)`` of the noise. The noise of one matrix is symmetric with independent entries,
+    of standard deviation ``sigma`` on the diagonal and ``sigma / sqrt(2)`` off it (:func:`pack_information`),
+    so its spectral norm is about ``2 (sigma / sqrt(2)) sqrt(d)``; the eigenvalues of the mean are floored at
+    that norm of the mean's noise (``sqrt(2) sigma sqrt(d / R)``), so every step is defined and no direction
+    whose information noise alone could make up is stepped along as if it were known. Post-processing: no
+    privacy cost.
     """
     H = np.mean(hessians, axis=0)
     d = H.shape[0]
-    floor = 2.0 * noise["hessian"].sigma / clip["scale_h"] * math.sqrt(d / len(hessians))
+    sigma_off = noise["hessian"].sigma / clip["scale_h"] / OFF_DIAGONAL_WEIGHT
+    floor = 2.0 * sigma_off * math.sqrt(d / len(hessians))
     vals, vecs = np.linalg.eigh(H)
     return pack_upper((vecs * np.maximum(vals, floor)) @ vecs.T)

@@ -252,10 +252,13 @@ _RHO_CACHE: dict[tuple[float, float], float] = {}
 def _rho_for_epsilon(epsilon: float, delta: float) -> float:
     key = (epsilon, delta)
     if key not in _RHO_CACHE:
-        # Bun & Steinke's conversion (eps = rho + 2 sqrt(rho log(1/delta))) is looser than the accountant's,
-        # so its rho is a lower end of the bracket
+        # Bun & Steinke's conversion (eps = rho + 2 sqrt(rho log(1/delta))) is usually looser than the
+        # accountant's, so its rho is usually a lower end of the bracket; at large epsilon (about 1000) the
+        # accountant's finite grid of Renyi orders is the looser one, so the lower end is checked too
         log_d = math.log(1.0 / delta)
         lo = (math.sqrt(log_d + epsilon) - math.sqrt(log_d)) ** 2
+        while epsilon_spent([(lo, 0.0)], delta) > epsilon:
+            lo /= 2.0
         hi = 2.0 * lo
         while epsilon_spent([(hi, 0.0)], delta) < epsilon:
             lo, hi = hi, 2.0 * hi

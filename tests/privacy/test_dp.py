@@ -90,6 +90,15 @@ def test_rho_for_epsilon_inverts_the_conversion():
         assert epsilon_spent([(rho * 1.01, 0.0)], delta) > eps
 
 
+def test_rho_for_epsilon_never_overspends_at_large_epsilon():
+    # at epsilon ~1000 the accountant's grid of orders is looser than Bun & Steinke's conversion, whose rho
+    # then overspends (1004.8 at epsilon 1000 before the lower end of the bracket was checked)
+    for eps in (100.0, 1000.0, 5000.0):
+        rho = rho_for_epsilon(eps, 1e-6)
+        assert epsilon_spent([(rho, 0.0)], 1e-6) <= eps
+        assert epsilon_spent([(rho, 0.0)], 1e-6) == pytest.approx(eps, rel=1e-4)
+
+
 def test_skellam_bound_is_gaussian_like_and_calibration_meets_it():
     rho, xi = skellam_zcdp(1e6, 10.0, 10.0)
     assert rho == pytest.approx(100 / 2e6, rel=1e-5) and xi >= 0

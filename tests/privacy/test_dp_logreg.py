@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -126,7 +127,8 @@ def test_cli_epsilon_trains_a_private_model(federation_yaml, tmp_path, capsys):
                "--features", "age,sex_female,los_days,cond_cancer", "--epsilon", "3", "--delta", "1e-7"])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
-    assert "differential privacy: epsilon 2.9" in cap.out and "delta 1e-07" in cap.out
+    spent = re.search(r"differential privacy: epsilon ([0-9.]+), delta 1e-07 spent", cap.out)
+    assert spent and 2.5 < float(spent.group(1)) <= 3.0
     assert json.loads(out.read_text())["dp"]["delta"] == 1e-7
     rc = main(["train", "logreg", "--federation", str(federation_yaml), "--out", str(tmp_path / "m2.json"),
                "--plaintext", "--epsilon", "-1"])
@@ -170,3 +172,79 @@ def test_a_hidden_noisy_positive_count_does_not_break_the_private_fit():
     noise = {"n_obs": NoisedOutput("n_obs", 4.0, 0.1, 0.0, 1.0, 1.0)}
     out = decode_preprocess(raw, {"dp_clip": {"feature_bounds": [[0, 10], [0, 5]], "quantum": 1024}}, noise)
     assert out["n_pos"][0] == 1.0 and all(np.isfinite(v).all() for v in out.values()) and out["sum"].size == d
+
+
+def test_information_packing_keeps_the_row_bound_and_halves_off_diagonal_noise_variance():
+    from ehr_fed.models.logreg_dp import pack_information, unpack_information
+    from ehr_fed.models.logreg_newton import pack_upper, triangle_size
+
+    rng = np.random.default_rng(5)
+    d, c = 9, 6.0
+    for _ in range(200):  # one clipped row's term p (1 - p) z z': L2 of the released vector <= C^2 / 4
+        z = rng.normal(size=d) * rng.exponential(size=d)
+        z *= min(1.0, c / np.linalg.norm(z))
+        p = rng.uniform(0.01, 0.99)
+        term = p * (1 - p) * np.outer(z, z)
+        assert np.linalg.norm(pack_information(term)) <= c * c / 4 * (1 + 1e-12)
+        assert np.linalg.norm(pack_information(term)) == pytest.approx(np.linalg.norm(term))
+        assert np.allclose(unpack_information(pack_information(term), d), term)
+    e = np.zeros(d)
+    e[0] = c  # the worst case of the plain triangle reaches the same bound: no sensitivity is lost
+    assert np.linalg.norm(pack_upper(np.outer(e, e) / 4)) == pytest.approx(c * c / 4)
+    # the same noise on every released entry: off-diagonal entries of the unpacked matrix keep 1/sqrt(2)
+    noise = np.stack([unpack_information(rng.normal(size=triangle_size(d)), d) for _ in range(4000)])
+    iu = np.triu_indices(d, 1)
+    assert noise[:, iu[0], iu[1]].std() == pytest.approx(1 / np.sqrt(2), rel=0.03)
+    assert noise[:, np.arange(d), np.arange(d)].std() == pytest.approx(1.0, rel=0.03)
+
+
+def test_setup_releases_split_their_budget_one_tenth_row_count_and_sites_charge_what_the_record_says(
+        tables, tmp_path):
+    from ehr_fed.models.logreg_private import PREPROCESS_WEIGHTS
+    from ehr_fed.privacy.dp import DEFAULT_SPLIT, rho_for_epsilon
+
+    policy = PrivacyPolicy(dp={"epsilon": 4.0})
+    with _fed(tables, policy=policy, audit_dir=tmp_path) as fed:
+        m = FederatedLogisticRegression(encrypted=False, dp={"epsilon": 2.0, "feature_bounds": BOUNDS}).fit(fed)
+    assert PREPROCESS_WEIGHTS == (0.1, 0.9)
+    audit = [json.loads(line) for line in (tmp_path / "s0.audit.jsonl").read_text().splitlines()]
+    charged = {}
+    for e in audit:
+        if e.get("action") == "dp_charge":
+            charged.setdefault(e["task"], []).append(e["dp"]["rho"] + e["dp"].get("xi", 0.0))
+    pre = rho_for_epsilon(2.0, 1e-6) * DEFAULT_SPLIT["preprocess"] / (DEFAULT_SPLIT["preprocess"]
+                                                                      + DEFAULT_SPLIT["model"])
+    (row,), (sums,) = charged["models.row_count"], charged["models.preprocess_sums"]
+    # each release spends (up to the Skellam calibration's rounding) its share of the preprocess group
+    assert row == pytest.approx(0.1 * pre, rel=1e-3) and sums == pytest.approx(0.9 * pre, rel=1e-3)
+    assert len(charged["logreg.newton"]) == m.dp_["rounds"]
+    # the recorded noise is the one of that share (Skellam of variance ~ l2^2 / (2 rho) for one count)
+    assert m.dp_["noise"]["models.row_count"]["n"]["sigma"] == pytest.approx((2 * 0.1 * pre) ** -0.5, rel=0.02)
+    assert m.dp_["epsilon"] <= 2.0
+
+
+def test_newton_rounds_give_the_gradient_85_percent_and_average_the_information_over_the_rounds(tables):
+    from ehr_fed.models.logreg_private import DEFAULT_WEIGHT_GRADIENT
+
+    assert DEFAULT_WEIGHT_GRADIENT == 0.85
+    sent = []
+    with _fed(tables) as fed:
+        real = fed.secure_sum
+
+        def spy(task, params, layout):
+            if task == "logreg.newton":
+                sent.append(params)
+            return real(task, params, layout)
+
+        fed.secure_sum = spy
+        m = FederatedLogisticRegression(encrypted=False, dp={"epsilon": 2.0, "feature_bounds": BOUNDS,
+                                                             "rounds": 4}).fit(fed)
+    rounds = m.dp_["noise"]["logreg.newton"]
+    assert len(rounds) == 4
+    for r in rounds:  # rho of an output ~ l2^2 / (2 variance): the shares of the round's budget
+        rho = {k: r[k]["l2"] ** 2 / (2 * r[k]["sigma"] ** 2) for k in ("gradient", "hessian")}
+        assert rho["gradient"] / rho["hessian"] == pytest.approx(0.85 / 0.15, rel=0.01)
+    # the rule the sites replay: every information matrix so far (the window is the number of rounds)
+    assert len(sent) == 4 and all(p["rule"]["hessian_window"] == 4 for p in sent)
+    assert all(p["dp_clip"]["weight_gradient"] == 0.85 for p in sent)
+    assert m.dp_["average_last"] == 2
