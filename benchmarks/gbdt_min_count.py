@@ -36,9 +36,10 @@ sketch cuts), which separates the effects of the cuts, the rule and the rest (``
 What cannot be matched: XGBoost has no minimum-count rule (no row-count constraint on children, no merging
 of bins below the minimum), so the rule's gap is measured against XGBoost without it; XGBoost's sketch cuts
 are not the federated quantiles (hence ``xgboost_our_cuts``); XGBoost sums float gradients, the learner
-fixed-point integers (grid ``2**-12``).
+fixed-point integers (grid ``2**-12``; ``--precision`` changes it: the learner's trees then follow XGBoost's
+for longer, see ``implementation``).
 
-    nice -n 10 python benchmarks/gbdt_min_count.py --out /tmp/gbdt_min_count            # both models, 5 splits
+    nice -n 10 python benchmarks/gbdt_min_count.py --out /tmp/gbdt_min_count     # both models, 5 splits
     nice -n 10 python benchmarks/gbdt_min_count.py --out /tmp/gbdt_min_count --configs small --diagnose
 
 The check (exit code): for every model configuration run, the median over the splits of
@@ -125,7 +126,8 @@ def bin_codes(cuts: list[np.ndarray], max_bin: int, X: np.ndarray) -> np.ndarray
     return codes
 
 
-def bootstrap_aucs(y: np.ndarray, scores: dict[str, np.ndarray], n_boot: int, seed: int) -> dict[str, np.ndarray]:
+def bootstrap_aucs(y: np.ndarray, scores: dict[str, np.ndarray], n_boot: int,
+                   seed: int) -> dict[str, np.ndarray]:
     """AUC of every model on the same ``n_boot`` resamples of the test rows (Mann-Whitney, ties averaged)."""
     from scipy.stats import rankdata
 
@@ -142,7 +144,7 @@ def bootstrap_aucs(y: np.ndarray, scores: dict[str, np.ndarray], n_boot: int, se
 
 
 def fit_split(table: pd.DataFrame, feats: list[str], split: int, params: dict, diagnose: bool, n_boot: int,
-              test_fraction: float) -> dict:
+              test_fraction: float, precision: int | None = None) -> dict:
     import xgboost as xgb
     from sklearn.metrics import roc_auc_score
 
@@ -159,7 +161,8 @@ def fit_split(table: pd.DataFrame, feats: list[str], split: int, params: dict, d
 
     def ours(name: str, mcc: int, cuts: list | None) -> FederatedGradientBoostingClassifier:
         t0 = time.perf_counter()
-        model = FederatedGradientBoostingClassifier(min_cell_count=mcc, bin_edges=cuts, **SHARED, **params)
+        model = FederatedGradientBoostingClassifier(min_cell_count=mcc, bin_edges=cuts, precision=precision,
+                                                   **SHARED, **params)
         model.fit(tr[[*feats, "label"]])
         fit_s[name] = time.perf_counter() - t0
         scores[name] = model.predict_proba(te[feats])[:, 1]
@@ -175,7 +178,8 @@ def fit_split(table: pd.DataFrame, feats: list[str], split: int, params: dict, d
     ours("ours_no_rule", NO_RULE, None)
     xgboost("xgboost", Xtr, Xte)
     our_cuts = [np.asarray(c, dtype=np.float64) for c in rule.bin_edges_]
-    xgboost("xgboost_our_cuts", bin_codes(our_cuts, params["max_bin"], Xtr), bin_codes(our_cuts, params["max_bin"], Xte))
+    nb = params["max_bin"]
+    xgboost("xgboost_our_cuts", bin_codes(our_cuts, nb, Xtr), bin_codes(our_cuts, nb, Xte))
     gaps = dict(GAPS)
     res: dict = {"train_rows": int(len(tr)), "test_rows": int(len(te)), "test_positives": int(yte.sum()),
                  "cuts_per_feature": {"ours": int(np.median([c.size for c in our_cuts]))}}
@@ -209,7 +213,8 @@ def summarize(per_split: dict[int, dict]) -> dict:
     for g in first["gaps"]:
         v = np.array([r["gaps"][g]["gap"] for r in per_split.values()])
         out["gaps"][g] = {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max()),
-                          "mean": float(v.mean()), "sd_over_splits": float(v.std(ddof=1)) if v.size > 1 else None,
+                          "mean": float(v.mean()),
+                          "sd_over_splits": float(v.std(ddof=1)) if v.size > 1 else None,
                           "splits_with_ci_inside_margin": int(sum(
                               -MARGIN <= r["gaps"][g]["ci95"][0] and r["gaps"][g]["ci95"][1] <= MARGIN
                               for r in per_split.values()))}
@@ -229,11 +234,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--test-fraction", type=float, default=0.3)
     ap.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples per split")
     ap.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=["small", "defaults"])
+    ap.add_argument("--precision", type=int, default=None,
+                    help="fractional bits of the learner's fixed-point gradients (default: its own, 12)")
     ap.add_argument("--diagnose", action="store_true",
                     help="also fit the learner on XGBoost's cuts (separates cuts, rule and implementation)")
     args = ap.parse_args(argv)
     if args.splits < 1 or args.bootstrap < 10 or not 0 < args.test_fraction < 1 or args.patients < 100:
         ap.error("need --splits >= 1, --bootstrap >= 10, 0 < --test-fraction < 1 and --patients >= 100")
+    if args.precision is not None and not 4 <= args.precision <= 24:
+        ap.error(f"--precision must be in [4, 24] (fractional bits), got {args.precision}")
 
     from ehr_fed.models.base import feature_columns
 
@@ -244,14 +253,15 @@ def main(argv: list[str] | None = None) -> dict:
     report: dict = {"benchmark": "gbdt_min_count", "federation": str(out), "rows": int(len(table)),
                     "positives": int(table["label"].sum()), "features": len(feats),
                     "min_cell_count": {"rule": RULE, "no_rule": NO_RULE}, "margin": MARGIN,
-                    "shared_params": SHARED, "bootstrap": args.bootstrap, "data_s": time.perf_counter() - t0,
+                    "shared_params": SHARED, "precision": args.precision, "bootstrap": args.bootstrap,
+                    "data_s": time.perf_counter() - t0,
                     "configs": {}}
     for name in args.configs:
         params = CONFIGS[name]
         per_split = {}
         for split in range(args.splits):
             per_split[split] = fit_split(table, feats, split, params, args.diagnose, args.bootstrap,
-                                         args.test_fraction)
+                                         args.test_fraction, args.precision)
             print(f"{name} split {split}: " + json.dumps({g: round(v["gap"], 4)
                                                             for g, v in per_split[split]["gaps"].items()}),
                   file=sys.stderr, flush=True)
