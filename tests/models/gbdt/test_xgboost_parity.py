@@ -5,7 +5,6 @@ fixed-point grid's: with the same cuts, no rule and a fine gradient grid nothing
 """
 
 import numpy as np
-import pandas as pd
 import pytest
 import xgboost as xgb
 
