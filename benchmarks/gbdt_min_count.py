@@ -44,6 +44,14 @@ for longer, see ``implementation``).
 
 The check (exit code): for every model configuration run, the median over the splits of
 ``|ours_rule - xgboost|`` is at most 0.005.
+
+Measured (3 x 10,000 patients, 13,144 rows, about 3,950 test rows, 5 splits, ``--diagnose``): the
+small model's gap with the rule has median -0.0001 (splits -0.0027 .. +0.0032, paired bootstrap CI
+half-width about 0.004); the defaults' median -0.0039 (-0.0055 .. +0.0018, CI half-width about 0.008). Of
+the defaults' gap, the rule is -0.0004 (median), the cuts -0.0003, the fixed-point grid -0.0025: with the
+same bins and no rule the learner is 0.0025 below XGBoost at ``2**-12`` (either way of sharing the bins) and
++0.0001 at ``--precision 20`` (2 splits; its trees are then XGBoost's). The per-split CIs are wider than the
+margin: the median over the splits is what the check reads.
 """
 
 from __future__ import annotations
