@@ -101,7 +101,11 @@ class LoopbackDeployment:
         Where certificates, node keys, logs, replay journals and the Flower home go (a temporary
         folder by default).
     poll_interval : float
-        Idle poll of the SuperNodes and ClientApps, in seconds.
+        Poll of the SuperNodes (to the SuperLink) and ClientApps (to their SuperNode) while no
+        computation is running, in seconds.
+    hot_poll : float
+        The SuperNodes' poll within ``hot_window`` seconds of their last message (the ClientApps poll
+        twice as often: their requests stay on the site's machine).
     register_nodes : bool
         Register every SuperNode's public key with the SuperLink (False: to show that an
         unregistered node is refused).
@@ -110,7 +114,9 @@ class LoopbackDeployment:
     site_configs: dict[str, str | Path]
     workdir: Path | None = None
     port: int = 0
-    poll_interval: float = 0.1
+    poll_interval: float = 0.5
+    hot_poll: float = 0.1
+    hot_window: float = 5.0
     register_nodes: bool = True
     tls: TlsFiles | None = None
     _procs: list[_Proc] = field(default_factory=list)
@@ -149,7 +155,7 @@ class LoopbackDeployment:
                 "--enable-supernode-auth",
                 "--disable-runtime-dependency-installation",
             ],
-            env={"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(self.poll_interval)},
+            env={"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(min(self.poll_interval, 0.1))},
         )
         self._wait_for_port(self.port, timeout)
         self._write_flwr_config()
@@ -188,7 +194,8 @@ class LoopbackDeployment:
             f"supernode-{name}",
             [
                 sys.executable, "-m", "ehr_fed.federation.transports.flower_supernode",
-                "--poll-interval", str(self.poll_interval), "--",
+                "--poll-interval", str(self.poll_interval), "--hot-poll", str(self.hot_poll),
+                "--hot-window", str(self.hot_window), "--",
                 "--root-certificates", str(self.tls.ca_cert),
                 "--superlink", f"127.0.0.1:{self.port}",
                 "--auth-supernode-private-key", str(keys.private_key),
@@ -201,12 +208,25 @@ class LoopbackDeployment:
             f"clientapp-{name}",
             [sys.executable, "-m", "ehr_fed.federation.transports.flower_clientapp",
              "--runtime-api", f"127.0.0.1:{runtime_port}", "--socket", str(socket_path),
-             "--poll-interval", str(self.poll_interval / 2)],
+             "--poll-interval", str(self.poll_interval / 2), "--hot-poll", str(self.hot_poll / 2),
+             "--hot-window", str(self.hot_window)],
         )
 
     def processes(self, *names: str) -> list[_Proc]:
         """The started processes with these names (all when none given)."""
         return [p for p in self._procs if not names or p.name in names]
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) used so far by each kind of started process, the processes Flower
+        started under it included (``superlink``: also its SuperExec and ServerApp; ``supernode``,
+        ``clientapp``, ``site``: summed over the sites). Empty where ``/proc`` is not available."""
+        out: dict[str, float] = {}
+        if not Path("/proc/self/stat").exists():
+            return out
+        for proc in self._procs:
+            kind = proc.name.split("-", 1)[0]
+            out[kind] = out.get(kind, 0.0) + sum(_cpu_of(pid) for pid in _tree(proc.popen.pid))
+        return out
 
     def flwr(self, args: list[str], timeout: float = 60.0) -> str:
         """Run the ``flwr`` CLI against this deployment's SuperLink; returns its output."""
@@ -319,6 +339,28 @@ class LoopbackDeployment:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _cpu_of(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux ``/proc``)."""
+    out, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        out.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                stack += [int(c) for c in Path(f"/proc/{current}/task/{task}/children").read_text().split()]
+        except OSError:
+            continue
+    return out
 
 
 def _signal_group(popen: subprocess.Popen, sig: int) -> None:
