@@ -44,6 +44,7 @@ def register(subparsers) -> None:
     from ehr_fed.federation.transports import flower_supernode as fsn
 
     fca.add_poll_arguments(ca, fca.DEFAULT_POLL, fca.DEFAULT_HOT_POLL, fca.DEFAULT_HOT_WINDOW)
+    fca.add_notify_argument(ca)
     ca.set_defaults(func=clientapp)
     sn = sub.add_parser(
         "supernode",
@@ -53,6 +54,7 @@ def register(subparsers) -> None:
         "--poll-interval seconds otherwise; its waits for a reply (0.5 s) are 5 ms.",
     )
     fca.add_poll_arguments(sn, fsn.DEFAULT_POLL, fsn.DEFAULT_HOT_POLL, fsn.DEFAULT_HOT_WINDOW)
+    fca.add_notify_argument(sn)
     sn.add_argument("supernode_args", nargs="*", metavar="-- FLOWER-SUPERNODE-ARGS")
     sn.set_defaults(func=supernode)
     nk = sub.add_parser("node-key", help="create the SuperNode's authentication key pair (register the .pub)")
@@ -126,13 +128,13 @@ def clientapp(args: argparse.Namespace) -> int:
     from ehr_fed.federation.transports.flower_clientapp import run
 
     return run(args.runtime_api, args.socket, tuple(args.trust_fab), args.poll_interval,
-               hot_poll=args.hot_poll, hot_window=args.hot_window)
+               hot_poll=args.hot_poll, hot_window=args.hot_window, notify=args.notify)
 
 
 def supernode(args: argparse.Namespace) -> int:
     from ehr_fed.federation.transports.flower_supernode import run
 
-    run(list(args.supernode_args), args.poll_interval, args.hot_poll, args.hot_window)
+    run(list(args.supernode_args), args.poll_interval, args.hot_poll, args.hot_window, args.notify)
     return 0
 
 

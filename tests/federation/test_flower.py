@@ -18,7 +18,7 @@ import yaml
 
 from ehr_fed.federation import Federation, PrivacyPolicy
 from ehr_fed.federation.keys import SiteKeys, run_ceremony
-from ehr_fed.federation.transports.flower_local import LoopbackDeployment
+from ehr_fed.federation.transports.flower_local import LoopbackDeployment, _tree
 from ehr_fed.federation.transports.flower_relay import FlowerRelayTransport
 from ehr_fed.models import FederatedLogisticRegression
 
@@ -120,11 +120,26 @@ def federation(tmp_path_factory):
     configs["rogue"] = _write_site(root / "rogue", "site_0", tables["site_0"].iloc[:50], SiteKeys.generate("site_0"),
                                    policy)
     deployment = LoopbackDeployment(configs, workdir=root / "deploy").start()
+    started: list[int] = []
     try:
         yield {"tables": tables, "keys": keys, "coordinator_keys": coordinator_keys, "policy": policy,
                "root": root, "deployment": deployment}
+        # every process the deployment started, and those Flower started under them (flower-superexec
+        # runs in a session of its own, with its ServerApps)
+        started = [pid for proc in deployment.processes() for pid in _tree(proc.popen.pid)]
     finally:
         deployment.close()
+    assert len(started) > 2 * len(configs)
+    assert not [pid for pid in started if _running(pid)], "processes outlived LoopbackDeployment.close()"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and (b"flwr" in command or b"flower" in command or b"ehr_fed" in command)
 
 
 def test_flower_logistic_regression_equals_in_process_and_rogue_is_refused(federation, tmp_path, monkeypatch):

@@ -244,3 +244,37 @@ def test_site_clientapp_polls_fast_only_after_a_task(tmp_path):
     assert app.idle_wait() == 0.02
     app._last_task = time.monotonic() - 6.0
     assert app.idle_wait() == 0.25
+
+
+def test_supernode_notifies_its_clientapp_through_the_fifo(tmp_path):
+    from ehr_fed.federation.transports import flower_supernode as fs
+    from ehr_fed.federation.transports.flower_notify import Notifier, NotifyError, Waiter
+
+    fifo = tmp_path / "site.notify"
+    Notifier(fifo).notify()  # no ClientApp listening yet: nothing happens, nothing fails
+    waiter = Waiter(fifo)
+    assert oct(os.stat(fifo).st_mode & 0o777) == "0o600"
+    assert waiter.wait(0.05) is False
+    stored = iter([None, 7])  # Flower's pull: nothing, then a message of run 7 stored
+    pull = fs._notifying(lambda **_: next(stored), Notifier(fifo))
+    assert pull() is None and waiter.wait(0.05) is False
+    t = time.monotonic()
+    assert pull() == 7 and waiter.wait(5.0) is True
+    assert time.monotonic() - t < 1.0
+    assert waiter.wait(0.05) is False  # one byte wakes the ClientApp once
+    waiter.close()
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(NotifyError, match="is not a FIFO"):
+        Waiter(tmp_path / "plain")
+    with pytest.raises(NotifyError, match="in an existing folder"):
+        Notifier(tmp_path / "missing" / "x.notify")
+
+
+def test_clientapp_with_notification_polls_only_as_a_fallback(tmp_path):
+    from ehr_fed.federation.transports.flower_clientapp import SiteClientApp
+
+    app = SiteClientApp("127.0.0.1:1", tmp_path / "none.sock", trusted={"x"}, poll_interval=0.25,
+                        hot_poll=0.02, hot_window=5.0, notify=tmp_path / "n.notify")
+    app._last_task = time.monotonic()
+    assert app.idle_wait() == 0.25
+    app.stop()

@@ -119,7 +119,8 @@ class SiteClientApp:
 
     def __init__(self, runtime_api: str, socket_path: str | Path, *, trusted: set[str] | None = None,
                  poll_interval: float = DEFAULT_POLL, root_certificates: bytes | None = None,
-                 hot_poll: float = DEFAULT_HOT_POLL, hot_window: float = DEFAULT_HOT_WINDOW):
+                 hot_poll: float = DEFAULT_HOT_POLL, hot_window: float = DEFAULT_HOT_WINDOW,
+                 notify: str | Path | None = None):
         import flwr.supernode.runtime.run_clientapp as run_clientapp
         from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
         from flwr.supercore.retry import make_simple_http_retry_invoker
@@ -135,6 +136,11 @@ class SiteClientApp:
         self.poll_interval = poll_interval
         self.hot_poll, self.hot_window = min(hot_poll, poll_interval), hot_window
         self._last_task = -float("inf")
+        self._waiter = None
+        if notify is not None:
+            from ehr_fed.federation.transports.flower_notify import Waiter
+
+            self._waiter = Waiter(notify)
         self._root = root_certificates
         self.site = SiteClient(socket_path)
         self._stop = threading.Event()
@@ -154,9 +160,17 @@ class SiteClientApp:
         )
 
     def idle_wait(self) -> float:
-        """Seconds until the next task poll: short while a computation is running."""
+        """Seconds until the next task poll: short while a computation is running (without a
+        notification FIFO; with one, the SuperNode says when a task waits and this is the fallback)."""
         recent = time.monotonic() - self._last_task < self.hot_window
-        return self.hot_poll if recent else self.poll_interval
+        return self.hot_poll if recent and self._waiter is None else self.poll_interval
+
+    def wait_for_work(self) -> None:
+        """Until the SuperNode notifies a task (with ``notify``) or the next poll is due."""
+        if self._waiter is not None:
+            self._waiter.wait(self.idle_wait())
+        else:
+            self._stop.wait(self.idle_wait())
 
     def serve_forever(self) -> None:
         from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
@@ -173,7 +187,7 @@ class SiteClientApp:
                     log.error("task %s failed: %s", res.task.task_id, exc)
                 self._last_task = time.monotonic()
                 continue
-            self._stop.wait(self.idle_wait())
+            self.wait_for_work()
 
     def wait_for_runtime_api(self, poll: float = 0.2) -> None:
         """Wait until the SuperNode's Runtime API accepts connections (it starts after this process, or
@@ -256,6 +270,9 @@ class SiteClientApp:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._waiter is not None:
+            self._waiter.close()
+            self._waiter = None
 
 
 def add_poll_arguments(p: Any, poll: float, hot: float, window: float) -> None:
@@ -266,6 +283,13 @@ def add_poll_arguments(p: Any, poll: float, hot: float, window: float) -> None:
                    help=f"seconds between polls within --hot-window of the last message (default {hot})")
     p.add_argument("--hot-window", type=float, default=window,
                    help=f"seconds after a message during which polls are --hot-poll apart (default {window})")
+
+
+def add_notify_argument(p: Any) -> None:
+    """``--notify PATH``: the FIFO through which the SuperNode says a task waits (same path on both)."""
+    p.add_argument("--notify", metavar="PATH",
+                   help="FIFO the site's SuperNode writes a byte to when a task waits (give the same path to "
+                   "'ehr-fed site supernode' and 'ehr-fed site clientapp'; created 0600 if missing)")
 
 
 def check_poll_arguments(poll: float, hot: float, window: float) -> None:
@@ -285,16 +309,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trust-fab", action="append", default=[], metavar="SHA256",
                    help="also run the app with this FAB hash (after reviewing it)")
     add_poll_arguments(p, DEFAULT_POLL, DEFAULT_HOT_POLL, DEFAULT_HOT_WINDOW)
+    add_notify_argument(p)
     args = p.parse_args(argv)
     return run(args.runtime_api, args.socket, tuple(args.trust_fab), args.poll_interval,
-               hot_poll=args.hot_poll, hot_window=args.hot_window)
+               hot_poll=args.hot_poll, hot_window=args.hot_window, notify=args.notify)
 
 
 def run(runtime_api: str, socket_path: str, trust: tuple[str, ...] = (), poll_interval: float = DEFAULT_POLL, *,
-        hot_poll: float = DEFAULT_HOT_POLL, hot_window: float = DEFAULT_HOT_WINDOW) -> int:
+        hot_poll: float = DEFAULT_HOT_POLL, hot_window: float = DEFAULT_HOT_WINDOW, notify: str | None = None) -> int:
+    from ehr_fed.federation.transports.flower_notify import NotifyError
+
     check_poll_arguments(poll_interval, hot_poll, hot_window)
-    app = SiteClientApp(runtime_api, socket_path, trusted=trusted_fab_hashes(trust), poll_interval=poll_interval,
-                        hot_poll=hot_poll, hot_window=hot_window)
+    try:
+        app = SiteClientApp(runtime_api, socket_path, trusted=trusted_fab_hashes(trust), poll_interval=poll_interval,
+                            hot_poll=hot_poll, hot_window=hot_window, notify=notify)
+    except NotifyError as exc:
+        raise SystemExit(f"ehr-fed site clientapp: {exc}") from None
     def terminate(*_: Any) -> None:
         # also ends a request Flower is retrying (its retries to a stopped SuperNode never give up)
         app.stop()

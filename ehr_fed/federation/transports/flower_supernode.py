@@ -76,8 +76,20 @@ def _marking(fn: Any, paced: _PacedTime) -> Any:
     return wrapped
 
 
+def _notifying(fn: Any, notifier: Any) -> Any:
+    """Flower's ``_pull_and_store_message``, then a byte to the ClientApp when it stored a message."""
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        run_id = fn(*args, **kwargs)
+        if run_id is not None:
+            notifier.notify()
+        return run_id
+
+    wrapped.__wrapped__ = fn  # type: ignore[attr-defined]
+    return wrapped
+
+
 def run(args: list[str], poll: float = DEFAULT_POLL, hot: float = DEFAULT_HOT_POLL,
-        window: float = DEFAULT_HOT_WINDOW) -> None:
+        window: float = DEFAULT_HOT_WINDOW, notify: str | None = None) -> None:
     """Run ``flower-supernode ARGS`` with the waits described in the module docstring."""
     from ehr_fed.federation.transports.flower_clientapp import check_poll_arguments
 
@@ -91,23 +103,36 @@ def run(args: list[str], poll: float = DEFAULT_POLL, hot: float = DEFAULT_HOT_PO
     loop.time = paced
     # the loop calls _push_messages after every message it received: the node is in a computation
     loop._push_messages = _marking(loop._push_messages, paced)  # pylint: disable=protected-access
+    if notify:
+        from ehr_fed.federation.transports.flower_notify import Notifier, NotifyError
+
+        try:
+            notifier = Notifier(notify)
+        except NotifyError as exc:
+            raise SystemExit(f"ehr-fed site supernode: {exc}") from None
+        loop._pull_and_store_message = _notifying(loop._pull_and_store_message, notifier)  # pylint: disable=W0212
     fast_object_pulls(loop)
     sys.argv = ["flower-supernode", *args]
     flower_supernode()
 
 
-_OPTIONS = {"--poll-interval": "poll", "--hot-poll": "hot", "--hot-window": "window"}
+_OPTIONS = {"--poll-interval": "poll", "--hot-poll": "hot", "--hot-window": "window", "--notify": "notify"}
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    values = {"poll": DEFAULT_POLL, "hot": DEFAULT_HOT_POLL, "window": DEFAULT_HOT_WINDOW}
+    values: dict[str, Any] = {"poll": DEFAULT_POLL, "hot": DEFAULT_HOT_POLL, "window": DEFAULT_HOT_WINDOW}
     while argv[:1] and argv[0] in _OPTIONS:
         option = argv[0]
-        try:
-            values[_OPTIONS[option]] = float(argv[1])
-        except (IndexError, ValueError):
-            raise SystemExit(f"{option} needs a number of seconds, e.g. {option} 0.05") from None
+        if option == "--notify":
+            if len(argv) < 2:
+                raise SystemExit("--notify needs the path of the FIFO shared with the site's ClientApp")
+            values["notify"] = argv[1]
+        else:
+            try:
+                values[_OPTIONS[option]] = float(argv[1])
+            except (IndexError, ValueError):
+                raise SystemExit(f"{option} needs a number of seconds, e.g. {option} 0.05") from None
         argv = argv[2:]
     if argv[:1] == ["--"]:
         argv = argv[1:]
