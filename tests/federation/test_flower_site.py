@@ -255,11 +255,11 @@ def test_supernode_notifies_its_clientapp_through_the_fifo(tmp_path):
     waiter = Waiter(fifo)
     assert oct(os.stat(fifo).st_mode & 0o777) == "0o600"
     assert waiter.wait(0.05) is False
-    stored = iter([None, 7])  # Flower's pull: nothing, then a message of run 7 stored
-    pull = fs._notifying(lambda **_: next(stored), Notifier(fifo))
-    assert pull() is None and waiter.wait(0.05) is False
+    made = iter([None, 7])  # Flower's create_task: no task (an id collision), then task 7
+    create_task = fs._notifying(lambda *_, **__: next(made), Notifier(fifo))
+    assert create_task("state") is None and waiter.wait(0.05) is False
     t = time.monotonic()
-    assert pull() == 7 and waiter.wait(5.0) is True
+    assert create_task("state") == 7 and waiter.wait(5.0) is True
     assert time.monotonic() - t < 1.0
     assert waiter.wait(0.05) is False  # one byte wakes the ClientApp once
     waiter.close()

@@ -4,7 +4,7 @@ In process isolation the site's ClientApp learns of a task only by asking the Su
 (``AcquireTask``), and every ask is a request the SuperNode serves: polling every 50 ms was a third of
 the requests of an exchange and most of the SuperNode's CPU. With ``--notify PATH`` on both
 ``ehr-fed site supernode`` and ``ehr-fed site clientapp``, the SuperNode writes one byte to the FIFO
-``PATH`` each time it has stored a message for its ClientApp, and the ClientApp asks the Runtime API
+``PATH`` each time it creates a task for its ClientApp, and the ClientApp asks the Runtime API
 when the byte arrives (and, as before, every ``--poll-interval`` seconds in case one was missed).
 The byte carries nothing: the task, its message and the FAB check go through Flower's Runtime API as
 without it. Put the FIFO in a folder only the site's users can reach (the socket folder, 0700).

@@ -77,12 +77,15 @@ def _marking(fn: Any, paced: _PacedTime) -> Any:
 
 
 def _notifying(fn: Any, notifier: Any) -> Any:
-    """Flower's ``_pull_and_store_message``, then a byte to the ClientApp when it stored a message."""
+    """Flower's ``create_task`` of the node's state, then a byte to the ClientApp when a task was made.
+
+    The loop creates the task before it pulls the message's objects from the SuperLink: the ClientApp
+    starts its own calls meanwhile (its object pulls retry after milliseconds until they are stored)."""
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        run_id = fn(*args, **kwargs)
-        if run_id is not None:
+        task_id = fn(*args, **kwargs)
+        if task_id is not None:
             notifier.notify()
-        return run_id
+        return task_id
 
     wrapped.__wrapped__ = fn  # type: ignore[attr-defined]
     return wrapped
@@ -110,7 +113,9 @@ def run(args: list[str], poll: float = DEFAULT_POLL, hot: float = DEFAULT_HOT_PO
             notifier = Notifier(notify)
         except NotifyError as exc:
             raise SystemExit(f"ehr-fed site supernode: {exc}") from None
-        loop._pull_and_store_message = _notifying(loop._pull_and_store_message, notifier)  # pylint: disable=W0212
+        from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState
+
+        InMemoryNodeState.create_task = _notifying(InMemoryNodeState.create_task, notifier)
     fast_object_pulls(loop)
     sys.argv = ["flower-supernode", *args]
     flower_supernode()
