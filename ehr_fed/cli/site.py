@@ -40,15 +40,21 @@ def register(subparsers) -> None:
     ca.add_argument("--socket", required=True, help="the site service's socket")
     ca.add_argument("--trust-fab", action="append", default=[], metavar="SHA256",
                     help="also run the app bundle with this SHA-256 (after reviewing it)")
-    ca.add_argument("--poll-interval", type=float, default=0.02, help="seconds between task polls (default 0.02)")
+    from ehr_fed.federation.transports import flower_clientapp as fca
+    from ehr_fed.federation.transports import flower_supernode as fsn
+
+    fca.add_poll_arguments(ca, fca.DEFAULT_POLL, fca.DEFAULT_HOT_POLL, fca.DEFAULT_HOT_WINDOW)
+    fca.add_notify_argument(ca)
     ca.set_defaults(func=clientapp)
     sn = sub.add_parser(
         "supernode",
-        help="run Flower's SuperNode with a short idle poll (arguments after -- go to flower-supernode)",
-        description="Flower's flower-supernode, unchanged except that its idle waits (3 s in Flower "
-        "1.41/1.42) are capped at --poll-interval seconds.",
+        help="run Flower's SuperNode with short waits (arguments after -- go to flower-supernode)",
+        description="Flower's flower-supernode, unchanged except for its waits: the idle poll (3 s in "
+        "Flower 1.41/1.42) is --hot-poll seconds within --hot-window seconds of the last message, "
+        "--poll-interval seconds otherwise; its waits for a reply (0.5 s) are 5 ms.",
     )
-    sn.add_argument("--poll-interval", type=float, default=0.05)
+    fca.add_poll_arguments(sn, fsn.DEFAULT_POLL, fsn.DEFAULT_HOT_POLL, fsn.DEFAULT_HOT_WINDOW)
+    fca.add_notify_argument(sn)
     sn.add_argument("supernode_args", nargs="*", metavar="-- FLOWER-SUPERNODE-ARGS")
     sn.set_defaults(func=supernode)
     nk = sub.add_parser("node-key", help="create the SuperNode's authentication key pair (register the .pub)")
@@ -121,13 +127,14 @@ def serve(args: argparse.Namespace) -> int:
 def clientapp(args: argparse.Namespace) -> int:
     from ehr_fed.federation.transports.flower_clientapp import run
 
-    return run(args.runtime_api, args.socket, tuple(args.trust_fab), args.poll_interval)
+    return run(args.runtime_api, args.socket, tuple(args.trust_fab), args.poll_interval,
+               hot_poll=args.hot_poll, hot_window=args.hot_window, notify=args.notify)
 
 
 def supernode(args: argparse.Namespace) -> int:
     from ehr_fed.federation.transports.flower_supernode import run
 
-    run(list(args.supernode_args), args.poll_interval)
+    run(list(args.supernode_args), args.poll_interval, args.hot_poll, args.hot_window, args.notify)
     return 0
 
 

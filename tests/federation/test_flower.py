@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-import time
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import yaml
 
 from ehr_fed.federation import Federation, PrivacyPolicy
 from ehr_fed.federation.keys import SiteKeys, run_ceremony
-from ehr_fed.federation.transports.flower_local import LoopbackDeployment
+from ehr_fed.federation.transports.flower_local import LoopbackDeployment, _tree
 from ehr_fed.federation.transports.flower_relay import FlowerRelayTransport
 from ehr_fed.models import FederatedLogisticRegression
 
@@ -49,7 +49,7 @@ out = ""
 '''
 
 FOREIGN_CODE = '''
-import json, os
+import json, os, time
 from pathlib import Path
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -68,8 +68,14 @@ def loot(msg, context):
 def main(grid, context):
     nodes = list(grid.get_node_ids())
     msgs = [Message(RecordDict({}), message_type="query.loot", dst_node_id=n) for n in nodes]
+    pending, replies, deadline = set(grid.push_messages(msgs)), [], time.monotonic() + 60
+    while pending and time.monotonic() < deadline:  # send_and_receive, without its 3 s between pulls
+        got = list(grid.pull_messages(pending))
+        replies += got
+        pending -= {r.metadata.reply_to_message_id for r in got}
+        time.sleep(0.1)
     out = []
-    for r in grid.send_and_receive(msgs, timeout=60):
+    for r in replies:
         out.append({"error": str(r.error.reason)} if r.has_error() else json.loads(r.content["c"]["loot"]))
     Path(context.run_config["out"]).write_text(json.dumps({"nodes": len(nodes), "replies": out}))
 '''
@@ -114,11 +120,26 @@ def federation(tmp_path_factory):
     configs["rogue"] = _write_site(root / "rogue", "site_0", tables["site_0"].iloc[:50], SiteKeys.generate("site_0"),
                                    policy)
     deployment = LoopbackDeployment(configs, workdir=root / "deploy").start()
+    started: list[int] = []
     try:
         yield {"tables": tables, "keys": keys, "coordinator_keys": coordinator_keys, "policy": policy,
                "root": root, "deployment": deployment}
+        # every process the deployment started, and those Flower started under them (flower-superexec
+        # runs in a session of its own, with its ServerApps)
+        started = [pid for proc in deployment.processes() for pid in _tree(proc.popen.pid)]
     finally:
         deployment.close()
+    assert len(started) > 2 * len(configs)
+    assert not [pid for pid in started if _running(pid)], "processes outlived LoopbackDeployment.close()"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and (b"flwr" in command or b"flower" in command or b"ehr_fed" in command)
 
 
 def test_flower_logistic_regression_equals_in_process_and_rogue_is_refused(federation, tmp_path, monkeypatch):
@@ -180,8 +201,15 @@ def test_unregistered_supernode_cannot_join(federation, tmp_path):
     dep = federation["deployment"]
     before = len(re.findall(r"Activated node_id", (dep.workdir / "superlink.log").read_text()))
     dep.start_node("intruder", dep.sockets["site_2"], register=False)
-    time.sleep(4)
-    superlink = (dep.workdir / "superlink.log").read_text()
-    assert len(re.findall(r"Activated node_id", superlink)) == before
-    intruder = (dep.workdir / "supernode-intruder.log").read_text()
-    assert "SuperNode ID" not in intruder
+    (intruder,) = dep.processes("supernode-intruder")
+    # the SuperLink refuses its unregistered key and the SuperNode gives up (no fixed sleep: on a
+    # loaded machine the process may need seconds just to start)
+    try:
+        code = intruder.popen.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the unregistered SuperNode was neither refused nor stopped within 120 s:\n"
+                    + intruder.log_path.read_text()[-2000:])
+    log = intruder.log_path.read_text()
+    assert code != 0, log
+    assert "Failed to initialize the connection to the SuperLink" in log and "SuperNode ID" not in log
+    assert len(re.findall(r"Activated node_id", (dep.workdir / "superlink.log").read_text())) == before

@@ -12,6 +12,7 @@ import random
 import socket
 import struct
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -184,3 +185,96 @@ def test_identify_is_signed_with_the_ceremony_key_and_checked(service):
     assert not verify("site_a", 17, challenge, forged.sign(identify_statement("site_a", 17, challenge)))
     short = SiteClient(service.socket_path).identify(node_id=17, challenge="ab")
     assert short["status"] == "error" and "challenge" in short["error"]
+
+
+# -- waits of the SuperNode launcher and the site ClientApp (no Flower processes) ----------------------
+def test_supernode_waits_are_short_while_a_computation_runs_and_long_when_idle(monkeypatch):
+    from ehr_fed.federation.transports import flower_supernode as fs
+
+    slept: list[float] = []
+    monkeypatch.setattr(fs._time, "sleep", slept.append)
+    paced = fs._PacedTime(poll=0.5, hot=0.05, window=5.0)
+    paced.sleep(3)  # Flower's idle wait, nothing answered yet: the long poll
+    paced.sleep(0.5)  # Flower's wait for the ClientApp's reply: an in-memory check
+    paced.activity()  # the node just answered a message
+    paced.sleep(3)
+    assert slept == [0.5, fs.BUSY_WAIT, 0.05]
+    now = fs._time.monotonic()
+    monkeypatch.setattr(fs._time, "monotonic", lambda: now + 6.0)  # past the window: back to the long poll
+    paced.sleep(3)
+    assert slept[-1] == 0.5
+    assert paced.perf_counter is fs._time.perf_counter  # everything else is the time module's
+
+
+def test_supernode_loop_marks_activity_after_each_answered_message():
+    from ehr_fed.federation.transports import flower_supernode as fs
+
+    paced = fs._PacedTime(poll=0.5, hot=0.05, window=5.0)
+    calls = []
+
+    def push_messages(**kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("send failed")  # activity is marked even when the push fails
+
+    wrapped = fs._marking(push_messages, paced)
+    with pytest.raises(RuntimeError):
+        wrapped(state="s")
+    assert calls == [{"state": "s"}] and paced.idle_wait() == 0.05
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--poll-interval", "10", "--"], "--poll-interval must be between"),
+    (["--hot-poll", "0", "--"], "--hot-poll must be between"),
+    (["--hot-window", "x"], "--hot-window needs a number of seconds"),
+])
+def test_supernode_launcher_refuses_bad_waits_with_the_option_named(argv, match):
+    from ehr_fed.federation.transports import flower_supernode as fs
+
+    with pytest.raises(SystemExit, match=match):
+        fs.main([*argv, "--superlink", "127.0.0.1:1"])
+
+
+def test_site_clientapp_polls_fast_only_after_a_task(tmp_path):
+    from ehr_fed.federation.transports.flower_clientapp import SiteClientApp
+
+    app = SiteClientApp("127.0.0.1:1", tmp_path / "none.sock", trusted={"x"}, poll_interval=0.25,
+                        hot_poll=0.02, hot_window=5.0)
+    assert app.idle_wait() == 0.25
+    app._last_task = time.monotonic()
+    assert app.idle_wait() == 0.02
+    app._last_task = time.monotonic() - 6.0
+    assert app.idle_wait() == 0.25
+
+
+def test_supernode_notifies_its_clientapp_through_the_fifo(tmp_path):
+    from ehr_fed.federation.transports import flower_supernode as fs
+    from ehr_fed.federation.transports.flower_notify import Notifier, NotifyError, Waiter
+
+    fifo = tmp_path / "site.notify"
+    Notifier(fifo).notify()  # no ClientApp listening yet: nothing happens, nothing fails
+    waiter = Waiter(fifo)
+    assert oct(os.stat(fifo).st_mode & 0o777) == "0o600"
+    assert waiter.wait(0.05) is False
+    made = iter([None, 7])  # Flower's create_task: no task (an id collision), then task 7
+    create_task = fs._notifying(lambda *_, **__: next(made), Notifier(fifo))
+    assert create_task("state") is None and waiter.wait(0.05) is False
+    t = time.monotonic()
+    assert create_task("state") == 7 and waiter.wait(5.0) is True
+    assert time.monotonic() - t < 1.0
+    assert waiter.wait(0.05) is False  # one byte wakes the ClientApp once
+    waiter.close()
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(NotifyError, match="is not a FIFO"):
+        Waiter(tmp_path / "plain")
+    with pytest.raises(NotifyError, match="in an existing folder"):
+        Notifier(tmp_path / "missing" / "x.notify")
+
+
+def test_clientapp_with_notification_polls_only_as_a_fallback(tmp_path):
+    from ehr_fed.federation.transports.flower_clientapp import SiteClientApp
+
+    app = SiteClientApp("127.0.0.1:1", tmp_path / "none.sock", trusted={"x"}, poll_interval=0.25,
+                        hot_poll=0.02, hot_window=5.0, notify=tmp_path / "n.notify")
+    app._last_task = time.monotonic()
+    assert app.idle_wait() == 0.25
+    app.stop()

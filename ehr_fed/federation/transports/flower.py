@@ -93,6 +93,9 @@ def from_recorddict(content: RecordDict) -> dict[str, Any]:
 
 # -- coordinator side --------------------------------------------------------------------------------
 Verifier = Callable[[str, int, str, bytes], bool]
+#: seconds between the ServerApp's pulls for replies: each pull is one request that the SuperLink
+#: serves (a few ms of its CPU), so a shorter poll buys latency with the SuperLink's CPU
+REPLY_POLL = 0.03
 
 
 def bundle_verifier(bundles: Mapping[str, Any]) -> Verifier:
@@ -119,13 +122,16 @@ class GridTransport:
         SuperNode whose signature fails is refused (logged, listed in :attr:`refused`) and the
         federation goes on with the nodes that proved who they are. Without it, claims are taken as
         they come (plaintext pilots without a key ceremony only).
+    poll : float
+        Seconds between pulls for the replies of an exchange (each pull is one request to the
+        SuperLink; :data:`REPLY_POLL` by default).
     """
 
     def __init__(self, grid: Grid, *, expected_sites: int | None = None, connect_timeout: float = 120.0,
-                 verify: Verifier | None = None, poll: float = 0.02):
+                 verify: Verifier | None = None, poll: float | None = None):
         self.grid = grid
         self.verify = verify
-        self.poll = poll
+        self.poll = REPLY_POLL if poll is None else float(poll)
         self._nodes: dict[str, int] = {}
         self.refused: dict[int, str] = {}
         self.last_exchange: dict[str, Any] = {}
@@ -215,7 +221,7 @@ class GridTransport:
 
     def _exchange(self, messages: list[Message], timeout: float | None) -> list[Message]:
         """Push, then pull the replies every ``poll`` seconds (the Grid's own ``send_and_receive``
-        sleeps 3 s between pulls, which would dominate every round)."""
+        sleeps 3 s between pulls, which would dominate every exchange)."""
         t0 = time.time()
         pending = {m for m in self.grid.push_messages(messages) if m}
         t_pushed = time.time()

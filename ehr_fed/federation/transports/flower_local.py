@@ -101,7 +101,11 @@ class LoopbackDeployment:
         Where certificates, node keys, logs, replay journals and the Flower home go (a temporary
         folder by default).
     poll_interval : float
-        Idle poll of the SuperNodes and ClientApps, in seconds.
+        Poll of the SuperNodes (to the SuperLink) and ClientApps (to their SuperNode) while no
+        computation is running, in seconds.
+    hot_poll : float
+        The SuperNodes' poll within ``hot_window`` seconds of their last message (the ClientApps poll
+        twice as often: their requests stay on the site's machine).
     register_nodes : bool
         Register every SuperNode's public key with the SuperLink (False: to show that an
         unregistered node is refused).
@@ -110,7 +114,9 @@ class LoopbackDeployment:
     site_configs: dict[str, str | Path]
     workdir: Path | None = None
     port: int = 0
-    poll_interval: float = 0.1
+    poll_interval: float = 0.5
+    hot_poll: float = 0.1
+    hot_window: float = 5.0
     register_nodes: bool = True
     tls: TlsFiles | None = None
     _procs: list[_Proc] = field(default_factory=list)
@@ -134,9 +140,14 @@ class LoopbackDeployment:
         return proc
 
     def start(self, timeout: float = 60.0) -> LoopbackDeployment:
-        """Start every process and wait until all SuperNodes are registered and connected."""
+        """Start every process and wait until all SuperNodes are registered and connected.
+
+        What does not depend on the SuperLink starts beside it: the site services load their data while
+        the SuperLink starts and the node keys are registered, and a ClientApp waits for its SuperNode.
+        """
         self.tls = make_loopback_certificates(self.workdir / "tls")
         self.port = self.port or free_port()
+        services = self._spawn_site_services()
         self._spawn(
             "superlink",
             [
@@ -151,14 +162,14 @@ class LoopbackDeployment:
             ],
             env={"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(self.poll_interval)},
         )
+        keys = {name: make_supernode_auth_keys(self.workdir / "node-keys", name) for name in self.site_configs}
         self._wait_for_port(self.port, timeout)
         self._write_flwr_config()
-        self.sockets = self._start_site_services(timeout)
-        keys = {name: make_supernode_auth_keys(self.workdir / "node-keys", name) for name in self.site_configs}
         if self.register_nodes:
             self._register([k.public_key for k in keys.values()], timeout)
         for name in self.site_configs:
             self.start_node(name, self.sockets[name], keys=keys[name])
+        self._wait_for_site_services(services, timeout)
         self._wait_for_nodes(len(self.site_configs) if self.register_nodes else 0, timeout)
         return self
 
@@ -184,11 +195,13 @@ class LoopbackDeployment:
             if register:
                 self._register([keys.public_key], 60.0)
         runtime_port = free_port()
+        notify = Path(socket_path).parent / f"{name}.notify"  # beside the site's socket (folder 0700)
         self._spawn(
             f"supernode-{name}",
             [
                 sys.executable, "-m", "ehr_fed.federation.transports.flower_supernode",
-                "--poll-interval", str(self.poll_interval), "--",
+                "--poll-interval", str(self.poll_interval), "--hot-poll", str(self.hot_poll),
+                "--hot-window", str(self.hot_window), "--notify", str(notify), "--",
                 "--root-certificates", str(self.tls.ca_cert),
                 "--superlink", f"127.0.0.1:{self.port}",
                 "--auth-supernode-private-key", str(keys.private_key),
@@ -201,12 +214,25 @@ class LoopbackDeployment:
             f"clientapp-{name}",
             [sys.executable, "-m", "ehr_fed.federation.transports.flower_clientapp",
              "--runtime-api", f"127.0.0.1:{runtime_port}", "--socket", str(socket_path),
-             "--poll-interval", str(self.poll_interval / 2)],
+             "--poll-interval", str(self.poll_interval / 2), "--hot-poll", str(self.hot_poll / 2),
+             "--hot-window", str(self.hot_window), "--notify", str(notify)],
         )
 
     def processes(self, *names: str) -> list[_Proc]:
         """The started processes with these names (all when none given)."""
         return [p for p in self._procs if not names or p.name in names]
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) used so far by each kind of started process, the processes Flower
+        started under it included (``superlink``: also its SuperExec and ServerApp; ``supernode``,
+        ``clientapp``, ``site``: summed over the sites). Empty where ``/proc`` is not available."""
+        out: dict[str, float] = {}
+        if not Path("/proc/self/stat").exists():
+            return out
+        for proc in self._procs:
+            kind = proc.name.split("-", 1)[0]
+            out[kind] = out.get(kind, 0.0) + sum(_cpu_of(pid) for pid in _tree(proc.popen.pid))
+        return out
 
     def flwr(self, args: list[str], timeout: float = 60.0) -> str:
         """Run the ``flwr`` CLI against this deployment's SuperLink; returns its output."""
@@ -217,22 +243,24 @@ class LoopbackDeployment:
                                         f"{(done.stdout + done.stderr)[-3000:]}")
         return done.stdout + done.stderr
 
-    def _start_site_services(self, timeout: float) -> dict[str, Path]:
+    def _spawn_site_services(self) -> dict[str, _Proc]:
         """One long-lived site service per node (see :mod:`flower_site`), like a hospital runs."""
         folder = self.workdir / "sockets"
         if len(str(folder)) > 80:  # AF_UNIX paths are limited to ~107 bytes
             folder = Path(tempfile.mkdtemp(prefix="ehrfed-sock-"))
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(folder, 0o700)
-        sockets = {name: folder / f"{name}.sock" for name in self.site_configs}
-        procs = {
+        self.sockets = {name: folder / f"{name}.sock" for name in self.site_configs}
+        return {
             name: self._spawn(
                 f"site-{name}",
                 [sys.executable, "-m", "ehr_fed.federation.transports.flower_site",
-                 str(Path(cfg).resolve()), str(sockets[name]), str(self.workdir / "state" / name)],
+                 str(Path(cfg).resolve()), str(self.sockets[name]), str(self.workdir / "state" / name)],
             )
             for name, cfg in self.site_configs.items()
         }
+
+    def _wait_for_site_services(self, procs: dict[str, _Proc], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for name, proc in procs.items():
             while "ready" not in proc.log_path.read_text(errors="replace"):
@@ -240,7 +268,6 @@ class LoopbackDeployment:
                 if time.monotonic() > deadline:
                     raise FlowerDeploymentError(f"the site service of {name} did not start within {timeout:.0f} s")
                 time.sleep(0.1)
-        return sockets
 
     def _write_flwr_config(self) -> None:
         self.flwr_home.mkdir(parents=True, exist_ok=True)
@@ -268,7 +295,7 @@ class LoopbackDeployment:
         raise FlowerDeploymentError(f"the SuperLink did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
 
     def _wait_for_nodes(self, n: int, timeout: float) -> None:
-        superlink_log = self._procs[0].log_path
+        superlink_log = self.processes("superlink")[0].log_path
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
@@ -297,7 +324,21 @@ class LoopbackDeployment:
         return output
 
     def close(self, grace: float = 10.0) -> None:
-        """Stop every process group that was started, politely then firmly."""
+        """Stop every process group that was started, politely then firmly.
+
+        Flower starts ``flower-superexec`` in a session of its own (with the ServerApps under it): the
+        groups of every descendant are noted before the first signal and stopped too, so nothing
+        outlives a SuperLink that had to be killed."""
+        own = {os.getpgid(0)}
+        groups = []
+        for proc in self._procs:
+            for pid in _tree(proc.popen.pid)[1:]:
+                try:
+                    group = os.getpgid(pid)
+                except OSError:
+                    continue
+                if group not in own and group not in groups and group not in {p.popen.pid for p in self._procs}:
+                    groups.append(group)
         for proc in reversed(self._procs):
             _signal_group(proc.popen, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -312,6 +353,11 @@ class LoopbackDeployment:
                 proc.popen.wait(timeout=5)
             except subprocess.TimeoutExpired:  # pragma: no cover - kernel-level hang
                 log.warning("%s (pid %s) did not exit", proc.name, proc.popen.pid)
+        for group in groups:  # normally gone already: the SuperLink stops its SuperExec on SIGTERM
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self._procs.clear()
 
     def __enter__(self) -> LoopbackDeployment:
@@ -319,6 +365,28 @@ class LoopbackDeployment:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _cpu_of(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux ``/proc``)."""
+    out, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        out.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                stack += [int(c) for c in Path(f"/proc/{current}/task/{task}/children").read_text().split()]
+        except OSError:
+            continue
+    return out
 
 
 def _signal_group(popen: subprocess.Popen, sig: int) -> None:

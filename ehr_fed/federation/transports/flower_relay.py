@@ -79,11 +79,16 @@ class FlowerRelayTransport:
     keys : CoordinatorKeys, optional
         The ceremony's public material: each SuperNode must sign its identify answer with the ceremony
         key of the site it claims to be; nodes that cannot are refused (see :attr:`refused`).
+    reply_poll : float, optional
+        Seconds between the ServerApp's pulls for the replies of an exchange
+        (:data:`~ehr_fed.federation.transports.flower.REPLY_POLL` by default).
     """
 
     def __init__(self, *, connection: str = CONNECTION, flwr_home: str | Path | None = None,
                  expected_sites: int = 3, connect_timeout: float = 180.0, app_dir: str | Path = APP_DIR,
-                 keys: Any = None):
+                 keys: Any = None, reply_poll: float | None = None):
+        if reply_poll is not None and not 0.002 <= reply_poll <= 3.0:
+            raise ValueError(f"reply_poll must be between 0.002 and 3 seconds, got {reply_poll}")
         self._tmp = Path(tempfile.mkdtemp(prefix="ehrfed-relay-"))
         self._token = secrets.token_hex(32)
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -103,7 +108,7 @@ class FlowerRelayTransport:
         self._conn = self._accept(connect_timeout)
         bundles = {sid: {"kex": b.kex, "sign": b.sign} for sid, b in (keys.sites.items() if keys else [])}
         got = self._call("connect", {"expected_sites": expected_sites, "timeout": connect_timeout,
-                                     "bundles": bundles})
+                                     "bundles": bundles, "reply_poll": reply_poll})
         self._sites = list(got["sites"])
         #: timings of every exchange (coordinator and ServerApp clocks; see benchmarks/flower.py)
         self.exchanges: list[dict[str, Any]] = []
@@ -234,7 +239,8 @@ def serve_relay(grid: Any, relay_path: str) -> None:
                     bundles = {sid: SitePublicBundle(sid, b["kex"], b["sign"]) for sid, b in arg["bundles"].items()}
                     transport = GridTransport(grid, expected_sites=arg["expected_sites"],
                                               connect_timeout=arg["timeout"],
-                                              verify=bundle_verifier(bundles) if bundles else None)
+                                              verify=bundle_verifier(bundles) if bundles else None,
+                                              poll=arg.get("reply_poll"))
                     value: Any = {"sites": transport.site_ids(),
                                   "refused": {str(n): why for n, why in transport.refused.items()}}
                 elif op == "send":
@@ -251,6 +257,22 @@ def serve_relay(grid: Any, relay_path: str) -> None:
                 _send(conn, {"status": "error", "error": f"{type(exc).__name__}: {exc}"})
     finally:
         conn.close()
+
+
+def _reply_poll(value: Any) -> float | None:
+    """``transport.reply_poll`` of a federation YAML, checked."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0.002 <= seconds <= 3.0:
+        raise FlowerDeploymentError(
+            f"transport.reply_poll must be a number of seconds between 0.002 and 3 (got {value!r}); "
+            "leave it out for the default"
+        )
+    return seconds
 
 
 def federation_from_config(cfg: dict[str, Any], *, base_dir: Path, study: Any = None, policy=None,
@@ -274,6 +296,7 @@ def federation_from_config(cfg: dict[str, Any], *, base_dir: Path, study: Any = 
         expected_sites=int(t.get("expected_sites", len(cfg.get("sites") or []) or 3)),
         connect_timeout=float(t.get("connect_timeout", 180)),
         keys=keys,
+        reply_poll=_reply_poll(t.get("reply_poll")),
     )
     kwargs.pop("workers", None)
     return Federation(transport, keys=keys, policy=policy, encrypted=encrypted, study=study,
