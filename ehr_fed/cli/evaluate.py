@@ -193,8 +193,9 @@ _PROVENANCE_HINT = (
     "note: the sites evaluate a model file only when it carries the signed transcript of a training they can "
     "verify (ehr-fed train writes it) or when their policy lists its digest under privacy.approved_models. An "
     "in-process federation creates its sites' keys anew in every run, so it cannot verify a model trained in "
-    "another run: use --validation split (it refits the model's specification in this run), or add the digest "
-    "the error names to privacy.approved_models of the federation YAML.")
+    "another run unless its YAML keeps the keys (keys: {dir: keys/}, with EHR_FED_KEY_PASSPHRASE set, before "
+    "training): use --validation split (it refits the model's specification in this run), keep the keys and "
+    "train again, or add the digest the error names to privacy.approved_models of the federation YAML.")
 
 
 def _dp_option(args) -> dict | None:

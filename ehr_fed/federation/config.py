@@ -9,7 +9,7 @@ Federation YAML (written by ``ehr-fed synth``; relative paths are relative to th
       - {id: site_b, table: site_b/features.parquet}          # an already built feature table
     transport: {kind: in_process, workers: threads}           # or {kind: flower, ...}
     privacy: {min_cell_count: 10, min_sites: 3, max_params_fraction: 0.1}
-    keys: {n_length: 2048}
+    keys: {n_length: 2048}        # + dir: keys/ to keep the sites' keys between runs (sealed key files)
 
 Site YAML (:meth:`SiteNode.from_config`, e.g. from a Flower ClientApp's ``node_config``)::
 
@@ -197,10 +197,57 @@ def federation_from_yaml(path: str | Path, *, study: str | Path | None = None, e
         raise FederationConfigError(f"{path}: keys.scheme must be 'single' or 'threshold', got {scheme!r}")
     kwargs.setdefault("key_scheme", scheme)
     kwargs.setdefault("threshold", keys_cfg.get("threshold"))
+    if "site_keys" not in kwargs:
+        kept = _simulated_site_keys(path, _resolve(base, keys_cfg.get("dir")), ids, key_bits=key_bits,
+                                    allow_insecure=allow_insecure, encrypted=encrypted, scheme=scheme,
+                                    threshold=kwargs["threshold"])
+        if kept is not None:
+            kwargs["site_keys"] = kept
     return Federation.in_process(
         tables, policy=policy, encrypted=encrypted, key_bits=key_bits, allow_insecure=allow_insecure,
         checkpoint_dir=checkpoint_dir, study=study_spec, site_policies=site_policies or None, **kwargs,
     )
+
+
+def _simulated_site_keys(path: Path, folder: Path | None, ids: list[str], *, key_bits: int, allow_insecure: bool,
+                         encrypted: bool, scheme: str, threshold: Any) -> dict | None:
+    """The sites' identity and Paillier keys of an in-process federation whose YAML names ``keys: {dir: ...}``.
+
+    Loaded from ``<dir>/<site>.site.json`` when every site's file is there; otherwise (an empty or new folder)
+    one ceremony makes them and each is written there (0600, sealed under ``$EHR_FED_KEY_PASSPHRASE`` like
+    every site key file). Later runs then keep the sites' identities, so a model file trained in one run
+    carries a transcript the sites of the next run can verify. ``None`` without ``dir``: a new ceremony in
+    every run.
+    """
+    if folder is None:
+        return None
+    from ehr_fed.federation.keys import KeyCeremonyError, SiteKeys, run_ceremony
+
+    files = {sid: folder / f"{sid}.site.json" for sid in ids}
+    present = sorted(sid for sid, f in files.items() if f.exists())
+    try:
+        if present and len(present) == len(ids):
+            keys = {sid: SiteKeys.load(f) for sid, f in files.items()}
+            for sid, k in keys.items():
+                if k.site_id != sid or k.scheme != scheme or (encrypted and not k.paillier_public):
+                    raise FederationConfigError(
+                        f"{path}: keys.dir {folder}: {files[sid].name} holds the keys of {k.site_id!r} "
+                        f"(scheme {k.scheme!r}{'' if k.paillier_public else ', no Paillier key'}), not of a "
+                        f"{scheme!r} federation's site {sid!r}; move the folder away to run a new ceremony")
+            return keys
+        if present:
+            missing = sorted(set(ids) - set(present))
+            raise FederationConfigError(
+                f"{path}: keys.dir {folder} holds the key files of {present} but not of {missing}: restore them, "
+                "or move the folder away to run a new ceremony for every site")
+        keys = {sid: SiteKeys.generate(sid) for sid in ids}
+        run_ceremony(keys, n_length=key_bits, allow_insecure=allow_insecure, encrypted=encrypted, scheme=scheme,
+                     threshold=threshold)
+        for sid, k in keys.items():
+            k.save(files[sid])
+        return keys
+    except KeyCeremonyError as exc:
+        raise FederationConfigError(f"{path}: keys.dir {folder}: {exc}") from None
 
 
 def load_site_config(path: str | Path, **overrides: Any):

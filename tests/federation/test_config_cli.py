@@ -63,3 +63,44 @@ def test_keys_cli_and_site_config(tmp_path, capsys):
     capsys.readouterr()
     assert main(["site", "check", str(tmp_path / "site_a.yaml")]) == 0
     assert json.loads(capsys.readouterr().out)["rows"] == 80
+
+
+def test_kept_keys_let_a_later_run_verify_a_model_trained_before(tmp_path, monkeypatch):
+    """``keys: {dir: ...}`` keeps an in-process federation's site keys (sealed, 0600) between runs, so the
+    sites of a later run verify the transcript of a model trained in an earlier one; without it they refuse."""
+    import pytest
+
+    from ehr_fed.evaluation import evaluate
+    from ehr_fed.federation import FederationError
+    from ehr_fed.federation.config import FederationConfigError
+    from ehr_fed.models import FederatedLogisticRegression
+
+    path, tables = _federation_dir(tmp_path)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["keys"] = {"n_length": 1024, "dir": "keys"}
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("EHR_FED_KEY_PASSPHRASE", "pilot passphrase")
+    with Federation.from_yaml(path, allow_insecure=True) as fed:
+        model = FederatedLogisticRegression().fit(fed)
+        first = {sid: b.fingerprint() for sid, b in fed.keys.sites.items()}
+    files = sorted((tmp_path / "keys").glob("*.site.json"))
+    assert [f.name for f in files] == [f"{sid}.site.json" for sid in sorted(tables)]
+    for f in files:
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
+        assert "encrypted" in json.loads(f.read_text())           # the private part sealed
+    with Federation.from_yaml(path, allow_insecure=True) as fed:  # a later run: the same identities
+        assert {sid: b.fingerprint() for sid, b in fed.keys.sites.items()} == first
+        result = evaluate(fed, model)
+        assert result.overall["n"] == sum(len(t) for t in tables.values())
+    cfg["keys"] = {"n_length": 1024}                               # no folder: a new ceremony per run
+    path.write_text(yaml.safe_dump(cfg))
+    with Federation.from_yaml(path, allow_insecure=True) as fed, pytest.raises(FederationError, match="model_"):
+        evaluate(fed, model)
+    cfg["keys"]["dir"] = "keys"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("EHR_FED_KEY_PASSPHRASE", "another passphrase")
+    with pytest.raises(FederationConfigError, match="wrong passphrase"):
+        Federation.from_yaml(path, allow_insecure=True)
+    files[0].unlink()
+    with pytest.raises(FederationConfigError, match="but not of"):
+        Federation.from_yaml(path, allow_insecure=True)
