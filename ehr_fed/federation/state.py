@@ -31,6 +31,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -111,26 +112,12 @@ class SiteState:
     def record_opening(self, key: str, sites) -> tuple[str, ...] | None:
         """Record that ``key`` was opened over ``sites``; return the earlier, different set if there is one."""
         sites = tuple(sorted(sites))
-        with self._lock:
-            prev = self.opened.get(key)
-            if prev is not None and prev != sites:
-                return prev
-            if prev is None:
-                self.opened[key] = sites
-                self._append({"e": "opened", "key": key, "sites": list(sites)})
-        return None
+        return self._first(self.opened, key, sites, {"e": "opened", "key": key, "sites": list(sites)})
 
     def record_contribution(self, key: str, decryptor: str) -> str | None:
         """Record that this site contributes to ``key`` for ``decryptor``; return the earlier, different
         decrypting site if there is one (then the site must refuse)."""
-        with self._lock:
-            prev = self.decryptors.get(key)
-            if prev is not None and prev != decryptor:
-                return prev
-            if prev is None:
-                self.decryptors[key] = decryptor
-                self._append({"e": "contributed", "key": key, "decryptor": decryptor})
-        return None
+        return self._first(self.decryptors, key, decryptor, {"e": "contributed", "key": key, "decryptor": decryptor})
 
     # -- self-masks and complete participant sets (drop-out recovery) -----------------------------------
     def record_self_mask(self, attempt: str, entry: dict) -> None:
@@ -159,14 +146,18 @@ class SiteState:
         """Record that computation ``key`` was complete with ``sites``; return the earlier, different set if
         there is one (then the site must refuse to reveal)."""
         sites = tuple(sorted(sites))
+        return self._first(self.complete, key, sites, {"e": "complete", "key": key, "sites": list(sites)})
+
+    def _first(self, table: dict, key: str, value: Any, event: dict) -> Any:
+        """The first value recorded under ``key`` wins: record ``value`` (durably, ``event``) if there is none;
+        return the earlier value when it differs (``None`` when it is the same or new)."""
         with self._lock:
-            prev = self.complete.get(key)
-            if prev is not None and prev != sites:
-                return prev
+            prev = table.get(key)
             if prev is None:
-                self.complete[key] = sites
-                self._append({"e": "complete", "key": key, "sites": list(sites)})
-        return None
+                table[key] = value
+                self._append(event)
+                return None
+            return prev if prev != value else None
 
     # -- records of what was released -----------------------------------------------------------
     def get_record(self, key: str) -> dict | None:

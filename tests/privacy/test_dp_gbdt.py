@@ -21,26 +21,16 @@ from ehr_fed.privacy import dp as dpmod
 from ehr_fed.privacy.budget import ledger_path
 from ehr_fed.privacy.dp import DPConfig, Release, ReleasePlan, calibrate
 
-BOUNDS = {"age": [0, 110], "sex_female": [0, 1], "los_days": [0, 60], "charlson": [0, 24],
-          "lab_creatinine": [0, 15], "cond_cancer": [0, 1]}
+from .data import BOUNDS
+from .data import site_table as _site_table
+
 SMALL = dict(encrypted=False, n_estimators=8, max_depth=3, max_bin=16, learning_rate=0.3)
+#: the outcome model: intercept, age, sex, los, Charlson, creatinine, cancer (logit scale)
+COEF = (-5.5, 0.04, 0.6, 0.12, 0.25, 1.0, 0.9)
 
 
 def site_table(site: str, n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    age = rng.normal(66, 12, n)
-    sex = (rng.random(n) < 0.5).astype(float)
-    los = rng.exponential(4, n)
-    charlson = rng.integers(0, 8, n).astype(float)
-    creat = rng.lognormal(0, 0.3, n)
-    cancer = (rng.random(n) < 0.15).astype(float)
-    eta = -5.5 + 0.04 * age + 0.6 * sex + 0.12 * los + 0.25 * charlson + 1.0 * creat + 0.9 * cancer
-    label = (rng.random(n) < 1.0 / (1.0 + np.exp(-eta))).astype("int8")
-    creat[rng.random(n) < 0.2] = np.nan
-    return pd.DataFrame({"site_id": site, "person_key": [f"{site}-{i}" for i in range(n)],
-                         "index_time": pd.Timestamp("2021-01-01"), "label": label, "age": age,
-                         "sex_female": sex, "los_days": los, "charlson": charlson, "lab_creatinine": creat,
-                         "cond_cancer": cancer})
+    return _site_table(site, n, seed, COEF)
 
 
 @pytest.fixture(scope="module")

@@ -16,26 +16,16 @@ from ehr_fed.federation import Federation, PrivacyPolicy
 from ehr_fed.models import FederatedLogisticRegression
 from ehr_fed.models.logreg_private import read_dp_record
 
+from .data import BOUNDS
+from .data import site_table as _site_table
+
 FEATURES = ["age", "sex_female", "los_days", "charlson", "lab_creatinine", "cond_cancer"]
-BOUNDS = {"age": [0, 110], "sex_female": [0, 1], "los_days": [0, 60], "charlson": [0, 24],
-          "lab_creatinine": [0, 15], "cond_cancer": [0, 1]}
+#: the outcome model: intercept, age, sex, los, Charlson, creatinine, cancer (logit scale)
+COEF = (-4.0, 0.03, 0.4, 0.08, 0.15, 0.8, 0.5)
 
 
 def site_table(site: str, n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    age = rng.normal(66, 12, n)
-    sex = (rng.random(n) < 0.5).astype(float)
-    los = rng.exponential(4, n)
-    charlson = rng.integers(0, 8, n).astype(float)
-    creat = rng.lognormal(0, 0.3, n)
-    cancer = (rng.random(n) < 0.15).astype(float)
-    eta = -4.0 + 0.03 * age + 0.4 * sex + 0.08 * los + 0.15 * charlson + 0.8 * creat + 0.5 * cancer
-    label = (rng.random(n) < 1.0 / (1.0 + np.exp(-eta))).astype("int8")
-    creat[rng.random(n) < 0.2] = np.nan
-    return pd.DataFrame({"site_id": site, "person_key": [f"{site}-{i}" for i in range(n)],
-                         "index_time": pd.Timestamp("2021-01-01"), "label": label, "age": age,
-                         "sex_female": sex, "los_days": los, "charlson": charlson, "lab_creatinine": creat,
-                         "cond_cancer": cancer})
+    return _site_table(site, n, seed, COEF)
 
 
 @pytest.fixture(scope="module")

@@ -89,14 +89,16 @@ class Tree:
         return _routing_arrays(self.to_routing())
 
 
-def _routing_arrays(r: dict) -> dict[str, np.ndarray]:
+def _routing_arrays(r: dict, real: type = np.float32) -> dict[str, np.ndarray]:
+    """A routing dict as numpy arrays; thresholds and leaf values as ``real`` (float32 as XGBoost stores
+    them, float64 in messages)."""
     return {
         "left": np.asarray(r["left"], dtype=np.int64),
         "right": np.asarray(r["right"], dtype=np.int64),
         "feature": np.asarray(r["feature"], dtype=np.int64),
-        "threshold": np.asarray(r["threshold"], dtype=np.float32),
+        "threshold": np.asarray(r["threshold"], dtype=real),
         "default_left": np.asarray(r["default_left"], dtype=bool),
-        "leaf_value": np.asarray(r["leaf_value"], dtype=np.float32),
+        "leaf_value": np.asarray(r["leaf_value"], dtype=real),
     }
 
 

@@ -136,15 +136,9 @@ def last_record(transcript: list) -> str | None:
 
 def routing_payload(tree: Tree) -> dict[str, np.ndarray]:
     """A tree's routing arrays as message-safe numpy arrays."""
-    r = tree.to_routing()
-    return {
-        "left": np.asarray(r["left"], dtype=np.int64),
-        "right": np.asarray(r["right"], dtype=np.int64),
-        "feature": np.asarray(r["feature"], dtype=np.int64),
-        "threshold": np.asarray(r["threshold"], dtype=np.float64),
-        "default_left": np.asarray(r["default_left"], dtype=bool),
-        "leaf_value": np.asarray(r["leaf_value"], dtype=np.float64),
-    }
+    from .predictor import _routing_arrays
+
+    return _routing_arrays(tree.to_routing(), np.float64)
 
 
 def _grower(params: dict, mapper: BinMapper) -> LevelGrower:
