@@ -215,6 +215,24 @@ def test_the_sketch_records_sign_the_merged_groups(honest):
     _assert_refused(_resend(fed, root, _with_fine(root, altered)), "does not verify: the values were altered")
 
 
+def test_reported_groups_beside_a_signed_record_are_not_read(honest):
+    """With the groups signed in the record, another (consistent) grouping reported beside it changes nothing:
+    the site reads the signed groups, so the cut check neither follows the report nor sees a second grouping."""
+    fed, spy = honest["fed"], honest["spy"]
+    root = _root(spy)
+    source = root.payload["params"]["cut_source"]
+    counts = decode_arrays(_record(source["fine"])["arrays"])["hist"].reshape(len(FEATURES), -1)
+    merged = [[int(x) for x in run] for run in np.asarray(source["fine_merged"])]
+    row, first = next((r, int(i)) for r in range(len(FEATURES)) for i in np.flatnonzero(counts[r] > 0)
+                      if not any(m[0] == r and m[1] <= i <= m[2] for m in merged)
+                      and i + 1 < counts.shape[1] and counts[r, i + 1] == 0
+                      and not any(m[0] == r and m[1] == i + 1 for m in merged))
+    params = copy.deepcopy(root.payload["params"])
+    params["cut_source"]["fine_merged"] = np.array(merged + [[row, first, first + 1]])
+    for sid, rep in _resend(fed, root, params).items():
+        assert rep.ok or ("merged groups" not in rep.error and "cuts" not in rep.error), (sid, rep.error)
+
+
 def test_merged_groups_must_match_the_signed_counts_and_cannot_be_swapped(honest):
     """For a record that signs no groups (the decrypting site's signature over the counts alone), the groups the
     request reports are read: an inconsistent group is refused, and a consistent other grouping of the same
