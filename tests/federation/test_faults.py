@@ -53,6 +53,48 @@ def test_site_in_worker_process():
         fed.close()
 
 
+_THREADS: list[int] = []
+
+
+@site_task("test.where", kind="moments", release=("plaintext", "secure_sum"))
+def _where(table, params, ctx: SiteContext):
+    import threading
+
+    _THREADS.append(threading.get_ident())
+    return {"n": np.array([float(len(table))])}
+
+
+def test_sequential_sites_answer_in_the_callers_thread_with_the_same_results():
+    import threading
+
+    tables = make_tables(sizes=(50, 60, 70))
+    kw = dict(encrypted=True, key_bits=1024, allow_insecure=True)
+    with Federation.in_process(tables, workers="sequential", **kw) as seq, \
+            Federation.in_process(tables, workers="threads", **kw) as thr:
+        a = seq.secure_sum("stats.count", {}, {"n": (1e6, 3), "positives": (1e6, 3)})
+        b = thr.secure_sum("stats.count", {}, {"n": (1e6, 3), "positives": (1e6, 3)})
+        np.testing.assert_array_equal(a["n"], b["n"])
+        np.testing.assert_array_equal(a["positives"], b["positives"])
+        assert a["n"].sum() == 180.0
+        _THREADS.clear()
+        assert seq.secure_sum("test.where", {}, {"n": (1e6, 3)})["n"].sum() == 180.0
+        assert _THREADS and set(_THREADS) == {threading.get_ident()}
+        _THREADS.clear()
+        thr.secure_sum("test.where", {}, {"n": (1e6, 3)})
+        assert threading.get_ident() not in _THREADS  # the default: a thread per site
+
+
+def test_sequential_sites_report_a_crash_as_that_sites_failure_and_refuse_unknown_modes():
+    fed = Federation.in_process(make_tables(sizes=(50, 60, 70, 80)), encrypted=False, workers="sequential",
+                                timeout=5)
+    with fed:
+        out = fed.secure_sum("test.flaky", {"fail": ["site_b"]}, {"n": (1e6, 4)})
+        np.testing.assert_allclose(out["n"], [200.0])
+        assert "task_error" in out.missing["site_b"]
+    with pytest.raises(ValueError, match="workers must be one of threads, processes, sequential, got 'fibres'"):
+        Federation.in_process(make_tables(), encrypted=False, workers="fibres")
+
+
 # -- checkpoint / resume -------------------------------------------------------------------------
 SCRIPT = r"""
 import sys, time, json

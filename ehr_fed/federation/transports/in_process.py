@@ -1,6 +1,7 @@
-"""In-process transport: sites are :class:`SiteNode` objects in this process (threads) or in worker
-processes (``workers="processes"``). Every message and reply crosses a dict border (``to_dict`` /
-``from_dict``), exactly as over a network."""
+"""In-process transport: sites are :class:`SiteNode` objects in this process (threads, or one after
+another in the caller's thread with ``workers="sequential"``) or in worker processes
+(``workers="processes"``). Every message and reply crosses a dict border (``to_dict`` / ``from_dict``),
+exactly as over a network."""
 
 from __future__ import annotations
 
@@ -23,19 +24,26 @@ def _reply_from(site_id: str, data) -> Reply | SiteFailure:
         return SiteFailure(site_id, "transport_error", f"malformed reply: {exc}")
 
 
+#: the ways an in-process transport runs its sites
+WORKERS = ("threads", "processes", "sequential")
+
+
 class InProcessTransport:
     """Sites as local objects.
 
     Parameters
     ----------
     nodes : dict of site id to SiteNode
-    workers : {"threads", "processes"}
-        ``"processes"`` runs each site in its own worker process (its table is sent once at start).
+    workers : {"threads", "processes", "sequential"}
+        ``"processes"`` runs each site in its own worker process (its table is sent once at start);
+        ``"sequential"`` answers the sites one after another in the calling thread (no concurrency: each
+        site's work is timed as if it had its machine to itself, tracebacks and profiles stay in one thread;
+        a timeout is checked after each site, not enforced during one).
     """
 
     def __init__(self, nodes: Mapping[str, SiteNode], *, workers: str = "threads"):
-        if workers not in ("threads", "processes"):
-            raise ValueError(f"workers must be 'threads' or 'processes', got {workers!r}")
+        if workers not in WORKERS:
+            raise ValueError(f"workers must be one of {', '.join(WORKERS)}, got {workers!r}")
         self.nodes = dict(nodes)
         self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.nodes)), thread_name_prefix="site")
@@ -58,6 +66,8 @@ class InProcessTransport:
             raise KeyError(f"no such site(s) {sorted(unknown)}; sites: {self.site_ids()}")
         if self.workers == "processes":
             return self._send_processes(messages, timeout)
+        if self.workers == "sequential":
+            return self._send_sequential(messages, timeout)
         futs = {sid: self._pool.submit(self.nodes[sid].handle, msg.to_dict()) for sid, msg in messages.items()}
         futures_wait(list(futs.values()), timeout=timeout)
         out: dict[str, Reply | SiteFailure] = {}
@@ -69,6 +79,21 @@ class InProcessTransport:
                 out[sid] = SiteFailure(sid, "transport_error", repr(fut.exception()))
             else:
                 out[sid] = _reply_from(sid, fut.result().to_dict())
+        return out
+
+    def _send_sequential(self, messages, timeout):
+        out: dict[str, Reply | SiteFailure] = {}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for sid, msg in messages.items():
+            if deadline is not None and time.monotonic() > deadline:
+                out[sid] = SiteFailure(sid, "timeout", f"no reply within {timeout:g} s")
+                continue
+            try:
+                reply = self.nodes[sid].handle(msg.to_dict())
+            except Exception as exc:  # a site's crash is that site's failure, as with threads
+                out[sid] = SiteFailure(sid, "transport_error", repr(exc))
+                continue
+            out[sid] = _reply_from(sid, reply.to_dict())
         return out
 
     def _send_processes(self, messages, timeout):
