@@ -182,14 +182,23 @@ def registered_tasks() -> list[str]:
     return sorted(_REGISTRY)
 
 
+_BUILTINS_LOADED = False
+
+
 def _load_builtin_tasks() -> None:
     """Import every module whose ``@site_task`` functions ship with ehr-fed: the one explicit table of
-    built-in task modules (an import error is an error, never a silently missing task)."""
+    built-in task modules (an import error is an error, never a silently missing task). Once per process:
+    every message a site handles looks its task up."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
     import ehr_fed.evaluation.tasks  # noqa: F401
     import ehr_fed.models.gbdt.tasks  # noqa: F401
     import ehr_fed.models.logreg_tasks  # noqa: F401
     import ehr_fed.models.preflight  # noqa: F401
     import ehr_fed.stats.tasks  # noqa: F401
+
+    _BUILTINS_LOADED = True
 
 
 #: the modules :func:`_load_builtin_tasks` imports (for documentation and tests)
