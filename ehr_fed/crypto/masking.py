@@ -21,13 +21,15 @@ multiplication modulo ``n**2`` per ciphertext (about one step of an encryption) 
 
 Residue streams
 ---------------
-:func:`expand_residues` turns a seed of at least 16 bytes into pseudo-random residues modulo ``n`` with
-SHAKE-256 (an extendable-output function, FIPS 202), one XOF call for all residues of a label: each residue
-takes ``bytes(n) + 16`` output bytes, so its bias from uniform is below ``2**-128``.
+:func:`expand_residues` turns a seed of at least 16 bytes into pseudo-random residues modulo ``n``: one
+ChaCha20 keystream (RFC 8439, from ``cryptography``) per label, keyed by SHA-256 of the seed, the label and
+the count (length-prefixed, with the stream's own prefix); each residue takes ``bytes(n) + 16`` keystream
+bytes, so its bias from uniform is below ``2**-128``. ChaCha20 is a standard stream cipher used as a CSPRNG
+(Linux's ``getrandom``); it expands a stream in about half the time SHAKE-256 took (stream v1).
 :func:`sum_residues` gives, for several ``(sign, seed)`` pairs, ``sum_j sign_j r_ji mod n`` for every index
 ``i``, bit-identical to summing the streams of :func:`expand_residues`, in one pass (one reduction per
-index, not one per stream and index). The stream (SHAKE-256) is most of what remains: about 0.8 us per
-residue and peer with a 2048-bit key.
+index, not one per stream and index). The keystream is most of what remains: about 0.4 us per residue and
+peer with a 2048-bit key.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from collections.abc import Sequence
 
 import gmpy2
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from .keys import check_public_key
 
@@ -44,6 +47,8 @@ __all__ = ["expand_residues", "sum_residues", "mask_plaintexts", "mask_ciphertex
 
 _MPZ = type(gmpy2.mpz(0))
 _EXTRA_BYTES = 16
+#: ChaCha20's 16-byte initial counter and nonce: zero (one stream per key, see :func:`_stream`)
+_NONCE = bytes(16)
 
 
 def _residue_bytes(n: int) -> int:
@@ -65,20 +70,26 @@ def _check_stream_args(label, count: int, n: int) -> None:
         raise ValueError(f"the modulus n must be an int >= 2, got {n!r}")
 
 
+def stream_key(seed: bytes, label: bytes, count: int) -> bytes:
+    """The 32-byte ChaCha20 key of the stream ``(seed, label, count)`` (stream v2)."""
+    h = hashlib.sha256(b"ehr-fed mask stream v2\x00")
+    h.update(len(seed).to_bytes(2, "big") + bytes(seed))
+    h.update(len(label).to_bytes(4, "big") + bytes(label))
+    h.update(int(count).to_bytes(8, "big"))
+    return h.digest()
+
+
 def _stream(seed: bytes, label: bytes, count: int, width: int) -> bytes:
-    """``width * count`` bytes of SHAKE-256 output for ``(seed, label, count)`` (stream v1)."""
-    xof = hashlib.shake_256()
-    xof.update(b"ehr-fed mask stream v1\x00")
-    xof.update(len(seed).to_bytes(2, "big") + bytes(seed))
-    xof.update(len(label).to_bytes(4, "big") + bytes(label))
-    xof.update(int(count).to_bytes(8, "big"))
-    return xof.digest(width * count)
+    """``width * count`` bytes of the ChaCha20 keystream (zero nonce and counter) under :func:`stream_key`:
+    each key is used for one stream only, so the fixed nonce never repeats under a key."""
+    cipher = Cipher(algorithms.ChaCha20(stream_key(seed, label, count), _NONCE), mode=None)
+    return cipher.encryptor().update(bytes(width * count))
 
 
 def expand_residues(seed: bytes, label: bytes, count: int, n: int) -> list:
     """``count`` pseudo-random residues modulo ``n`` from ``seed`` (domain-separated by ``label``).
 
-    Residue ``i`` is the big-endian integer of output bytes ``[i w, (i + 1) w)`` of one SHAKE-256 stream
+    Residue ``i`` is the big-endian integer of output bytes ``[i w, (i + 1) w)`` of one keystream
     (``w = bytes(n) + 16``) reduced modulo ``n``. The same ``(seed, label, count, n)`` always gives the same
     residues; distinct labels (or counts) give independent streams.
 

@@ -55,13 +55,14 @@ def _raw(private_key, ev) -> list[int]:
 
 
 # -- residue streams ----------------------------------------------------------------------------------------
-def test_expand_residues_is_shake256_of_the_seed_label_and_count():
+def test_expand_residues_is_the_chacha20_keystream_of_the_seed_label_and_count():
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
     n = (1 << 1023) + 12345
     width = (n.bit_length() + 7) // 8 + 16
-    xof = hashlib.shake_256()
-    xof.update(b"ehr-fed mask stream v1\x00" + (32).to_bytes(2, "big") + SEED + (3).to_bytes(4, "big") + b"out"
-               + (5).to_bytes(8, "big"))
-    stream = xof.digest(5 * width)
+    key = hashlib.sha256(b"ehr-fed mask stream v2\x00" + (32).to_bytes(2, "big") + SEED + (3).to_bytes(4, "big")
+                         + b"out" + (5).to_bytes(8, "big")).digest()
+    stream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor().update(bytes(5 * width))
     want = [int.from_bytes(stream[i * width:(i + 1) * width], "big") % n for i in range(5)]
     got = expand_residues(SEED, b"out", 5, n)
     assert got == want
