@@ -64,16 +64,26 @@ def _preprocess_sens(params: dict) -> list[OutputSensitivity]:
             OutputSensitivity("sumsq", d * q, rd * q, 2.0)]
 
 
+def releases_information(params: dict) -> bool:
+    """Whether the Newton round of ``params`` releases the information matrix: the rounds before
+    ``dp_clip["information_rounds"]`` do (every round when the key is absent), the later ones release the
+    gradient and log-likelihood only."""
+    k = params["dp_clip"].get("information_rounds")
+    return k is None or int(params.get("dp_index", 0)) < int(k)
+
+
 def _newton_sens(params: dict) -> list[OutputSensitivity]:
     clip = params["dp_clip"]
     d = len(params["beta"])
     t = triangle_size(d)
     c, sg, sh = float(clip["clip_norm"]), float(clip["scale_g"]), float(clip["scale_h"])
-    wg = float(clip.get("weight_gradient", 0.5))
+    info = releases_information(params)
+    wg = float(clip.get("weight_gradient", 0.5)) if info else 1.0
     g2, h2, l2 = sg * c, sh * c * c / 4.0, float(clip["scale_l"]) * LOGLIK_CLIP + 1.0
-    return [OutputSensitivity("gradient", math.sqrt(d) * g2 + d, g2 + math.sqrt(d), wg),
-            OutputSensitivity("hessian", math.sqrt(t) * h2 + t, h2 + math.sqrt(t), 1.0 - wg),
-            OutputSensitivity("loglik", l2, l2, float(clip.get("weight_loglik", 0.02)))]
+    out = [OutputSensitivity("gradient", math.sqrt(d) * g2 + d, g2 + math.sqrt(d), wg)]
+    if info:
+        out.append(OutputSensitivity("hessian", math.sqrt(t) * h2 + t, h2 + math.sqrt(t), 1.0 - wg))
+    return [*out, OutputSensitivity("loglik", l2, l2, float(clip.get("weight_loglik", 0.02)))]
 
 
 dp_task("models.row_count", "preprocess", _row_count_sens)
@@ -151,18 +161,20 @@ def private_newton(Z: np.ndarray, y: np.ndarray, beta: np.ndarray, params: dict,
     eta = Zc @ beta
     p = expit(eta)
     grad = Zc.T @ (np.asarray(y, dtype=float) - p)
-    A = Zc * np.sqrt(p * (1.0 - p))[:, None]
-    hess = pack_information(A.T @ A)
     ll = np.clip(np.asarray(y, dtype=float) * eta - np.logaddexp(0.0, eta), -LOGLIK_CLIP, 0.0).sum()
     g = np.rint(grad * float(clip["scale_g"])).astype(np.int64)
-    h = np.rint(hess * float(clip["scale_h"])).astype(np.int64)
     lq = np.rint(np.array([ll]) * float(clip["scale_l"])).astype(np.int64)
-    return {"gradient": g + rel.noise("gradient", g.size), "hessian": h + rel.noise("hessian", h.size),
-            "loglik": lq + rel.noise("loglik", 1)}
+    out = {"gradient": g + rel.noise("gradient", g.size), "loglik": lq + rel.noise("loglik", 1)}
+    if releases_information(params):
+        A = Zc * np.sqrt(p * (1.0 - p))[:, None]
+        h = np.rint(pack_information(A.T @ A) * float(clip["scale_h"])).astype(np.int64)
+        out["hessian"] = h + rel.noise("hessian", h.size)
+    return out
 
 
 # ----------------------------------------------------------------------------------- coordinator side
-def newton_clip(d: int, clip_norm: float | None, weight_gradient: float = 0.85) -> dict[str, float]:
+def newton_clip(d: int, clip_norm: float | None, weight_gradient: float = 0.85,
+                information_rounds: int | None = None) -> dict[str, float]:
     """The public ``dp_clip`` of a Newton round: row norm ``C`` (default ``CLIP_FACTOR sqrt(d)``) and the scales.
 
     A standardized row has norm about ``sqrt(d)``; clipping at ``sqrt(d)`` clips about half the rows and biases
@@ -171,7 +183,8 @@ def newton_clip(d: int, clip_norm: float | None, weight_gradient: float = 0.85) 
     """
     c = float(clip_norm) if clip_norm is not None else CLIP_FACTOR * math.sqrt(d)
     return {"clip_norm": c, "scale_g": NEWTON_QUANTUM / c, "scale_h": NEWTON_QUANTUM / (c * c / 4.0),
-            "scale_l": NEWTON_QUANTUM / LOGLIK_CLIP, "weight_gradient": float(weight_gradient)}
+            "scale_l": NEWTON_QUANTUM / LOGLIK_CLIP, "weight_gradient": float(weight_gradient),
+            **({} if information_rounds is None else {"information_rounds": int(information_rounds)})}
 
 
 def int_layout(name_bounds: dict[str, tuple[int, float]], n_sites: int) -> dict[str, dict]:
@@ -207,9 +220,11 @@ def newton_layout(plan: Any, params: dict, n_bound: float, n_sites: int) -> tupl
     noise = calibrate(plan, "model", _newton_sens(params), "logreg.newton", int(params.get("dp_index", 0)))
     d = len(params["beta"])
     bound = n_bound * NEWTON_QUANTUM + math.sqrt(d) + 1.0
-    return int_layout({"gradient": (d, bound + noise_room(noise["gradient"])),
-                       "hessian": (triangle_size(d), bound + noise_room(noise["hessian"])),
-                       "loglik": (1, bound + noise_room(noise["loglik"]))}, n_sites), noise
+    sizes = {"gradient": (d, bound + noise_room(noise["gradient"])),
+             "loglik": (1, bound + noise_room(noise["loglik"]))}
+    if "hessian" in noise:
+        sizes["hessian"] = (triangle_size(d), bound + noise_room(noise["hessian"]))
+    return int_layout(sizes, n_sites), noise
 
 
 def decode_preprocess(raw: dict[str, Any], params: dict, noise: dict) -> dict[str, np.ndarray]:
@@ -253,15 +268,21 @@ def decode_preprocess(raw: dict[str, Any], params: dict, noise: dict) -> dict[st
     return out
 
 
-def decode_newton(raw: dict[str, Any], clip: dict, d: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Gradient (d,), the noisy information matrix (d, d) and the log-likelihood of a private Newton round."""
+def decode_newton(raw: dict[str, Any], clip: dict, d: int) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Gradient (d,), the noisy information matrix (d, d; None: the round released none) and the
+    log-likelihood of a private Newton round."""
     g = np.asarray(raw["gradient"], dtype=float).ravel() / clip["scale_g"]
-    H = unpack_information(np.asarray(raw["hessian"], dtype=float).ravel() / clip["scale_h"], d)
+    H = (unpack_information(np.asarray(raw["hessian"], dtype=float).ravel() / clip["scale_h"], d)
+         if "hessian" in raw else None)
     loglik = min(float(np.asarray(raw["loglik"], dtype=float).ravel()[0]) / clip["scale_l"], 0.0)
     return g, H, loglik
 
 
-def smoothed_information(hessians: list[np.ndarray], clip: dict, noise: dict) -> np.ndarray:
+#: eigenvalue floor of the smoothed information matrix, in units of the spectral norm of its noise
+FLOOR_FACTOR = 1.0
+
+
+def smoothed_information(hessians: list[np.ndarray], clip: dict, sigmas: list[float]) -> np.ndarray:
     """Upper triangle of the mean of the rounds' noisy information matrices, made positive definite.
 
     Near the solution the information changes little from round to round, so the mean of ``R`` noisy
@@ -274,7 +295,8 @@ def smoothed_information(hessians: list[np.ndarray], clip: dict, noise: dict) ->
     """
     H = np.mean(hessians, axis=0)
     d = H.shape[0]
-    sigma_off = noise["hessian"].sigma / clip["scale_h"] / OFF_DIAGONAL_WEIGHT
-    floor = 2.0 * sigma_off * math.sqrt(d / len(hessians))
+    # the noise of the mean: sqrt(sum sigma_r^2) / R per diagonal entry (sigmas: integer units, one per matrix)
+    sigma_off = math.sqrt(sum(float(s) ** 2 for s in sigmas)) / len(hessians) / clip["scale_h"] / OFF_DIAGONAL_WEIGHT
+    floor = FLOOR_FACTOR * 2.0 * sigma_off * math.sqrt(d)
     vals, vecs = np.linalg.eigh(H)
     return pack_upper((vecs * np.maximum(vals, floor)) @ vecs.T)

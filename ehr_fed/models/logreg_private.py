@@ -59,7 +59,7 @@ from ehr_fed.privacy.dp import DPConfig, DPError, ReleasePlan, calibrate, reques
 
 #: keys of a model's ``dp`` option that are not part of the budget itself
 OPTION_KEYS = ("rounds", "clip_norm", "feature_bounds", "weight_gradient", "hessian_window", "average_last",
-               "ridge_factor", "last_round_weight")
+               "ridge_factor", "last_round_weight", "information_rounds", "information_weight")
 DEFAULT_ROUNDS = 5
 #: ridge in units of the spectral scale of one round's information-matrix noise (with the clip norm 2 sqrt(d)
 #: of logreg_dp.newton_clip). The eigenvalue floor already keeps every step defined; the ridge moves the fixed
@@ -75,6 +75,10 @@ DEFAULT_WEIGHT_GRADIENT = 0.85
 #: fix the standardization every Newton round works in, and their noise cost test AUC on the benchmark
 #: federation (module docstring), so they get 9/10 of the group
 PREPROCESS_WEIGHTS = (0.1, 0.9)
+#: Newton rounds that release the information matrix (None: every round) and their budget relative to a
+#: round that releases the gradient only
+DEFAULT_INFORMATION_ROUNDS = None
+DEFAULT_INFORMATION_WEIGHT = 1.0
 #: iterates averaged into the private estimate (module docstring)
 DEFAULT_AVERAGE_LAST = 3
 
@@ -89,6 +93,13 @@ def resolve_dp(model: Any, federation: Any) -> tuple[DPConfig, dict[str, Any]] |
     rounds = opts.get("rounds", DEFAULT_ROUNDS)
     if not (isinstance(rounds, int) and 1 <= rounds <= 50):
         raise DPError(f"dp rounds must be an integer in 1..50, got {rounds!r}")
+    k = opts.get("information_rounds", DEFAULT_INFORMATION_ROUNDS or rounds)
+    if not (isinstance(k, int) and not isinstance(k, bool) and 1 <= k):
+        raise DPError(f"dp information_rounds must be an integer >= 1 (the first round releases the information "
+                      f"matrix), got {k!r}")
+    w = opts.get("information_weight", DEFAULT_INFORMATION_WEIGHT)
+    if not (isinstance(w, int | float) and not isinstance(w, bool) and 0 < w < 1e6):
+        raise DPError(f"dp information_weight must be a positive number, got {w!r}")
     return cfg, opts
 
 
@@ -99,8 +110,12 @@ def fit_private(model: Any, fed: Any, study: Any, names: list[str], strategy: st
 
     rounds = int(opts.get("rounds", DEFAULT_ROUNDS))
     last = float(opts.get("last_round_weight", 1.0))  # the last round decides the model: it may get more
+    k_info = int(opts.get("information_rounds", DEFAULT_INFORMATION_ROUNDS or rounds))
+    w_info = float(opts.get("information_weight", DEFAULT_INFORMATION_WEIGHT))
+    weights = [w_info if i < k_info else 1.0 for i in range(rounds)]
+    weights[-1] *= last
     plan = ReleasePlan(**cfg.model_dump(), releases={"preprocess": 2, "model": rounds},
-                       weights={"preprocess": list(PREPROCESS_WEIGHTS), "model": [1.0] * (rounds - 1) + [last]},
+                       weights={"preprocess": list(PREPROCESS_WEIGHTS), "model": weights},
                        plan_id=uuid.uuid4().hex)
     p = plan.to_params()
     n_sites = len(fed.site_ids)
@@ -126,7 +141,8 @@ def fit_private(model: Any, fed: Any, study: Any, names: list[str], strategy: st
     design = derive_design(raw, raw_sums, setup, rule, bool(model.fit_intercept))  # as every site derives it
     prep, n_total, n_pos = design.prep, design.n_total, design.n_pos
     d = len(design.terms)
-    clip = newton_clip(d, opts.get("clip_norm"), float(opts.get("weight_gradient", DEFAULT_WEIGHT_GRADIENT)))
+    clip = newton_clip(d, opts.get("clip_norm"), float(opts.get("weight_gradient", DEFAULT_WEIGHT_GRADIENT)),
+                       None if k_info >= rounds else k_info)
     base = {"preprocess": design_state(prep), "fit_intercept": bool(model.fit_intercept), "label": "label",
             "rule": rule, "setup": setup, "dp": p, "dp_clip": clip}
     step_rule = PrivateNewton(design, rule, model.fit_intercept, p, clip)
