@@ -189,7 +189,7 @@ def newton_clip(d: int, clip_norm: float | None, weight_gradient: float = 0.85,
     outlying rows only. The noise of the gradient scales with ``C`` and that of the information matrix with
     ``C^2``: on the benchmark federation (:mod:`benchmarks.dp_utility`, 5 data seeds, 8 fits each, one noise
     stream) at epsilon 1000 the test AUC gap was 0.0037 at ``1.5 sqrt(d)``, 0.0039 at ``2 sqrt(d)`` and 0.0053
-    at ``1.25 sqrt(d)``; at epsilon 2 the median gap was 0.0071 to 0.0079 at ``1.5 sqrt(d)`` against 0.0096 to
+    at ``1.25 sqrt(d)``; at epsilon 2 the median gap was 0.0071 to 0.0079 at ``1.5 sqrt(d)`` against 0.0080 to
     0.0108 at ``2 sqrt(d)`` (0.0089 at ``1.75``, 0.0090 at ``1.25``).
     """
     c = float(clip_norm) if clip_norm is not None else CLIP_FACTOR * math.sqrt(d)
