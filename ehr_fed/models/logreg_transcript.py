@@ -242,7 +242,7 @@ class PrivateNewton:
         self.lam = penalty_diagonal(design.prep.scale_, float(rule["C"]) if rule["penalty"] == "l2" else None,
                                     self.fit_intercept)
         self.beta = initial_beta(design, fit_intercept)
-        self.rounds, self.hessians, self.iterates = 0, [], []
+        self.rounds, self.hessians, self.sigmas, self.iterates = 0, [], [], []
         self.info, self.loglik = None, float("nan")
 
     @property
@@ -254,8 +254,8 @@ class PrivateNewton:
         from ehr_fed.models.logreg_dp import _newton_sens
         from ehr_fed.privacy.dp import calibrate
 
-        return calibrate(self.plan, "model", _newton_sens({"dp_clip": self.clip, "beta": list(beta)}),
-                         NEWTON_TASK, self.rounds)
+        return calibrate(self.plan, "model", _newton_sens({"dp_clip": self.clip, "beta": list(beta),
+                                                           "dp_index": self.rounds}), NEWTON_TASK, self.rounds)
 
     def update(self, stats: Mapping[str, Any], beta: np.ndarray) -> dict[str, Any]:
         from ehr_fed.models.logreg_dp import decode_newton, smoothed_information
@@ -264,11 +264,17 @@ class PrivateNewton:
         d = beta.size
         noise = self.noise(beta)
         if self.rounds == 0:  # a ridge in the standardized space, scaled to the information matrix's noise
+            if "hessian" not in noise:
+                raise ValueError("the first private Newton round must release the information matrix")
             tau = self.ridge_factor * noise["hessian"].sigma / self.clip["scale_h"] * math.sqrt(d)
             self.lam = self.lam + np.where(np.arange(d) < (1 if self.fit_intercept else 0), 0.0, tau)
         g, H, self.loglik = decode_newton(stats, self.clip, d)
-        self.hessians.append(H)
-        info_upper = smoothed_information(self.hessians[-self.window:], self.clip, noise)
+        if "hessian" in noise:  # the rule, not the record, says whether this round released the information
+            if H is None:
+                raise ValueError(f"private Newton round {self.rounds} released no information matrix")
+            self.hessians.append(H)
+            self.sigmas.append(noise["hessian"].sigma)
+        info_upper = smoothed_information(self.hessians[-self.window:], self.clip, self.sigmas[-self.window:])
         step, self.info = newton_step(g, info_upper, beta, self.lam, self.design.terms)
         self.beta = beta + step
         self.iterates.append(self.beta)

@@ -358,6 +358,39 @@ def test_a_private_fit_is_replayed_from_its_noisy_releases(ceremony, tables):
         fed.close()
 
 
+def test_a_private_fit_with_one_information_release_is_replayed_and_a_tampered_step_refused(ceremony, tables):
+    """information_rounds=1: the later rounds release the gradient only and step with the first round's
+    information matrix; every site replays that rule (the honest fit passes) and refuses a changed step or a
+    request that claims another information schedule for the same transcript."""
+    keys, ckeys = ceremony
+    fed = _federation(tables, copy.deepcopy(keys), ckeys)
+    try:
+        model = _fit(fed, dp={"epsilon": 4.0, "delta": 1e-6, "rounds": 3, "information_rounds": 1,
+                              "feature_bounds": BOUNDS}, penalty="l2")
+        assert model.n_iter_ == 3 and np.isfinite(model.coef_).all()
+        assert [set(r) for r in model.dp_["noise"]["logreg.newton"]] == [
+            {"gradient", "hessian", "loglik"}, {"gradient", "loglik"}, {"gradient", "loglik"}]
+        params, msg = _request(fed, 3)
+        assert params["dp_clip"]["information_rounds"] == 1 and params["dp_index"] == 2
+        replies = _send(fed, copy.deepcopy(params), like=msg)  # the honest request again: computed
+        assert sorted(replies) == list(SITES)
+        for sid, rep in replies.items():
+            assert rep.ok, (sid, rep.error)
+            assert set(rep.payload["arrays"]) == {"gradient", "loglik"}  # no information matrix in round 3
+        crafted = copy.deepcopy(params)
+        crafted["beta"][2] -= 1e-3
+        _refused_by_all(_send(fed, crafted, like=msg), "beta")
+        crafted = copy.deepcopy(params)  # twice the step the rule takes from round 2
+        crafted["beta"] = list(np.asarray(params["beta_path"][1]) + 2.0 * (np.asarray(params["beta"])
+                                                                          - np.asarray(params["beta_path"][1])))
+        _refused_by_all(_send(fed, crafted, like=msg), "beta")
+        crafted = copy.deepcopy(params)
+        crafted["dp_clip"]["information_rounds"] = 3  # would make round 3 release an information matrix
+        _refused_by_all(_send(fed, crafted, like=msg), "chain")
+    finally:
+        fed.close()
+
+
 # -- a plaintext federation ------------------------------------------------------------------------------------
 def test_a_plaintext_federation_is_replayed_the_same_way(tables):
     """encrypted=False still sends every sum to a decrypting site that signs the release: same replay, no

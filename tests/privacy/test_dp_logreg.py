@@ -52,7 +52,7 @@ def test_private_fit_spends_at_most_its_epsilon_and_stays_useful(tables, tmp_pat
         model = FederatedLogisticRegression(encrypted=False, dp={"epsilon": 4.0, "feature_bounds": BOUNDS}).fit(fed)
     rec = model.dp_
     assert 3.8 < rec["epsilon"] <= 4.0 and rec["delta"] == 1e-6 and rec["releases"] == 2 + 5
-    assert rec["clip_norm"] == pytest.approx(2 * np.sqrt(len(model.terms_) + 1))
+    assert rec["clip_norm"] == pytest.approx(1.5 * np.sqrt(len(model.terms_) + 1))
     assert set(rec["noise"]) == {"models.row_count", "models.preprocess_sums", "logreg.newton"}
     assert abs(model.n_samples_ - 9000) < 100  # a noisy count
     auc = roc_auc_score(pooled["label"], model.predict_proba(pooled)[:, 1])
@@ -213,28 +213,36 @@ def test_setup_releases_split_their_budget_one_tenth_row_count_and_sites_charge_
     assert m.dp_["epsilon"] <= 2.0
 
 
-def test_newton_rounds_give_the_gradient_85_percent_and_average_the_information_over_the_rounds(tables):
-    from ehr_fed.models.logreg_private import DEFAULT_WEIGHT_GRADIENT
+def test_the_first_newton_round_gives_the_gradient_80_percent_and_the_later_rounds_release_no_information(
+        tables):
+    from ehr_fed.models.logreg_private import DEFAULT_INFORMATION_ROUNDS, DEFAULT_WEIGHT_GRADIENT
 
-    assert DEFAULT_WEIGHT_GRADIENT == 0.85
-    sent = []
+    assert DEFAULT_WEIGHT_GRADIENT == 0.8 and DEFAULT_INFORMATION_ROUNDS == 1
+    sent, replies = [], []
     with _fed(tables) as fed:
         real = fed.secure_sum
 
         def spy(task, params, layout):
+            out = real(task, params, layout)
             if task == "logreg.newton":
                 sent.append(params)
-            return real(task, params, layout)
+                replies.append(sorted(out))
+            return out
 
         fed.secure_sum = spy
         m = FederatedLogisticRegression(encrypted=False, dp={"epsilon": 2.0, "feature_bounds": BOUNDS,
                                                              "rounds": 4}).fit(fed)
     rounds = m.dp_["noise"]["logreg.newton"]
     assert len(rounds) == 4
-    for r in rounds:  # rho of an output ~ l2^2 / (2 variance): the shares of the round's budget
-        rho = {k: r[k]["l2"] ** 2 / (2 * r[k]["sigma"] ** 2) for k in ("gradient", "hessian")}
-        assert rho["gradient"] / rho["hessian"] == pytest.approx(0.85 / 0.15, rel=0.01)
-    # the rule the sites replay: every information matrix so far (the window is the number of rounds)
+    rho = [{k: o["l2"] ** 2 / (2 * o["sigma"] ** 2) for k, o in r.items()} for r in rounds]
+    # rho of an output ~ l2^2 / (2 variance): round 1 splits 0.8 / 0.2, the others put it all on the gradient
+    assert rho[0]["gradient"] / rho[0]["hessian"] == pytest.approx(0.8 / 0.2, rel=0.01)
+    assert all(set(r) == {"gradient", "loglik"} for r in rho[1:])
+    assert replies == [["gradient", "hessian", "loglik"]] + [["gradient", "loglik"]] * 3  # released, not only planned
+    # every round has the same budget (the gradient of a later round gets its whole share)
+    totals = [sum(r.values()) for r in rho]
+    assert totals == pytest.approx([totals[0]] * 4, rel=0.02)
+    assert rho[1]["gradient"] == pytest.approx(rho[0]["gradient"] / 0.8, rel=0.02)
     assert len(sent) == 4 and all(p["rule"]["hessian_window"] == 4 for p in sent)
-    assert all(p["dp_clip"]["weight_gradient"] == 0.85 for p in sent)
+    assert all(p["dp_clip"]["weight_gradient"] == 0.8 and p["dp_clip"]["information_rounds"] == 1 for p in sent)
     assert m.dp_["average_last"] == 2
