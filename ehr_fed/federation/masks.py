@@ -20,7 +20,7 @@ cannot be turned into a second, smaller sum of the same computation.
 
 Cost per secure sum at a site of ``|P|`` participants: ``|P| - 1`` HKDF calls (the X25519 agreement of a
 pair is computed once per process and reused; each sum's seed has its own HKDF context), one
-ChaCha20 keystream expansion of ``bytes(n) + 16`` bytes per ciphertext and peer, and one addition modulo
+stream expansion (SHAKE-256 or ChaCha20) of ``bytes(n) + 16`` bytes per ciphertext and peer, and one addition modulo
 ``n`` per plaintext, before encryption. For the federation that is ``|P| (|P| - 1) / 2`` pairwise seeds per round.
 """
 

@@ -55,17 +55,38 @@ def _raw(private_key, ev) -> list[int]:
 
 
 # -- residue streams ----------------------------------------------------------------------------------------
-def test_expand_residues_is_the_chacha20_keystream_of_the_seed_label_and_count():
+def _shake_stream(label: bytes, count: int, size: int) -> bytes:
+    xof = hashlib.shake_256()
+    xof.update(b"ehr-fed mask stream v1\x00" + (32).to_bytes(2, "big") + SEED + len(label).to_bytes(4, "big")
+               + label + count.to_bytes(8, "big"))
+    return xof.digest(size)
+
+
+def _chacha_stream(label: bytes, count: int, size: int) -> bytes:
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    key = hashlib.sha256(b"ehr-fed mask stream v2\x00" + (32).to_bytes(2, "big") + SEED
+                         + len(label).to_bytes(4, "big") + label + count.to_bytes(8, "big")).digest()
+    return Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor().update(bytes(size))
+
+
+@pytest.mark.parametrize("count", [1, 14, 15, 40])  # 144 bytes per residue: 14 x 144 <= 2048 < 15 x 144
+def test_expand_residues_reads_shake256_for_short_streams_and_chacha20_for_long_ones(count):
+    from ehr_fed.crypto.masking import SHORT_STREAM_BYTES
 
     n = (1 << 1023) + 12345
     width = (n.bit_length() + 7) // 8 + 16
-    key = hashlib.sha256(b"ehr-fed mask stream v2\x00" + (32).to_bytes(2, "big") + SEED + (3).to_bytes(4, "big")
-                         + b"out" + (5).to_bytes(8, "big")).digest()
-    stream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor().update(bytes(5 * width))
-    want = [int.from_bytes(stream[i * width:(i + 1) * width], "big") % n for i in range(5)]
+    size = count * width
+    stream = (_shake_stream if size <= SHORT_STREAM_BYTES else _chacha_stream)(b"out", count, size)
+    want = [int.from_bytes(stream[i * width:(i + 1) * width], "big") % n for i in range(count)]
+    assert expand_residues(SEED, b"out", count, n) == want
+    other = (_chacha_stream if size <= SHORT_STREAM_BYTES else _shake_stream)(b"out", count, size)
+    assert [int.from_bytes(other[i * width:(i + 1) * width], "big") % n for i in range(count)] != want
+
+
+def test_expand_residues_is_deterministic_and_separated_by_label_and_seed():
+    n = (1 << 1023) + 12345
     got = expand_residues(SEED, b"out", 5, n)
-    assert got == want
     assert all(0 <= r < n for r in got)
     assert expand_residues(SEED, b"out", 5, n) == got                 # deterministic
     assert expand_residues(SEED, b"other", 5, n) != got               # labels separate the streams
