@@ -20,7 +20,7 @@ histograms took.
 
 Encrypted and plaintext federations grow identical trees (asserted in the output), so the test AUC of the
 plaintext run is also the encrypted model's. The run exits 1 when a check fails (``checks`` in the JSON:
-identical trees, equal test AUC, masks cost at most 5 % (median CPU ratio over at least 7 repetitions),
+identical trees, equal test AUC, masks cost at most 5 % (median CPU ratio of the ``--cost-repeats`` masks-on / masks-off pairs with the sites answered one after another, ``masks_cost_sequential``),
 masks on / off / threshold bit-identical models); ``estimated_*`` figures are computed, not measured.
 """
 
@@ -79,10 +79,15 @@ def main(argv: list[str] | None = None) -> dict:
                     help="runs of masks on / masks off / plaintext each (interleaved; medians; default 15, "
                          "--quick 7; the masks' cost is checked from 7)")
     ap.add_argument("--threshold-repeats", type=int, default=1, help="runs with the threshold scheme")
+    ap.add_argument("--cost-repeats", type=int, default=None,
+                    help="masks-on / masks-off pairs with the sites answered one after another, the series the "
+                         "masks' cost is checked on (default 21, --quick 7; 0: check the threaded runs)")
     args = ap.parse_args(argv)
     if args.repeats is None:
         args.repeats = 7 if args.quick else 15
-    if args.repeats < 1 or args.threshold_repeats < 1:
+    if args.cost_repeats is None:
+        args.cost_repeats = 7 if args.quick else 21
+    if args.repeats < 1 or args.threshold_repeats < 1 or args.cost_repeats < 0:
         ap.error("--repeats and --threshold-repeats must be at least 1")
 
     import xgboost as xgb
@@ -144,10 +149,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     first: dict[str, dict] = {}
 
-    def run(variant: str, site_keys):
+    def run(variant: str, site_keys, workers: str | None = None):
         encrypted = variant != "plaintext"
-        fed = Federation.in_process(tables, encrypted=encrypted, allow_insecure=insecure, workers=args.workers,
-                                    site_keys=site_keys, masks=variant != "masks_off")
+        fed = Federation.in_process(tables, encrypted=encrypted, allow_insecure=insecure,
+                                    workers=workers or args.workers, site_keys=site_keys,
+                                    masks=variant != "masks_off")
         model = FederatedGradientBoostingClassifier(encrypted=encrypted, min_count_rule=args.min_count_rule,
                                                     sibling=args.sibling, **params)
         rounds: list[float] = []
@@ -177,7 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
             run_ceremony(keys[scheme], n_length=cfg["key_bits"], allow_insecure=insecure, scheme=scheme)
             result["key_ceremony_s"][scheme] = round(time.perf_counter() - t_keys, 3)
         models = compare(result, keys=keys, run=run, identical=same_model, repeats=args.repeats,
-                         threshold_repeats=args.threshold_repeats, check_cost=True)
+                         threshold_repeats=args.threshold_repeats, check_cost=True,
+                         cost_run=lambda v, k: run(v, k, "sequential"), cost_repeats=args.cost_repeats)
         m_enc, m_plain = models["masks_on"][0], models["plaintext"][0]
         plain, enc = first["plaintext"], first["masks_on"]
         plain["seconds"] = result["variants"]["wall_s"]["plaintext"]["median"]

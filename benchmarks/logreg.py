@@ -9,9 +9,11 @@ key ceremony at ``--key-bits`` (2048 by default) per key scheme. Measured in the
 * ``variants`` (see ``_variants.py``): the same fit with masks on (the default), masks off
   (``Federation.in_process(..., masks=False)``), and the threshold scheme (``key_scheme="threshold"``,
   ``--threshold-repeats`` runs), each against ``plaintext`` in the same run; the masks-on / masks-off ratio
-  per repetition (median, min-max and interquartile range, CPU and wall); checks that the masks cost at
-  most 5 % (median CPU ratio over at least 7 repetitions) and that the three encrypted variants give
-  bit-identical coefficients and covariance;
+  per repetition (median, min-max and interquartile range, CPU and wall); then ``--cost-repeats`` (21)
+  masks-on / masks-off pairs with the sites answered one after another (``workers="sequential"``:
+  ``masks_cost_sequential``, each site's work as on a machine of its own, half the spread of the threaded
+  pairs); checks that the masks cost at most 5 % (median CPU ratio of that series, at least 7 pairs) and
+  that every encrypted fit gives bit-identical coefficients and covariance;
 * ``plaintext_federated``: the same protocol with ``encrypted=False`` (the protocol's own compute cost),
   median of ``--repeats`` runs interleaved with the encrypted ones;
 * ``pooled_sklearn``: scikit-learn on the concatenated tables (the faster of default BLAS threads and one), with the same preprocessing (mean
@@ -33,7 +35,7 @@ Prints one JSON document and exits 1 when a check fails (``checks``: encrypted c
 plaintext federated ones, and the pooled newton-cholesky ones to 1e-4; the masks' cost; bit-identical
 variants); the plain-phe figures are estimates (``estimated_*`` keys), the other figures are measured.
 Default: 5 sites x 100,000 rows x 20 features, 15 repetitions (the median of 15 per-repetition ratios
-moves less from run to run than that of 9): 2.5 minutes on the 2-core machine at a load average of 2, about
+moves less from run to run than that of 9): 3.5 minutes (with the 21 sequential pairs) on the 2-core machine at a load average of 2, about
 8 at a load of 10 (a third of it the one threshold run); ``--rows 200000
 --features 40`` is the size of the earlier figures, several times longer, mostly for the threshold run.
 Fewer rows make the masks' share of a fit larger and the plaintext compute's noise dominate the ratio.
@@ -152,12 +154,17 @@ def main(argv: list[str] | None = None) -> dict:
                     help="runs of masks on / masks off / plaintext each (interleaved; medians; default 15, "
                          "--quick 7; the masks' cost is checked from 7)")
     ap.add_argument("--threshold-repeats", type=int, default=1, help="runs with the threshold scheme")
+    ap.add_argument("--cost-repeats", type=int, default=None,
+                    help="masks-on / masks-off pairs with the sites answered one after another, the series the "
+                         "masks' cost is checked on (default 21, --quick 7; 0: check the threaded runs)")
     args = ap.parse_args(argv)
     if args.quick:
         args.sites, args.rows, args.features, args.key_bits, args.phe_sample = 3, 5_000, 10, 1024, 40
     if args.repeats is None:
         args.repeats = 7 if args.quick else 15
-    if args.repeats < 1 or args.threshold_repeats < 1:
+    if args.cost_repeats is None:
+        args.cost_repeats = 7 if args.quick else 21
+    if args.repeats < 1 or args.threshold_repeats < 1 or args.cost_repeats < 0:
         ap.error("--repeats and --threshold-repeats must be at least 1")
 
     from ehr_fed.federation import Federation, PrivacyPolicy
@@ -176,9 +183,10 @@ def main(argv: list[str] | None = None) -> dict:
                                                                 allow_insecure=insecure, scheme=s))
     history: dict[str, list] = {}
 
-    def run(variant: str, site_keys):
+    def run(variant: str, site_keys, workers: str = "threads"):
         fed = Federation.in_process(tables, policy=policy, encrypted=variant != "plaintext",
-                                    allow_insecure=insecure, site_keys=site_keys, masks=variant != "masks_off")
+                                    allow_insecure=insecure, site_keys=site_keys, masks=variant != "masks_off",
+                                    workers=workers)
         with fed:
             wall, cpu, model = timed(lambda: FederatedLogisticRegression(encrypted=variant != "plaintext").fit(fed))
         history.setdefault(variant, fed.history)
@@ -186,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     report: dict = {}
     models = compare(report, keys=keys, run=run, repeats=args.repeats, threshold_repeats=args.threshold_repeats,
-                     check_cost=True,
+                     check_cost=True, cost_run=lambda v, k: run(v, k, "sequential"), cost_repeats=args.cost_repeats,
                      identical=lambda a, b: np.array_equal(a.coef_, b.coef_)
                      and np.array_equal(a.covariance_, b.covariance_))
     enc, plain = models["masks_on"][0], models["plaintext"][0]
@@ -222,6 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
         "setup": {"sites": args.sites, "rows_per_site": args.rows, "rows": args.sites * args.rows,
                   "features": args.features, "terms": len(enc.terms_), "key_bits": args.key_bits,
                   "repeats": args.repeats, "threshold_repeats": args.threshold_repeats,
+                  "cost_repeats": args.cost_repeats,
                   "threshold_scheme": f"{default_threshold(len(tables))}-of-{len(tables)}",
                   "quick": args.quick, "cpus": os.cpu_count(), "python": platform.python_version(),
                   "machine": platform.machine()},
