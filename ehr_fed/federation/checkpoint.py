@@ -18,7 +18,9 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +67,37 @@ def loads(text: str) -> Any:
     return _dec(json.loads(text))
 
 
+#: digests already computed in this process, keyed by the SHA-256 of the parts' pickle (see params_hash)
+_HASHES: dict[bytes, str] = {}
+_HASHES_LOCK = threading.Lock()
+_HASHES_MAX = 4096
+
+
 def params_hash(*parts: Any) -> str:
-    """Stable hash of parameters (arrays included, bit-exact)."""
-    return hashlib.sha256(dumps(list(parts)).encode()).hexdigest()
+    """Stable hash of parameters (arrays included, bit-exact): SHA-256 of their canonical JSON text.
+
+    A site checking a transcript hashes the same earlier requests again at every round (each request carries
+    the ones before it). The canonical text is built in Python, its pickle in C, so the digest of parts whose
+    pickle was seen before is looked up instead of recomputed. A lookup is exact: equal pickle bytes
+    unpickle to equal objects, which have the same canonical text; parts that pickle differently but hash
+    alike (a tuple and a list, ``np.float64`` and ``float``) are only computed again.
+    """
+    try:
+        key = hashlib.sha256(pickle.dumps(parts, protocol=5)).digest()
+    except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
+        key = None
+    if key is not None:
+        with _HASHES_LOCK:
+            hit = _HASHES.get(key)
+        if hit is not None:
+            return hit
+    value = hashlib.sha256(dumps(list(parts)).encode()).hexdigest()
+    if key is not None:
+        with _HASHES_LOCK:
+            if len(_HASHES) >= _HASHES_MAX:
+                _HASHES.pop(next(iter(_HASHES)))  # the oldest entry
+            _HASHES[key] = value
+    return value
 
 
 class Journal:

@@ -154,3 +154,34 @@ def test_killed_coordinator_resumes_with_same_result(tmp_path):
     assert [e["round"] for e in log] == list(range(8))
     assert all(e["replayed"] for e in log[:done_before]) and not any(e["replayed"] for e in log[done_before + 1:])
     np.testing.assert_array_equal(np.load(tmp_path / "resumed.npy"), np.load(tmp_path / "straight.npy"))
+
+
+def test_params_hash_lookups_give_the_digest_of_the_canonical_text():
+    import hashlib
+
+    from ehr_fed.federation import checkpoint
+
+    def canonical(*parts):
+        return hashlib.sha256(checkpoint.dumps(list(parts)).encode()).hexdigest()
+
+    params = {"beta": [0.5, -1.25], "w": np.arange(6.0).reshape(2, 3), "blob": b"\x00\x01", "nested": {"k": [1, 2]}}
+    first = checkpoint.params_hash("computation", params)
+    assert first == canonical("computation", params)
+    assert checkpoint.params_hash("computation", params) == first          # looked up: the same digest
+    params["beta"][0] = 0.75                                                # changed in place: a new digest
+    assert checkpoint.params_hash("computation", params) == canonical("computation", params) != first
+    # parts that pickle differently but have one canonical text get that text's digest
+    assert checkpoint.params_hash("c", [1.0, 2.0]) == checkpoint.params_hash("c", (1.0, 2.0)) == \
+        checkpoint.params_hash("c", [np.float64(1.0), 2.0])
+    # key order is part of the canonical text (as it always was)
+    assert checkpoint.params_hash({"a": 1, "b": 2}) != checkpoint.params_hash({"b": 2, "a": 1})
+
+
+def test_params_hash_of_parts_that_do_not_pickle_is_computed_each_time():
+    import threading
+
+    from ehr_fed.federation import checkpoint
+
+    lock = threading.Lock()  # not picklable, and not JSON either: the canonical text's own error
+    with pytest.raises(TypeError):
+        checkpoint.params_hash({"lock": lock})
