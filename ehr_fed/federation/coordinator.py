@@ -88,7 +88,9 @@ class Federation:
         ``site_keys`` reuses existing key material (e.g. one keypair per test session) instead of a
         new ceremony. ``key_scheme="threshold"`` makes the ceremony deal t-of-n key shares (``threshold``,
         default a majority of the sites) so that no single site can decrypt. ``masks=False`` turns the
-        pairwise masks off at every site: only to measure their cost.
+        pairwise masks off at every site: only to measure their cost. ``workers``: the sites as threads
+        (default), as worker processes (``"processes"``), or answered one after another in the calling
+        thread (``"sequential"``: per-site CPU without contention, one-thread profiles and tracebacks).
         """
         if not tables:
             raise FederationError("Federation.in_process needs at least one site table")
