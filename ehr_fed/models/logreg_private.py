@@ -9,6 +9,10 @@ the coordinator only sizes the integer fields from the same public calibration a
 noisy sums (counts clipped, Hessian eigenvalues floored). The fitted model carries ``dp_``: the
 ``(epsilon, delta)`` spent, the clipping bound, the quantisation scales and the noise of every release.
 
+The Newton rounds keep up to ``weighted_events`` (a :class:`~ehr_fed.privacy.dp.DPConfig` field, default
+:data:`DEFAULT_WEIGHTED_EVENTS` = 3) index events per patient, weighted so that a patient's rows count as
+``events_per_patient`` rows (same noise); the row count and the preprocessing sums keep ``events_per_patient``.
+
 Options in ``dp`` beyond :class:`~ehr_fed.privacy.dp.DPConfig`: ``rounds`` (5), ``clip_norm`` (L2 bound of a
 standardized design row, default ``1.5 sqrt(d)``), ``feature_bounds`` ({name: [lo, hi]} clipping ranges of the
 raw features for the preprocessing sums; defaults from the study spec's feature kinds),
