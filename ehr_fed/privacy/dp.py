@@ -321,7 +321,7 @@ class Release:
     plan: ReleasePlan
     outputs: dict[str, NoisedOutput]
     n_shares: int = 1
-    table: Any = None  # the site's rows capped to events_per_patient (set by the site)
+    table: Any = None  # the site's rows capped to plan.kept_events(...) per patient (set by the site)
     fn: Callable[..., Any] | None = field(default=None, compare=False)  # the private form, if not the task
     rng: np.random.Generator | None = field(default=None, compare=False)
 
