@@ -7,7 +7,8 @@ that the encrypted private fit runs). In the same run:
 
 * ``logreg`` non-private: ``FederatedLogisticRegression(penalty="l2")`` on the demo's features;
 * ``logreg`` private at epsilon in {0.5, 1, 2, 4, 8} (delta 1e-6, the private defaults of
-  :mod:`ehr_fed.models.logreg_private`, one index event per patient), ``--repeats`` fits each (fresh noise);
+  :mod:`ehr_fed.models.logreg_private`: up to 3 weighted index events per patient in the Newton rounds, one in
+  the row count and preprocessing sums), ``--repeats`` fits each (fresh noise);
 * ``gbdt`` non-private (30 trees, depth 3, 32 bins, learning rate 0.2) on the same features;
 * ``gbdt`` private at the same epsilons in the configuration that suits a small budget (:data:`GBDT_PRIVATE`:
   8 stumps, 8 bins, learning rate 0.5, the Hessian min-count rule, so 8 private levels and no count

@@ -170,9 +170,11 @@ def run_logreg(args) -> int:
           f"{model.n_iter_} rounds)", file=sys.stderr)
     dp = getattr(model, "dp_", None)
     if dp is not None:
+        k, w = dp["events_per_patient"], dp.get("weighted_events") or 0
+        kept = f" ({w} in the Newton rounds, weighted to count as {k})" if w > k else ""
         print(f"differential privacy: epsilon {dp['epsilon']:.4g}, delta {dp['delta']:g} spent over "
-              f"{dp['releases']} releases (row clip norm {dp['clip_norm']:.4g}, up to {dp['events_per_patient']} "
-              "index event(s) per patient)")
+              f"{dp['releases']} releases (row clip norm {dp['clip_norm']:.4g}, up to {k} "
+              f"index event(s) per patient{kept})")
     return 0
 
 

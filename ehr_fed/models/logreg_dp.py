@@ -92,7 +92,7 @@ def _newton_sens(params: dict) -> list[OutputSensitivity]:
 
 dp_task("models.row_count", "preprocess", _row_count_sens)
 dp_task("models.preprocess_sums", "preprocess", _preprocess_sens)
-dp_task("logreg.newton", "model", _newton_sens)
+dp_task("logreg.newton", "model", _newton_sens, row_weights=True)  # rows weighted per patient: private_newton
 
 
 # ----------------------------------------------------------------------------------- site side
@@ -157,22 +157,32 @@ def clip_rows(Z: np.ndarray, clip_norm: float) -> np.ndarray:
     return np.minimum(1.0, clip_norm / np.maximum(norms, 1e-300))
 
 
-def private_newton(Z: np.ndarray, y: np.ndarray, beta: np.ndarray, params: dict, rel: Release
-                   ) -> dict[str, np.ndarray]:
-    """Clipped, quantised, noised gradient and Hessian triangle of one site (module docstring)."""
+def private_newton(Z: np.ndarray, y: np.ndarray, beta: np.ndarray, params: dict, rel: Release,
+                   weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Clipped, quantised, noised gradient and Hessian triangle of one site (module docstring).
+
+    ``weights``: per-row weights in ``[0, 1]`` whose sum over one patient's rows is at most the plan's
+    ``events_per_patient`` (:func:`ehr_fed.privacy.budget.patient_weights`); every term is weighted, so one
+    patient moves each unrounded sum by at most ``events_per_patient`` times the one-row bound, the bound the
+    calibration assumes. None: every row weighs 1 (the table holds at most ``events_per_patient`` rows per
+    patient).
+    """
     clip = params["dp_clip"]
+    w = np.ones(Z.shape[0]) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != (Z.shape[0],) or not (np.all(w >= 0.0) and np.all(w <= 1.0)):
+        raise ValueError(f"private Newton row weights must be {Z.shape[0]} numbers in [0, 1]")
     Zc = Z * clip_rows(Z, float(clip["clip_norm"]))[:, None]
     eta = Zc @ beta
     p = expit(eta)
-    grad = Zc.T @ (np.asarray(y, dtype=float) - p)
-    ll = np.clip(np.asarray(y, dtype=float) * eta - np.logaddexp(0.0, eta), -LOGLIK_CLIP, 0.0).sum()
+    grad = Zc.T @ (w * (np.asarray(y, dtype=float) - p))
+    ll = (w * np.clip(np.asarray(y, dtype=float) * eta - np.logaddexp(0.0, eta), -LOGLIK_CLIP, 0.0)).sum()
     g = np.rint(grad * float(clip["scale_g"])).astype(np.int64)
     lq = np.rint(np.array([ll]) * float(clip["scale_l"])).astype(np.int64)
     out = {"gradient": g + rel.noise("gradient", g.size), "loglik": lq + rel.noise("loglik", 1)}
     if releases_information(params):
         ch = clip.get("information_clip_norm")  # the information matrix may clip its rows tighter
         Zh = Zc if ch is None else Zc * clip_rows(Zc, float(ch))[:, None]
-        A = Zh * np.sqrt(p * (1.0 - p))[:, None]
+        A = Zh * np.sqrt(w * p * (1.0 - p))[:, None]
         h = np.rint(pack_information(A.T @ A) * float(clip["scale_h"])).astype(np.int64)
         out["hessian"] = h + rel.noise("hessian", h.size)
     return out

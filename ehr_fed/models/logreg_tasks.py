@@ -39,6 +39,7 @@ from ehr_fed.models.base import (
 from ehr_fed.models.logreg_dp import private_newton, private_preprocess_sums, private_row_count
 from ehr_fed.models.logreg_newton import site_newton_statistics
 from ehr_fed.models.logreg_transcript import check_newton_request
+from ehr_fed.privacy.budget import patient_weights
 from ehr_fed.privacy.dp import active_release
 
 #: largest absolute feature value a site accepts in ``models.preprocess_sums``; the public bound from which the
@@ -152,5 +153,6 @@ def newton_task(table: pd.DataFrame, params: dict, ctx: SiteContext) -> dict[str
         raise ValueError(f"site {ctx.site_id}: design has {Z.shape[1]} columns but beta has {beta.size}")
     rel = active_release()
     if rel is not None:  # differentially private form (ehr_fed.models.logreg_dp)
-        return private_newton(Z, y, beta, params, rel)
+        # up to the plan's weighted_events rows per patient, weighted so a patient weighs events_per_patient
+        return private_newton(Z, y, beta, params, rel, patient_weights(table, rel.plan.events_per_patient))
     return site_newton_statistics(Z, y, beta)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ehr_fed.privacy.dp import (
@@ -192,6 +193,20 @@ def cap_events(table: pd.DataFrame, k: int) -> pd.DataFrame:
     return table if keep.all() else table[keep]
 
 
+def patient_weights(table: pd.DataFrame, k: int) -> np.ndarray:
+    """Row weights ``min(1, k / m)``, ``m`` the number of rows of the row's patient (``person_key``) in ``table``.
+
+    A patient's rows weigh ``min(m, k) <= k`` together, each at most 1, so any sum of per-row terms bounded by
+    ``B`` changes by at most ``k B`` when a patient is added or removed: the bound of ``k`` unweighted rows,
+    whatever ``m``. Without a ``person_key`` column every row counts as its own patient (weight 1).
+    """
+    if "person_key" not in table.columns or len(table) == 0:
+        return np.ones(len(table))
+    keys = table["person_key"]
+    m = keys.groupby(keys, sort=False, dropna=False).transform("size").to_numpy(dtype=float)
+    return np.minimum(1.0, float(k) / m)
+
+
 _CAPPED: dict[tuple[int, int, int], tuple[Any, pd.DataFrame]] = {}
 
 
@@ -257,7 +272,7 @@ def open_release(site: Any, task: Any, msg: Any, params: dict) -> Release | None
         raise DisclosureError(f"site {site.site_id}: invalid release plan for {task.name!r}: {exc}",
                               rule="dp_plan", site_id=site.site_id) from None
     release = Release(task=task.name, group=spec.group, plan=plan, outputs=outputs, n_shares=_n_shares(msg),
-                      table=_capped(site.table, plan.events_per_patient), fn=spec.fn)
+                      table=_capped(site.table, plan.kept_events(spec.row_weights)), fn=spec.fn)
     if budget is not None:
         _ledger(site).check(msg.study, release, budget, site.site_id)
     return release

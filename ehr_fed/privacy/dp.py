@@ -104,6 +104,12 @@ class DPConfig(BaseModel):
     events_per_patient : int
         A site keeps at most this many index events (rows) per patient in a private release, so that one
         patient's presence changes every sum by at most this many rows' contributions.
+    weighted_events : int, optional
+        For tasks whose private form weights its rows (the logistic regression's Newton rounds): a site keeps
+        up to this many index events per patient (at least ``events_per_patient``) and weights each kept row
+        ``min(1, events_per_patient / m)``, ``m`` the patient's kept rows, so that a patient's rows together
+        weigh at most ``events_per_patient`` and the sensitivity stays that of ``events_per_patient`` rows.
+        None: the model's default; other tasks ignore it (they keep ``events_per_patient`` rows).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -112,6 +118,7 @@ class DPConfig(BaseModel):
     delta: float = Field(DEFAULT_DELTA, gt=0, lt=1)
     split: dict[str, float] | None = None
     events_per_patient: int = Field(1, ge=1, le=100)
+    weighted_events: int | None = Field(None, ge=1, le=100)
 
     _split = field_validator("split")(lambda cls, v: _check_split(v))
 
@@ -186,6 +193,12 @@ class ReleasePlan(DPConfig):
         if not 0 <= int(index) < count:
             raise DPError(f"release index {index} is outside the plan's {count} {group!r} releases")
         return rho_for_epsilon(self.epsilon, self.delta) * self.fractions()[group] * w[int(index)] / sum(w)
+
+    def kept_events(self, row_weights: bool) -> int:
+        """Rows per patient a site keeps for a task: ``events_per_patient``, or for a task whose private form
+        weights its rows (:class:`DPTaskSpec` ``row_weights``) up to ``weighted_events`` if that is more."""
+        k = self.events_per_patient
+        return max(k, self.weighted_events or k) if row_weights else k
 
     def to_params(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -308,7 +321,7 @@ class Release:
     plan: ReleasePlan
     outputs: dict[str, NoisedOutput]
     n_shares: int = 1
-    table: Any = None  # the site's rows capped to events_per_patient (set by the site)
+    table: Any = None  # the site's rows capped to plan.kept_events(...) per patient (set by the site)
     fn: Callable[..., Any] | None = field(default=None, compare=False)  # the private form, if not the task
     rng: np.random.Generator | None = field(default=None, compare=False)
 
@@ -371,20 +384,26 @@ class DPTaskSpec:
     group: str
     sensitivities: SensitivityFn
     fn: Callable[..., Any] | None = None  # (table, params, ctx, release) -> outputs; None: the task itself
+    #: the private form weights each row min(1, events_per_patient / m) (m: the patient's rows in its table),
+    #: so the site may keep up to the plan's weighted_events rows per patient (ReleasePlan.kept_events)
+    row_weights: bool = False
 
 
 _DP_TASKS: dict[str, DPTaskSpec] = {}
 
 
-def dp_task(name: str, group: str, sensitivities: SensitivityFn, fn: Callable[..., Any] | None = None) -> None:
+def dp_task(name: str, group: str, sensitivities: SensitivityFn, fn: Callable[..., Any] | None = None,
+            row_weights: bool = False) -> None:
     """Declare that site task ``name`` has a private form.
 
     Either the task itself reads :func:`active_release` (``fn=None``), or ``fn(table, params, ctx, release)``
-    computes the private outputs in its place.
+    computes the private outputs in its place. ``row_weights``: the private form weights every row of its
+    table ``min(1, events_per_patient / m)`` (:func:`ehr_fed.privacy.budget.patient_weights`), so a patient's
+    rows weigh at most ``events_per_patient`` together however many the site keeps.
     """
     if group not in GROUPS:
         raise ValueError(f"dp_task {name!r}: group {group!r} is not one of {GROUPS}")
-    _DP_TASKS[name] = DPTaskSpec(name, group, sensitivities, fn)
+    _DP_TASKS[name] = DPTaskSpec(name, group, sensitivities, fn, bool(row_weights))
 
 
 #: modules that declare private forms of tasks defined elsewhere
@@ -460,6 +479,7 @@ def spent_record(plan: ReleasePlan, releases: Sequence[dict[str, Any]], **extra:
     return {
         "epsilon": epsilon_spent(events, plan.delta), "delta": plan.delta,
         "epsilon_planned": plan.epsilon, "events_per_patient": plan.events_per_patient,
+        **({} if plan.weighted_events is None else {"weighted_events": plan.weighted_events}),
         "split": plan.fractions(), "releases": len(releases),
         "mechanism": "distributed Skellam noise added by every site inside the secure sum",
         "accountant": "dp-accounting RDP accountant over (xi, rho)-zCDP events",

@@ -140,3 +140,28 @@ def test_boosting_under_a_dp_federation_trains_privately_and_checks_its_bounds_b
         with pytest.raises(ValueError, match=r"no clipping range is known for features \['x'\]"):
             FederatedGradientBoostingClassifier(encrypted=False).fit(fed)
         assert [h["label"] for h in fed.history] == ["query gbdt.schema"]
+
+
+def test_patient_weights_let_a_patient_weigh_at_most_k_rows_however_many_it_has():
+    from ehr_fed.privacy.budget import patient_weights
+
+    t = pd.DataFrame({"person_key": ["a"] * 5 + ["b"] * 2 + ["c"], "v": range(8)})
+    w = patient_weights(t, 1)
+    assert w.tolist() == pytest.approx([0.2] * 5 + [0.5] * 2 + [1.0])
+    w2 = patient_weights(t, 2)
+    assert w2.tolist() == pytest.approx([0.4] * 5 + [1.0] * 3)  # a patient with m <= k rows keeps weight 1
+    for k in (1, 2, 3):  # each patient's rows weigh min(m, k) together, each row at most 1
+        got = pd.Series(patient_weights(t, k)).groupby(t["person_key"]).sum().to_dict()
+        assert got == pytest.approx({"a": min(5, k), "b": min(2, k), "c": 1.0})
+    assert patient_weights(t.drop(columns="person_key"), 1).tolist() == [1.0] * 8  # no key: a row is a patient
+    assert patient_weights(t.iloc[:0], 1).size == 0
+
+
+def test_only_a_task_whose_private_form_weights_rows_keeps_the_weighted_events():
+    plan = ReleasePlan(epsilon=1.0, releases={"model": 1}, weighted_events=3)
+    assert plan.kept_events(row_weights=True) == 3 and plan.kept_events(row_weights=False) == 1
+    assert ReleasePlan(epsilon=1.0, releases={"model": 1}).kept_events(True) == 1
+    wider = ReleasePlan(epsilon=1.0, releases={"model": 1}, events_per_patient=4, weighted_events=2)
+    assert wider.kept_events(True) == 4  # never fewer than events_per_patient
+    with pytest.raises(ValueError, match="weighted_events"):
+        ReleasePlan(epsilon=1.0, releases={"model": 1}, weighted_events=0)

@@ -246,3 +246,84 @@ def test_the_first_newton_round_gives_the_gradient_80_percent_and_the_later_roun
     assert len(sent) == 4 and all(p["rule"]["hessian_window"] == 4 for p in sent)
     assert all(p["dp_clip"]["weight_gradient"] == 0.8 and p["dp_clip"]["information_rounds"] == 1 for p in sent)
     assert m.dp_["average_last"] == 2
+
+
+class _NoNoise:
+    """A release whose noise shares are 0, to see the sums a site's clipping and weighting bound."""
+
+    def noise(self, name, shape):
+        return np.zeros(shape, dtype=np.int64)
+
+
+def test_weighted_events_keep_every_newton_output_within_the_one_row_sensitivity():
+    from ehr_fed.models.logreg_dp import _newton_sens, newton_clip, private_newton
+    from ehr_fed.privacy.budget import cap_events, patient_weights
+
+    rng = np.random.default_rng(3)
+    d = 5
+    clip = newton_clip(d, None, 0.8)
+    beta = rng.normal(size=d)
+    rest = pd.DataFrame({"person_key": [f"p{i // 2}" for i in range(60)],
+                         "index_time": pd.date_range("2021-01-01", periods=60), "label": rng.integers(0, 2, 60)})
+    Zrest = rng.normal(size=(60, d))
+    for trial in range(20):
+        m = int(rng.integers(2, 9))  # one patient with m events, rows far beyond the clip norm, one label
+        big = pd.DataFrame({"person_key": "q", "index_time": pd.date_range("2022-01-01", periods=m),
+                            "label": int(trial % 2)})
+        Zbig = np.tile(rng.normal(size=d) * 50.0, (m, 1)) + rng.normal(size=(m, d))
+        full = pd.concat([rest, big], ignore_index=True)
+        kept = cap_events(full, 3)  # what a site keeps for the Newton rounds at weighted_events 3
+        Z = np.vstack([Zrest, Zbig])[kept.index.to_numpy()]
+        outs = []
+        for table, design in ((kept, Z), (kept[kept["person_key"] != "q"], Z[(kept["person_key"] != "q").to_numpy()])):
+            w = patient_weights(table, 1)
+            params = {"dp_clip": clip, "beta": list(beta), "dp_index": 0}
+            outs.append(private_newton(design, table["label"].to_numpy(float), beta, params, _NoNoise(), w))
+        sens = {s.name: s for s in _newton_sens(params)}
+        for name in ("gradient", "hessian", "loglik"):
+            diff = outs[0][name].astype(float) - outs[1][name].astype(float)
+            assert np.linalg.norm(diff) <= sens[name].l2 and np.abs(diff).sum() <= sens[name].l1, (trial, name)
+    # unweighted, the same patient's 3 kept rows would exceed the one-row bound: the weights are what holds it
+    w1 = np.ones(len(kept))
+    a = private_newton(Z, kept["label"].to_numpy(float), beta, params, _NoNoise(), w1)["gradient"]
+    keep = (kept["person_key"] != "q").to_numpy()
+    b = private_newton(Z[keep], kept["label"].to_numpy(float)[keep], beta, params, _NoNoise(), w1[keep])["gradient"]
+    assert np.linalg.norm(a.astype(float) - b) > sens["gradient"].l2
+    with pytest.raises(ValueError, match="weights"):
+        private_newton(Z, kept["label"].to_numpy(float), beta, params, _NoNoise(), np.full(len(kept), 2.0))
+
+
+def test_newton_rounds_use_up_to_three_weighted_events_per_patient_and_the_setup_one(monkeypatch):
+    import ehr_fed.models.logreg_tasks as tasks
+    from ehr_fed.models.logreg_private import DEFAULT_WEIGHTED_EVENTS
+
+    assert DEFAULT_WEIGHTED_EVENTS == 3
+    tables = {}
+    for i in range(3):  # 1000 patients per site, 4 index events each
+        t = site_table(f"s{i}", 4000, 90 + i)
+        t["person_key"] = [f"s{i}-{j // 4}" for j in range(4000)]
+        t["index_time"] = pd.Timestamp("2021-01-01") + pd.to_timedelta(np.arange(4000) % 4 * 40, unit="D")
+        tables[f"s{i}"] = t
+    seen = []
+    real = tasks.private_newton
+
+    def spy(Z, y, beta, params, rel, weights=None):
+        seen.append((params["dp"].get("weighted_events"), Z.shape[0], np.asarray(weights).copy()))
+        return real(Z, y, beta, params, rel, weights)
+
+    monkeypatch.setattr(tasks, "private_newton", spy)
+    with _fed(tables) as fed:
+        m = FederatedLogisticRegression(encrypted=False, dp={"epsilon": 4.0, "feature_bounds": BOUNDS}).fit(fed)
+        one = FederatedLogisticRegression(encrypted=False, dp={"epsilon": 4.0, "feature_bounds": BOUNDS,
+                                                               "weighted_events": 1}).fit(fed)
+    assert m.dp_["weighted_events"] == 3 and m.dp_["events_per_patient"] == 1
+    assert one.dp_["weighted_events"] == 1
+    assert abs(m.n_samples_ - 3000) < 100  # the row count and the preprocessing sums: one event per patient
+    rounds = m.dp_["rounds"]
+    assert len(seen) == 2 * 3 * rounds
+    for k, rows, w in seen[:3 * rounds]:  # every site, every round: 3 of each patient's 4 events, weight 1/3
+        assert k == 3 and rows == 3000 and np.allclose(w, 1 / 3)
+    for k, rows, w in seen[3 * rounds:]:
+        assert k == 1 and rows == 1000 and np.allclose(w, 1.0)
+    # the sensitivity recorded is the one-row bound in both fits: the noise is the same
+    assert m.dp_["noise"]["logreg.newton"][0]["gradient"] == one.dp_["noise"]["logreg.newton"][0]["gradient"]
