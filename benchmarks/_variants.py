@@ -132,7 +132,11 @@ def _summary(values: list[float]) -> dict[str, Any]:
 
 
 def _settle() -> None:
-    """A full garbage collection before a timed run; the survivors are frozen (never scanned again)."""
+    """A full garbage collection before a timed run; the survivors are frozen (never scanned again). The
+    process's parameter digests are forgotten, so no run finds the digests of the run before it."""
+    from ehr_fed.federation.checkpoint import clear_hash_cache
+
+    clear_hash_cache()
     gc.collect()
     gc.freeze()
 

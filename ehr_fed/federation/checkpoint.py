@@ -73,6 +73,12 @@ _HASHES_LOCK = threading.Lock()
 _HASHES_MAX = 4096
 
 
+def clear_hash_cache() -> None:
+    """Forget the digests :func:`params_hash` looked up (benchmarks start each timed fit without them)."""
+    with _HASHES_LOCK:
+        _HASHES.clear()
+
+
 def params_hash(*parts: Any) -> str:
     """Stable hash of parameters (arrays included, bit-exact): SHA-256 of their canonical JSON text.
 

@@ -168,6 +168,8 @@ def test_params_hash_lookups_give_the_digest_of_the_canonical_text():
     first = checkpoint.params_hash("computation", params)
     assert first == canonical("computation", params)
     assert checkpoint.params_hash("computation", params) == first          # looked up: the same digest
+    checkpoint.clear_hash_cache()
+    assert checkpoint.params_hash("computation", params) == first          # computed again: the same
     params["beta"][0] = 0.75                                                # changed in place: a new digest
     assert checkpoint.params_hash("computation", params) == canonical("computation", params) != first
     # parts that pickle differently but have one canonical text get that text's digest
