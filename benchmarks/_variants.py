@@ -49,6 +49,27 @@ MASKS_MAX_RATIO = 1.05
 MIN_COST_REPEATS = 7
 
 
+def add_repeat_arguments(ap) -> None:
+    """``--repeats``, ``--threshold-repeats`` and ``--cost-repeats`` of a benchmark that runs :func:`compare`."""
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="runs of masks on / masks off / plaintext each (interleaved; medians; default 15, "
+                         "--quick 7; the masks' cost is checked from 7)")
+    ap.add_argument("--threshold-repeats", type=int, default=1, help="runs with the threshold scheme")
+    ap.add_argument("--cost-repeats", type=int, default=None,
+                    help="masks-on / masks-off pairs with the sites answered one after another, the series the "
+                         "masks' cost is checked on (default 21, --quick 7; 0: check the threaded runs)")
+
+
+def resolve_repeats(ap, args) -> None:
+    """The defaults of :func:`add_repeat_arguments` (smaller with ``--quick``), and their bounds."""
+    if args.repeats is None:
+        args.repeats = 7 if args.quick else 15
+    if args.cost_repeats is None:
+        args.cost_repeats = 7 if args.quick else 21
+    if args.repeats < 1 or args.threshold_repeats < 1 or args.cost_repeats < 0:
+        ap.error("--repeats and --threshold-repeats must be at least 1, --cost-repeats at least 0")
+
+
 def tree_cpu_seconds() -> float:
     """CPU seconds (user + system) used so far by this process and its live child processes."""
     import psutil
@@ -230,13 +251,11 @@ def compare(report: dict, *, keys: dict[str, Any], run: Callable[[str, Any], tup
             f"not checked: {repeats} repetition(s), the check needs at least {MIN_COST_REPEATS}"
             if check_cost else "not checked (check_cost=False)")
     reference = models["masks_on"][0]
-    differing = [f"{v}[{i}]" for v in ("masks_on", "masks_off", "threshold", "masks_on_sequential",
-                                       "masks_off_sequential")
-                 for i, m in enumerate(models.get(v, [])) if not identical(reference, m)]
+    encrypted = ("masks_on", "masks_off", "threshold", "masks_on_sequential", "masks_off_sequential")
+    differing = [f"{v}[{i}]" for v in encrypted for i, m in enumerate(models.get(v, []))
+                 if not identical(reference, m)]
     check(report, "variants_bit_identical", not differing,
-          compared=sum(len(models.get(v, [])) for v in ("masks_on", "masks_off", "threshold", "masks_on_sequential",
-                                                        "masks_off_sequential")),
-          differing=differing)
+          compared=sum(len(models.get(v, [])) for v in encrypted), differing=differing)
     return models
 
 

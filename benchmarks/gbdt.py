@@ -34,7 +34,7 @@ import time
 import numpy as np
 import pandas as pd
 from _common import check, finish
-from _variants import compare, timed
+from _variants import add_repeat_arguments, compare, resolve_repeats, timed
 
 
 def make_data(n: int, n_features: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,20 +75,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workers", default="threads", choices=["processes", "threads"],
                     help="sites as threads of this process (default) or as separate processes (as hospitals "
                          "are separate machines; each federation then starts 5 processes)")
-    ap.add_argument("--repeats", type=int, default=None,
-                    help="runs of masks on / masks off / plaintext each (interleaved; medians; default 15, "
-                         "--quick 7; the masks' cost is checked from 7)")
-    ap.add_argument("--threshold-repeats", type=int, default=1, help="runs with the threshold scheme")
-    ap.add_argument("--cost-repeats", type=int, default=None,
-                    help="masks-on / masks-off pairs with the sites answered one after another, the series the "
-                         "masks' cost is checked on (default 21, --quick 7; 0: check the threaded runs)")
+    add_repeat_arguments(ap)
     args = ap.parse_args(argv)
-    if args.repeats is None:
-        args.repeats = 7 if args.quick else 15
-    if args.cost_repeats is None:
-        args.cost_repeats = 7 if args.quick else 21
-    if args.repeats < 1 or args.threshold_repeats < 1 or args.cost_repeats < 0:
-        ap.error("--repeats and --threshold-repeats must be at least 1")
+    resolve_repeats(ap, args)
 
     import xgboost as xgb
     from sklearn.metrics import roc_auc_score

@@ -56,7 +56,7 @@ import warnings
 import numpy as np
 import pandas as pd
 from _common import check, finish
-from _variants import compare, timed
+from _variants import add_repeat_arguments, compare, resolve_repeats, timed
 
 
 def make_sites(n_sites: int, rows: int, n_features: int, seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -150,22 +150,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--features", type=int, default=20)
     ap.add_argument("--key-bits", type=int, default=2048)
     ap.add_argument("--phe-sample", type=int, default=300, help="values timed for the plain-phe estimate")
-    ap.add_argument("--repeats", type=int, default=None,
-                    help="runs of masks on / masks off / plaintext each (interleaved; medians; default 15, "
-                         "--quick 7; the masks' cost is checked from 7)")
-    ap.add_argument("--threshold-repeats", type=int, default=1, help="runs with the threshold scheme")
-    ap.add_argument("--cost-repeats", type=int, default=None,
-                    help="masks-on / masks-off pairs with the sites answered one after another, the series the "
-                         "masks' cost is checked on (default 21, --quick 7; 0: check the threaded runs)")
+    add_repeat_arguments(ap)
     args = ap.parse_args(argv)
     if args.quick:
         args.sites, args.rows, args.features, args.key_bits, args.phe_sample = 3, 5_000, 10, 1024, 40
-    if args.repeats is None:
-        args.repeats = 7 if args.quick else 15
-    if args.cost_repeats is None:
-        args.cost_repeats = 7 if args.quick else 21
-    if args.repeats < 1 or args.threshold_repeats < 1 or args.cost_repeats < 0:
-        ap.error("--repeats and --threshold-repeats must be at least 1")
+    resolve_repeats(ap, args)
 
     from ehr_fed.federation import Federation, PrivacyPolicy
     from ehr_fed.federation.keys import SiteKeys, default_threshold, run_ceremony

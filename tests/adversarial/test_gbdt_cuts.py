@@ -29,8 +29,6 @@ from ehr_fed.models.gbdt.transcript import SETTINGS
 from .conftest import MIN
 from .test_gbdt_release import (
     COL,
-    DP_BOUNDS,
-    DP_FIT,
     FIT,
     SITES,
     _assert_refused,
@@ -39,6 +37,7 @@ from .test_gbdt_release import (
     _pooled,
     _resend,
 )
+from .test_gbdt_release import private_fit as _release_private_fit
 
 
 @pytest.fixture(scope="module")
@@ -277,15 +276,7 @@ def test_merged_groups_must_match_the_signed_counts_and_cannot_be_swapped(honest
 
 
 # -- the private path ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def private_fit():
-    fed = _federation(encrypted=False)
-    model = FederatedGradientBoostingClassifier(encrypted=False, **DP_FIT,
-                                                dp={"epsilon": 8.0, "feature_bounds": DP_BOUNDS}).fit(fed)
-    yield {"fed": fed, "spy": fed.transport, "model": model}
-    fed.close()
-
-
+private_fit = _release_private_fit  # the module-scoped private training, one of its own in this module
 def test_private_cuts_follow_from_the_signed_noisy_counts(private_fit):
     fed, spy = private_fit["fed"], private_fit["spy"]
     root = _histogram_requests(spy)[0]
