@@ -93,12 +93,9 @@ def _stream(seed: bytes, label: bytes, count: int, width: int) -> bytes:
     """
     size = width * count
     if size <= SHORT_STREAM_BYTES:
-        xof = hashlib.shake_256()
-        xof.update(b"ehr-fed mask stream v1\x00")
-        xof.update(len(seed).to_bytes(2, "big") + bytes(seed))
-        xof.update(len(label).to_bytes(4, "big") + bytes(label))
-        xof.update(int(count).to_bytes(8, "big"))
-        return xof.digest(size)
+        return hashlib.shake_256(b"".join((
+            b"ehr-fed mask stream v1\x00", len(seed).to_bytes(2, "big"), bytes(seed),
+            len(label).to_bytes(4, "big"), bytes(label), int(count).to_bytes(8, "big")))).digest(size)
     cipher = Cipher(algorithms.ChaCha20(stream_key(seed, label, count), _NONCE), mode=None)
     return cipher.encryptor().update(bytes(size))
 

@@ -224,9 +224,10 @@ class Federation:
         return result
 
     def _messages(self, action: str, task: str, r: int, payload: dict, sites, nonce: str | None = None):
-        nonce = nonce or new_nonce()
-        return {sid: TaskMessage(action, task, self.study_id, self.journal.session, r, nonce, payload)
-                for sid in sites}
+        # one message for every site: the same header and nonce, and its payload validated once (a message is
+        # immutable; each site validates what it receives again)
+        msg = TaskMessage(action, task, self.study_id, self.journal.session, r, nonce or new_nonce(), payload)
+        return dict.fromkeys(sites, msg)
 
     def _broadcast(self, action: str, task: str, r: int, payload: dict, *, nonce: str | None = None,
                    sites: list[str] | None = None):

@@ -18,8 +18,9 @@ also carries a *self-mask* from a fresh random seed of its own site, revealed on
 has seen complete (:mod:`ehr_fed.federation.reveal`), so a drop-out claimed after an attempt completed
 cannot be turned into a second, smaller sum of the same computation.
 
-Cost per secure sum at a site of ``|P|`` participants: ``|P| - 1`` HKDF calls (the X25519 agreement of a
-pair is computed once per process and reused; each sum's seed has its own HKDF context), one
+Cost per secure sum at a site of ``|P|`` participants: ``|P| - 1`` HKDF expansions, one HMAC each (the
+X25519 agreement of a pair and its HKDF-Extract are computed once per process and reused; each sum's seed
+has its own HKDF context), one
 stream expansion (SHAKE-256 or ChaCha20) of ``bytes(n) + 16`` bytes per ciphertext and peer, and one addition modulo
 ``n`` per plaintext, before encryption. For the federation that is ``|P| (|P| - 1) / 2`` pairwise seeds per round.
 """
@@ -41,6 +42,8 @@ from ehr_fed.federation.messages import ProtocolError
 
 _SALT = b"ehr-fed pairwise mask v1"
 _TAG_SALT = b"ehr-fed contribution tag v1"
+#: ``json.dumps(obj, sort_keys=True, separators=(",", ":"))`` with one encoder for every call
+_CONTEXT_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
 def params_digest(params: Any) -> str:
@@ -57,9 +60,8 @@ def params_digest(params: Any) -> str:
 def mask_context(*, study: str, session: str, round: int, nonce: str, task: str, participants: Sequence[str],
                  digest: str) -> bytes:
     """The bytes every participant binds its pairwise seeds to (identical at every site of one sum)."""
-    return json.dumps({"v": 1, "study": study, "session": session, "round": int(round), "nonce": nonce,
-                       "task": task, "participants": sorted(participants), "params": digest},
-                      sort_keys=True, separators=(",", ":")).encode()
+    return _CONTEXT_JSON({"v": 1, "study": study, "session": session, "round": int(round), "nonce": nonce,
+                          "task": task, "participants": sorted(participants), "params": digest}).encode()
 
 
 def check_participants(participants: Any, site_id: str, peers: dict, min_sites: int) -> list[str]:
@@ -95,18 +97,40 @@ def _agreement(kex_private: bytes, peer_kex: bytes) -> bytes:
     return X25519PrivateKey.from_private_bytes(kex_private).exchange(X25519PublicKey.from_public_bytes(peer_kex))
 
 
+def _hkdf_extract(salt: bytes, key_material: bytes) -> bytes:
+    """HKDF-Extract with SHA-256 (RFC 5869 section 2.2): the pseudo-random key of ``key_material``."""
+    return hmac.digest(salt, key_material, "sha256")
+
+
+def _hkdf_expand32(prk: bytes, info: bytes) -> bytes:
+    """HKDF-Expand with SHA-256 to 32 bytes (RFC 5869 section 2.3, one block: ``HMAC(prk, info || 0x01)``)."""
+    return hmac.digest(prk, info + b"\x01", "sha256")
+
+
+@functools.lru_cache(maxsize=4096)
+def _seed_prk(kex_private: bytes, peer_kex: bytes) -> bytes:
+    """The HKDF pseudo-random key of a pair's seeds (salt and shared secret are the same for every sum
+    between the two sites, so HKDF-Extract runs once per pair and process; each seed's expansion has its own
+    context)."""
+    return _hkdf_extract(_SALT, _agreement(kex_private, peer_kex))
+
+
 def pairwise_seeds(kex_private: bytes, site_id: str, peers: dict, participants: Sequence[str],
                    context: bytes) -> list[tuple[int, bytes]]:
-    """``[(sign, seed), ...]`` for every other participant: ``+1`` for peers after this site, ``-1`` before."""
+    """``[(sign, seed), ...]`` for every other participant: ``+1`` for peers after this site, ``-1`` before.
+
+    Each seed is ``HKDF-SHA256(X25519(i, j), salt, info)`` to 32 bytes, computed as its two HMACs
+    (bit-identical to a general HKDF implementation, without building one per seed).
+    """
     out = []
+    kex_private = bytes(kex_private)
     for other in sorted(participants):
         if other == site_id:
             continue
-        shared = _agreement(bytes(kex_private), bytes(peers[other].kex))
+        prk = _seed_prk(kex_private, bytes(peers[other].kex))
         lo, hi = sorted((site_id, other))
         info = hashlib.sha256(context + b"\x00" + lo.encode() + b"\x00" + hi.encode()).digest()
-        seed = HKDF(hashes.SHA256(), 32, salt=_SALT, info=info).derive(shared)
-        out.append((1 if site_id < other else -1, seed))
+        out.append((1 if site_id < other else -1, _hkdf_expand32(prk, info)))
     return out
 
 
@@ -127,7 +151,7 @@ def pair_tag(kex_private: bytes, site_id: str, peer_id: str, peer_kex: bytes, st
     coordinator, which must prove to others what they opened.
     """
     lo, hi = sorted((site_id, peer_id))
-    return hmac.new(_tag_key(bytes(kex_private), bytes(peer_kex), lo, hi), statement, hashlib.sha256).digest()
+    return hmac.digest(_tag_key(bytes(kex_private), bytes(peer_kex), lo, hi), statement, "sha256")
 
 
 def pair_tags(kex_private: bytes, site_id: str, peers: dict, participants: Sequence[str],

@@ -54,27 +54,37 @@ def validate(value: Any, where: str = "") -> Any:
         raise PayloadTypeError(f"payload{where}: invalid value") from None  # unreachable: _checked raised
 
 
+#: leaves the fast pass keeps as they are (exact types: a subclass goes through the checked rules)
+_KEPT = frozenset({type(None), str, bytes, int, bool})
+
+
 def _normalise(value: Any, depth: int) -> Any:
-    """:func:`_checked` without the paths (raises :class:`_Invalid`; the same rules, the same result)."""
+    """:func:`_checked` without the paths (raises :class:`_Invalid`; the same rules, the same result).
+
+    Leaves of a container are taken in the container's loop (most of a payload's values are such leaves), so
+    only nested containers and other leaf types cost a call.
+    """
     if depth > MAX_DEPTH:
         raise _Invalid
-    if value is None or type(value) is str or type(value) is bytes:
-        return value
     t = type(value)
+    if t in _KEPT:
+        return value
     if t is dict:
+        if value and depth >= MAX_DEPTH:  # its values would be nested too deep
+            raise _Invalid
         out = {}
         for k, v in value.items():
             if type(k) is not str or "/" in k or k[:1] in ("#", "\x00"):
                 raise _Invalid
-            out[k] = _normalise(v, depth + 1)
+            out[k] = v if type(v) in _KEPT else _normalise(v, depth + 1)
         return out
     if t is list or t is tuple:
-        return [_normalise(v, depth + 1) for v in value]
+        if value and depth >= MAX_DEPTH:
+            raise _Invalid
+        return [v if type(v) in _KEPT else _normalise(v, depth + 1) for v in value]
     if t is float:
         if not math.isfinite(value):
             raise _Invalid
-        return value
-    if t is int:
         return value
     try:
         return _checked(value, "", depth)

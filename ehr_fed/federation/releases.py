@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ehr_fed.federation.messages import ProtocolError
+from ehr_fed.federation.signing import canonical_json
 
 __all__ = ["encode_arrays", "decode_arrays", "release_digest", "sign_release", "signed_suppressed",
            "verify_release", "verify_transcript"]
@@ -72,11 +73,11 @@ def release_digest(record: Mapping[str, Any]) -> bytes:
     if not isinstance(arrays, dict):
         raise ProtocolError("release record: arrays must be a mapping of output names")
     h = hashlib.sha256(b"ehr-fed release v1\x00")
-    h.update(json.dumps(header, sort_keys=True).encode())
-    h.update(json.dumps(arrays, sort_keys=True).encode())
+    h.update(canonical_json(header).encode())
+    h.update(canonical_json(arrays).encode())
     if "suppressed" in record:  # signed with the values (records without it hash as before)
         try:
-            h.update(b"\x00suppressed\x00" + json.dumps(record["suppressed"], sort_keys=True).encode())
+            h.update(b"\x00suppressed\x00" + canonical_json(record["suppressed"]).encode())
         except (TypeError, ValueError) as exc:
             raise ProtocolError(f"release record: malformed suppression ({exc})") from None
     return h.digest()

@@ -50,13 +50,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ehr_fed.federation.messages import ProtocolError, TaskMessage
-from ehr_fed.federation.signing import contribution_summary, summary_digest
+from ehr_fed.federation.signing import canonical_json, compact_json, contribution_summary, summary_digest
 from ehr_fed.privacy import DisclosureError
 
 __all__ = ["REASONS", "attempt_key", "computation_key", "self_residues", "contribution_summary",
@@ -79,7 +78,7 @@ _REVEAL = b"ehr-fed self-mask reveal v1\x00"
 
 def attempt_key(study: str, session: str, round: int, nonce: str, task: str) -> str:
     """The key of one attempt of a secure sum in the site's state (unambiguous JSON)."""
-    return json.dumps([study, session, int(round), nonce, task], separators=(",", ":"))
+    return compact_json([study, session, int(round), nonce, task])
 
 
 def computation_key(study: str, task: str, digest: str) -> str:
@@ -88,7 +87,7 @@ def computation_key(study: str, task: str, digest: str) -> str:
     Session and round are left out on purpose: the same computation run again in a later round or session
     over another participant set would give the same difference as a rerun of the round.
     """
-    return json.dumps([study, task, digest], separators=(",", ":"))
+    return compact_json([study, task, digest])
 
 
 def self_label(name: str) -> bytes:
@@ -114,7 +113,7 @@ def reveal_digest(*, study: str, session: str, round: int, nonce: str, task: str
     """What a site signs when it reveals its self-mask seed of one attempt."""
     header = {"study": study, "session": session, "round": int(round), "nonce": nonce, "task": task,
               "site_id": site_id, "participants": sorted(participants), "params": params, "decryptor": decryptor}
-    return hashlib.sha256(_REVEAL + json.dumps(header, sort_keys=True).encode() + b"\x00" + bytes(seed)).digest()
+    return hashlib.sha256(_REVEAL + canonical_json(header).encode() + b"\x00" + bytes(seed)).digest()
 
 
 # -- the contributing site ----------------------------------------------------------------------------------

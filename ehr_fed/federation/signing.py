@@ -9,6 +9,12 @@ from typing import Any
 
 import numpy as np
 
+#: ``json.dumps(obj, sort_keys=True)``, the same text, without building an encoder for every call (the
+#: statements below are hashed for every contribution and every reveal)
+canonical_json = json.JSONEncoder(sort_keys=True).encode
+#: ``json.dumps(obj, separators=(",", ":"))``, likewise
+compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
 
 def array_bytes(value: Any) -> bytes:
     """Canonical bytes of a contribution array: ciphertext bytes as is, arrays as little-endian float64."""
@@ -47,7 +53,7 @@ def summary_digest(*, study: str, session: str, round: int, nonce: str, task: st
     header = {"study": study, "session": session, "round": int(round), "nonce": nonce, "task": task,
               "site_id": site_id, "names": sorted(summary), "participants": sorted(participants),
               "params": params, "decryptor": decryptor}
-    h.update(json.dumps(header, sort_keys=True).encode())
+    h.update(canonical_json(header).encode())
     for name in sorted(summary):
         h.update(name.encode() + b"\x00")
         h.update(json.dumps([int(s) for s in summary[name]["shape"]]).encode())

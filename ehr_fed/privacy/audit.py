@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 
+#: ``json.dumps(entry, sort_keys=True, default=str)`` with one encoder for every line
+_LINE_JSON = json.JSONEncoder(sort_keys=True, default=str).encode
+
 
 def describe_payload(payload: Any) -> dict[str, Any]:
     """Sizes of a payload without its values: arrays -> shape/dtype, bytes -> length."""
@@ -65,7 +68,7 @@ class AuditLog:
             "bytes": int(nbytes),
         }
         entry.update(extra)
-        line = json.dumps(entry, sort_keys=True, default=str)
+        line = _LINE_JSON(entry)
         with self._lock:
             self.entries.append(entry)
             if self.path is not None:

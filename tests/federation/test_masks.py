@@ -53,6 +53,40 @@ def _raw(sk, blob):
     return [sk.raw_decrypt(int(c)) for c in ev.ciphertexts]
 
 
+def test_pairwise_seeds_and_tags_are_the_standard_hkdf_and_hmac(keys5):
+    """The seeds are HKDF-SHA256 (RFC 5869) of the pair's X25519 secret, the tags HMAC-SHA256 under an HKDF key:
+    computed by a general implementation here, bit for bit what the sites derive with their shortcuts."""
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from ehr_fed.federation.masks import pair_tag
+
+    participants = ["site_a", "site_c", "site_e"]
+    ctx = mask_context(study="s", session="S", round=3, nonce="n9", task="t", participants=participants,
+                       digest="d")
+    me = keys5["site_c"]
+    seeds = pairwise_seeds(me.kex_private, "site_c", me.peers, participants, ctx)
+    for (sign, seed), other in zip(seeds, ["site_a", "site_e"], strict=True):
+        shared = X25519PrivateKey.from_private_bytes(me.kex_private).exchange(
+            X25519PublicKey.from_public_bytes(me.peers[other].kex))
+        lo, hi = sorted(("site_c", other))
+        info = hashlib.sha256(ctx + b"\x00" + lo.encode() + b"\x00" + hi.encode()).digest()
+        assert seed == HKDF(hashes.SHA256(), 32, salt=b"ehr-fed pairwise mask v1", info=info).derive(shared)
+        assert sign == (1 if "site_c" < other else -1)
+        key = HKDF(hashes.SHA256(), 32, salt=b"ehr-fed contribution tag v1",
+                   info=b"ehr-fed contribution tag v1\x00" + lo.encode() + b"\x00" + hi.encode()).derive(shared)
+        statement = b"a contribution statement"
+        assert pair_tag(me.kex_private, "site_c", other, me.peers[other].kex, statement) == \
+            hmac.new(key, statement, hashlib.sha256).digest()
+    # the other side of each pair derives the same seed with the opposite sign
+    theirs = pairwise_seeds(keys5["site_a"].kex_private, "site_a", keys5["site_a"].peers, participants, ctx)
+    assert theirs[0] == (1, seeds[0][1])
+
+
 # -- the masks cancel exactly over the participant set, and only there --------------------------------------
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(size=st.integers(2, 5), length=st.integers(1, 60), fields=st.booleans(), seed=st.integers(0, 2**31))

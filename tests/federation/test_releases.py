@@ -3,6 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ehr_fed.federation import Federation
 from ehr_fed.federation.keys import SiteKeys
@@ -71,3 +73,22 @@ def test_decrypting_site_signs_what_it_released():
     assert res.release is not None and res.release["signer"] in tables
     values = verify_release(node.keys.peers, res.release, task="models.row_count")
     assert np.array_equal(values["n"].ravel(), np.asarray(res["n"]).ravel()) and values["n"].sum() == 180.0
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=8)),
+    lambda ch: st.one_of(st.lists(ch, max_size=3), st.dictionaries(st.text(max_size=4), ch, max_size=3)),
+    max_leaves=10)
+
+
+@given(json_values)
+@settings(max_examples=200)
+def test_signed_statements_hash_the_same_json_text_as_json_dumps(value):
+    """Every signed statement (contributions, reveals, releases) hashes exactly the text of
+    ``json.dumps(..., sort_keys=True)``, so signatures made by either form verify under the other."""
+    import json
+
+    from ehr_fed.federation.signing import canonical_json, compact_json
+
+    assert canonical_json(value) == json.dumps(value, sort_keys=True)
+    assert compact_json(value) == json.dumps(value, separators=(",", ":"))
