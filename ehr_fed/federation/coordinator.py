@@ -224,8 +224,8 @@ class Federation:
         return result
 
     def _messages(self, action: str, task: str, r: int, payload: dict, sites, nonce: str | None = None):
-        # one message for every site: the same header and nonce, and its payload validated once (a message is
-        # immutable; each site validates what it receives again)
+        # one message for every site: the same header and nonce, its payload validated once (nothing changes a
+        # message once built; each site validates what it receives again)
         msg = TaskMessage(action, task, self.study_id, self.journal.session, r, nonce or new_nonce(), payload)
         return dict.fromkeys(sites, msg)
 
