@@ -20,9 +20,8 @@ cannot be turned into a second, smaller sum of the same computation.
 
 Cost per secure sum at a site of ``|P|`` participants: ``|P| - 1`` HKDF expansions, one HMAC each (the
 X25519 agreement of a pair and its HKDF-Extract are computed once per process and reused; each sum's seed
-has its own HKDF context), one
-stream expansion (SHAKE-256 or ChaCha20) of ``bytes(n) + 16`` bytes per ciphertext and peer, and one addition modulo
-``n`` per plaintext, before encryption. For the federation that is ``|P| (|P| - 1) / 2`` pairwise seeds per round.
+has its own HKDF context), one stream expansion (SHAKE-256 or ChaCha20) of ``bytes(n) + 16`` bytes per
+ciphertext and peer, and one addition modulo ``n`` per plaintext, before encryption. For the federation that is ``|P| (|P| - 1) / 2`` pairwise seeds per round.
 """
 
 from __future__ import annotations
@@ -30,20 +29,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import json
 from collections.abc import Sequence
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ehr_fed.federation.messages import ProtocolError
+from ehr_fed.federation.signing import canonical_compact_json
 
 _SALT = b"ehr-fed pairwise mask v1"
 _TAG_SALT = b"ehr-fed contribution tag v1"
-#: ``json.dumps(obj, sort_keys=True, separators=(",", ":"))`` with one encoder for every call
-_CONTEXT_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
 def params_digest(params: Any) -> str:
@@ -60,8 +55,9 @@ def params_digest(params: Any) -> str:
 def mask_context(*, study: str, session: str, round: int, nonce: str, task: str, participants: Sequence[str],
                  digest: str) -> bytes:
     """The bytes every participant binds its pairwise seeds to (identical at every site of one sum)."""
-    return _CONTEXT_JSON({"v": 1, "study": study, "session": session, "round": int(round), "nonce": nonce,
-                          "task": task, "participants": sorted(participants), "params": digest}).encode()
+    return canonical_compact_json({"v": 1, "study": study, "session": session, "round": int(round),
+                                   "nonce": nonce, "task": task, "participants": sorted(participants),
+                                   "params": digest}).encode()
 
 
 def check_participants(participants: Any, site_id: str, peers: dict, min_sites: int) -> list[str]:
@@ -136,8 +132,9 @@ def pairwise_seeds(kex_private: bytes, site_id: str, peers: dict, participants: 
 
 @functools.lru_cache(maxsize=4096)
 def _tag_key(kex_private: bytes, peer_kex: bytes, lo: str, hi: str) -> bytes:
+    """HKDF-SHA256 of the pair's X25519 secret under the tag salt and label (computed once per pair)."""
     info = b"ehr-fed contribution tag v1\x00" + lo.encode() + b"\x00" + hi.encode()
-    return HKDF(hashes.SHA256(), 32, salt=_TAG_SALT, info=info).derive(_agreement(kex_private, peer_kex))
+    return _hkdf_expand32(_hkdf_extract(_TAG_SALT, _agreement(kex_private, peer_kex)), info)
 
 
 def pair_tag(kex_private: bytes, site_id: str, peer_id: str, peer_kex: bytes, statement: bytes) -> bytes:

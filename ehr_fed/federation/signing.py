@@ -14,6 +14,8 @@ import numpy as np
 canonical_json = json.JSONEncoder(sort_keys=True).encode
 #: ``json.dumps(obj, separators=(",", ":"))``, likewise
 compact_json = json.JSONEncoder(separators=(",", ":")).encode
+#: ``json.dumps(obj, sort_keys=True, separators=(",", ":"))``, likewise (the pairwise masks' context)
+canonical_compact_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
 def array_bytes(value: Any) -> bytes:

@@ -103,6 +103,12 @@ any_values = st.recursive(any_leaf, lambda ch: st.one_of(
     st.dictionaries(st.text(alphabet="ab/#\x00", min_size=1, max_size=3), ch, max_size=3)), max_leaves=12)
 
 
+def _wrapped(value, depth):
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def _nested(depth):
     v = []
     for _ in range(depth):
@@ -115,6 +121,10 @@ def _nested(depth):
 @example(_nested(32))
 @example(_nested(33))
 @example({"a": _nested(32)})
+@example(_wrapped([1], 32))  # a list at the deepest allowed level, a leaf in it one level too deep
+@example(_wrapped({"k": 1}, 32))  # a dict there
+@example(_wrapped({}, 32))  # an empty one there (allowed)
+@example(_wrapped([1], 31))
 def test_fast_validation_equals_the_checked_rules(value):
     from ehr_fed.federation.payload import _checked, validate
 

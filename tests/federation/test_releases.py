@@ -88,7 +88,8 @@ def test_signed_statements_hash_the_same_json_text_as_json_dumps(value):
     ``json.dumps(..., sort_keys=True)``, so signatures made by either form verify under the other."""
     import json
 
-    from ehr_fed.federation.signing import canonical_json, compact_json
+    from ehr_fed.federation.signing import canonical_compact_json, canonical_json, compact_json
 
     assert canonical_json(value) == json.dumps(value, sort_keys=True)
     assert compact_json(value) == json.dumps(value, separators=(",", ":"))
+    assert canonical_compact_json(value) == json.dumps(value, sort_keys=True, separators=(",", ":"))
