@@ -114,6 +114,22 @@ def test_open_socket_folder_is_refused(tmp_path):
         SiteService(_node(), folder / "site.sock", tmp_path / "state")
 
 
+def test_a_service_stopped_before_its_loop_starts_ends_quietly(tmp_path):
+    """A SIGTERM can close the service before its accept thread first runs: the thread ends, no error."""
+    svc = SiteService(_node(), tmp_path / "run" / "site.sock", tmp_path / "state")
+    svc.close()
+    errors = []
+    previous, threading.excepthook = threading.excepthook, errors.append
+    try:
+        thread = threading.Thread(target=svc.serve_forever, daemon=True)
+        thread.start()
+        thread.join(5)
+    finally:
+        threading.excepthook = previous
+    assert not thread.is_alive() and errors == []
+    assert not svc.socket_path.exists()
+
+
 def test_every_malformed_message_gets_an_error_reply_and_the_service_lives_on(service):
     client = SiteClient(service.socket_path, timeout=10)
     rng = random.Random(7)

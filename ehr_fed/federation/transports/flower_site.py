@@ -112,6 +112,7 @@ class SiteService:
             os.umask(old)
         os.chmod(self.socket_path, 0o600)
         self._sock.listen(16)
+        self._sock.settimeout(0.5)  # accept() wakes to see a stop (set here: the service may close first)
 
     # -- requests -----------------------------------------------------------------------------------
     def answer(self, blob: bytes) -> bytes:
@@ -156,7 +157,6 @@ class SiteService:
 
     # -- connections ------------------------------------------------------------------------------
     def serve_forever(self) -> None:
-        self._sock.settimeout(0.5)
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
