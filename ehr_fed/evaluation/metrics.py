@@ -19,6 +19,7 @@ over sites are what a pooled evaluation would compute on the same grid:
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
 
 def score_bins(scores: np.ndarray, n_bins: int) -> np.ndarray:
@@ -151,7 +152,7 @@ def calibration_slope_step(logit_p: np.ndarray, y: np.ndarray, coef: np.ndarray)
     y = np.asarray(y, dtype=float)
     x = np.column_stack([np.ones_like(logit_p), logit_p])
     eta = x @ np.asarray(coef, dtype=float)
-    p = 1.0 / (1.0 + np.exp(-eta))
+    p = expit(eta)  # no overflow for a very negative eta
     w = p * (1.0 - p)
     return {"grad": x.T @ (y - p), "info": (x * w[:, None]).T @ x}
 

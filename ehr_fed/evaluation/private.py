@@ -28,6 +28,7 @@ import uuid
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 from ehr_fed.privacy.dp import (
     OutputSensitivity,
@@ -133,7 +134,7 @@ def histogram_calibration(pos: np.ndarray, neg: np.ndarray, max_iter: int = 25, 
     x = np.column_stack([np.ones(n_bins), lp])
 
     def step(coef: np.ndarray) -> dict[str, np.ndarray]:
-        p = 1.0 / (1.0 + np.exp(-(x @ coef)))
+        p = expit(x @ coef)
         w = (pos + neg) * p * (1.0 - p)
         return {"grad": x.T @ (pos - (pos + neg) * p), "info": (x * w[:, None]).T @ x}
 

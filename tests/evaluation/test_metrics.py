@@ -103,3 +103,11 @@ def test_calibration_fit_of_a_constant_score_is_nan():
     y = np.array([0.0, 1.0] * 20)
     a, b = calibration_fit(lambda coef: calibration_slope_step(np.zeros(40), y, coef))
     assert np.isnan(a) and np.isnan(b)
+
+
+def test_calibration_step_at_extreme_scores_is_finite_and_warns_of_nothing():
+    lp = np.array([-800.0, -40.0, 0.0, 40.0, 800.0])  # logits of a saturated model
+    with np.errstate(all="raise"):
+        out = calibration_slope_step(lp, np.array([0.0, 0.0, 1.0, 1.0, 1.0]), np.array([0.0, 1.0]))
+    assert np.all(np.isfinite(out["grad"])) and np.all(np.isfinite(out["info"]))
+    assert out["grad"][0] == pytest.approx(0.5)  # the residuals: 0, ~0, 0.5, ~0, 0
