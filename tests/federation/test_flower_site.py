@@ -294,3 +294,38 @@ def test_clientapp_with_notification_polls_only_as_a_fallback(tmp_path):
     app._last_task = time.monotonic()
     assert app.idle_wait() == 0.25
     app.stop()
+
+
+def test_grid_transport_packs_a_broadcast_once_and_each_site_gets_its_own_message(monkeypatch):
+    """The coordinator sends one message object to every site: it is packed once; a message meant for one
+    site only is packed for it alone, and every SuperNode receives exactly what its site was sent."""
+    from flwr.app import Message
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from ehr_fed.federation.transports import flower as fl
+
+    for name, value in (("_run_id", 7), ("_node_id", 1), ("_task_id", 1)):  # as a ServerApp process has them
+        monkeypatch.setattr(TaskIdentity, name, value)
+
+    pushed: list[Message] = []
+
+    class Grid:
+        def push_messages(self, messages):
+            pushed.extend(messages)
+            return [f"id{i}" for i in range(len(messages))]
+
+        def pull_messages(self, ids):
+            return []
+
+    transport = object.__new__(fl.GridTransport)
+    transport.grid, transport.poll, transport.last_exchange = Grid(), 0.001, {}
+    transport._nodes = {"a": 11, "b": 12, "c": 13, "d": 14}
+    packs = []
+    real_pack = fl.wire.pack
+    monkeypatch.setattr(fl.wire, "pack", lambda flat: packs.append(flat) or real_pack(flat))
+    everyone, own = _ping("n-all"), _ping("n-own")
+    out = transport.send({"a": everyone, "b": everyone, "c": own, "d": everyone, "x": everyone}, timeout=0.01)
+    assert len(packs) == 2
+    got = {m.metadata.dst_node_id: TaskMessage.from_flat(from_recorddict(m.content)).nonce for m in pushed}
+    assert got == {11: "n-all", 12: "n-all", 13: "n-own", 14: "n-all"}
+    assert out["x"].kind == "unreachable" and {out[s].kind for s in "abcd"} == {"timeout"}

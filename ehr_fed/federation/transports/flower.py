@@ -197,13 +197,17 @@ class GridTransport:
         out: dict[str, Reply | SiteFailure] = {}
         flower_messages = []
         by_node: dict[int, str] = {}
+        packed: dict[int, bytes] = {}  # a broadcast is one message object for every site: packed once
         for site_id, msg in messages.items():
             node = self._nodes.get(site_id)
             if node is None:
                 out[site_id] = SiteFailure(site_id, "unreachable", "no identified SuperNode for this site")
                 continue
             by_node[node] = site_id
-            flower_messages.append(Message(content=to_recorddict(msg.to_flat()), message_type=QUERY, dst_node_id=node))
+            blob = packed.get(id(msg))
+            if blob is None:
+                blob = packed[id(msg)] = wire.pack(msg.to_flat())
+            flower_messages.append(Message(content=blob_record(blob), message_type=QUERY, dst_node_id=node))
         for reply in self._exchange(flower_messages, timeout):
             site_id = by_node.get(reply.metadata.src_node_id)
             if site_id is None:

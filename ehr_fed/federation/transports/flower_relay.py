@@ -164,7 +164,15 @@ class FlowerRelayTransport:
 
     def send(self, messages: Mapping[str, TaskMessage], timeout: float | None) -> dict[str, Reply | SiteFailure]:
         t0 = time.time()
-        got = self._call("send", {"timeout": timeout, "messages": {sid: m.to_dict() for sid, m in messages.items()}})
+        # a broadcast is one message object for every site: it crosses to the run once, with the sites it goes to
+        index: dict[int, int] = {}
+        distinct: list[dict[str, Any]] = []
+        for m in messages.values():
+            if id(m) not in index:
+                index[id(m)] = len(distinct)
+                distinct.append(m.to_dict())
+        got = self._call("send", {"timeout": timeout, "messages": distinct,
+                                  "sites": {sid: index[id(m)] for sid, m in messages.items()}})
         record = {"side": "coordinator", "action": next(iter(messages.values())).action if messages else "",
                   "start": t0, "done": time.time(), "grid": got.get("timing") or {}}
         self.exchanges.append(record)
@@ -246,7 +254,8 @@ def serve_relay(grid: Any, relay_path: str) -> None:
                 elif op == "send":
                     if transport is None:
                         raise RuntimeError("send before connect")
-                    msgs = {sid: TaskMessage.from_dict(m) for sid, m in arg["messages"].items()}
+                    distinct = [TaskMessage.from_dict(m) for m in arg["messages"]]
+                    msgs = {sid: distinct[int(i)] for sid, i in arg["sites"].items()}
                     replies = transport.send(msgs, arg["timeout"])
                     value = {"replies": {sid: _encode_reply(r) for sid, r in replies.items()},
                              "timing": transport.last_exchange}
