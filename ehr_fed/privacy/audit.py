@@ -68,10 +68,10 @@ class AuditLog:
             "bytes": int(nbytes),
         }
         entry.update(extra)
-        line = _LINE_JSON(entry)
+        line = _LINE_JSON(entry) if self.path is not None else None  # in memory only: nothing to encode
         with self._lock:
             self.entries.append(entry)
-            if self.path is not None:
+            if line is not None:
                 with self.path.open("a") as fh:
                     fh.write(line + "\n")
         return entry
