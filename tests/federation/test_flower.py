@@ -130,7 +130,15 @@ def federation(tmp_path_factory):
     finally:
         deployment.close()
     assert len(started) > 2 * len(configs)
-    assert not [pid for pid in started if _running(pid)], "processes outlived LoopbackDeployment.close()"
+    left = [pid for pid in started if _running(pid)]
+    assert not left, f"processes outlived LoopbackDeployment.close(): {[_describe(pid) for pid in left]}"
+
+
+def _describe(pid: int) -> str:
+    try:
+        return f"{pid} {Path(f'/proc/{pid}/stat').read_text()[:120]} {Path(f'/proc/{pid}/cmdline').read_bytes()[:200]!r}"
+    except OSError:
+        return f"{pid} (gone)"
 
 
 def _running(pid: int) -> bool:

@@ -328,17 +328,18 @@ class LoopbackDeployment:
 
         Flower starts ``flower-superexec`` in a session of its own (with the ServerApps under it): the
         groups of every descendant are noted before the first signal and stopped too, so nothing
-        outlives a SuperLink that had to be killed."""
+        outlives a SuperLink that had to be killed; returns when every noted process has exited."""
         own = {os.getpgid(0)}
         groups = []
-        for proc in self._procs:
-            for pid in _tree(proc.popen.pid)[1:]:
-                try:
-                    group = os.getpgid(pid)
-                except OSError:
-                    continue
-                if group not in own and group not in groups and group not in {p.popen.pid for p in self._procs}:
-                    groups.append(group)
+        descendants = [pid for proc in self._procs for pid in _tree(proc.popen.pid)[1:]]
+        leaders = {p.popen.pid for p in self._procs}
+        for pid in descendants:
+            try:
+                group = os.getpgid(pid)
+            except OSError:
+                continue
+            if group not in own and group not in groups and group not in leaders:
+                groups.append(group)
         for proc in reversed(self._procs):
             _signal_group(proc.popen, signal.SIGTERM)
         deadline = time.monotonic() + grace
@@ -358,6 +359,20 @@ class LoopbackDeployment:
                 os.killpg(group, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        # a killed process takes a moment to exit: return only when every one of them is gone
+        start = time.monotonic()
+        killed = False
+        while any(_alive(pid) for pid in descendants) and time.monotonic() < start + 5.0:
+            if not killed and time.monotonic() > start + 1.0:  # moved to a group of its own: by pid
+                killed = True
+                for pid in (pid for pid in descendants if _alive(pid)):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+            time.sleep(0.02)
+        for pid in (pid for pid in descendants if _alive(pid)):  # pragma: no cover - kernel-level hang
+            log.warning("process %s of the deployment did not exit", pid)
         self._procs.clear()
 
     def __enter__(self) -> LoopbackDeployment:
@@ -387,6 +402,14 @@ def _tree(pid: int) -> list[int]:
         except OSError:
             continue
     return out
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie has exited: only its parent's wait is left)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _signal_group(popen: subprocess.Popen, sig: int) -> None:
