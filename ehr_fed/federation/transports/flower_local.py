@@ -359,19 +359,18 @@ class LoopbackDeployment:
                 os.killpg(group, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        left = [pid for pid in descendants if _alive(pid)]
+        for pid in left:  # one that moved to a group of its own since: by pid
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         # a killed process takes a moment to exit: return only when every one of them is gone
-        start = time.monotonic()
-        killed = False
-        while any(_alive(pid) for pid in descendants) and time.monotonic() < start + 5.0:
-            if not killed and time.monotonic() > start + 1.0:  # moved to a group of its own: by pid
-                killed = True
-                for pid in (pid for pid in descendants if _alive(pid)):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+        deadline = time.monotonic() + 5.0
+        while left and time.monotonic() < deadline:
             time.sleep(0.02)
-        for pid in (pid for pid in descendants if _alive(pid)):  # pragma: no cover - kernel-level hang
+            left = [pid for pid in left if _alive(pid)]
+        for pid in left:  # pragma: no cover - kernel-level hang
             log.warning("process %s of the deployment did not exit", pid)
         self._procs.clear()
 
